@@ -1,0 +1,3 @@
+"""sagegate: a serverless ML inference platform for AWS."""
+
+__version__ = "0.1.0"

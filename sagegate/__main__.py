@@ -1,0 +1,3 @@
+from sagegate.cli import main
+
+main()

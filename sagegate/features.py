@@ -1,0 +1,269 @@
+"""Preprocessing compiled from a manifest's features into vectorised numpy transforms.
+
+Two phases, so that dynamic batching can merge requests cheaply:
+
+* `FeaturePipeline.rows_from_records` / `rows_from_text` validate each record (types, ranges,
+  categories, missing values) and normalise it into a compact row: numbers as floats, categories
+  as strings. This runs per request, so an error names the request's own record index.
+* `FeaturePipeline.transform` turns the rows of a whole batch, from many requests, into the
+  model's float32 input matrix, column by column with numpy.
+
+The server, the batch engine and the package builder's parity check all use this one module, so
+training-time and serving-time preprocessing cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from sagegate.manifest import (
+    Feature,
+    FeatureType,
+    Impute,
+    Log1p,
+    MinMax,
+    OneHot,
+    Ordinal,
+    Standardize,
+)
+
+__all__ = ["FeaturePipeline", "RecordError", "Row"]
+
+# A validated record: numeric feature values (NaN = missing, to impute) then categorical ones.
+Row = tuple[tuple[float, ...], tuple[str | None, ...]]
+
+_TRUE = frozenset({"true", "1", "t", "yes"})
+_FALSE = frozenset({"false", "0", "f", "no"})
+
+
+class RecordError(ValueError):
+    """A record that fails validation; `record` is its index in the request, `field` the feature."""
+
+    def __init__(self, record: int, field: str | None, reason: str) -> None:
+        self.record = record
+        self.field = field
+        self.reason = reason
+        where = f"record {record}" + (f", field {field!r}" if field else "")
+        super().__init__(f"{where}: {reason}")
+
+
+class _Invalid(ValueError):
+    pass
+
+
+_MISSING = object()
+
+
+def _numeric_checker(feature: Feature) -> Callable[[Any], float]:
+    lo, hi = feature.minimum, feature.maximum
+    kind = feature.type
+
+    def check(value: Any) -> float:
+        if kind is FeatureType.BOOL:
+            if not isinstance(value, bool):
+                raise _Invalid(f"expected a boolean, got {type(value).__name__}")
+            return 1.0 if value else 0.0
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise _Invalid(
+                f"expected {'an integer' if kind is FeatureType.INT else 'a number'}, got {type(value).__name__}"
+            )
+        number = float(value)
+        if not math.isfinite(number):
+            raise _Invalid("must be a finite number")
+        if kind is FeatureType.INT and not number.is_integer():
+            raise _Invalid("expected an integer")
+        if lo is not None and number < lo:
+            raise _Invalid(f"{value} is below the minimum {lo:g}")
+        if hi is not None and number > hi:
+            raise _Invalid(f"{value} is above the maximum {hi:g}")
+        return number
+
+    return check
+
+
+def _category_checker(feature: Feature) -> Callable[[Any], str]:
+    allowed = frozenset(feature.categories or ()) if feature.type is FeatureType.CATEGORICAL else None
+    shown = ", ".join(sorted(allowed)[:10]) if allowed else ""
+
+    def check(value: Any) -> str:
+        if not isinstance(value, str):
+            raise _Invalid(f"expected a string, got {type(value).__name__}")
+        if allowed is not None and value not in allowed:
+            raise _Invalid(f"{value!r} is not one of the categories ({shown})")
+        return value
+
+    return check
+
+
+def _text_parser(feature: Feature) -> Callable[[str], Any]:
+    """Parses a CSV cell into the JSON-like value the checker expects."""
+    if feature.type is FeatureType.BOOL:
+
+        def parse_bool(text: str) -> Any:
+            low = text.strip().lower()
+            if low in _TRUE:
+                return True
+            if low in _FALSE:
+                return False
+            raise _Invalid(f"expected a boolean, got {text!r}")
+
+        return parse_bool
+    if feature.type.is_numeric:
+
+        def parse_number(text: str) -> Any:
+            try:
+                return float(text)
+            except ValueError:
+                raise _Invalid(f"expected a number, got {text!r}") from None
+
+        return parse_number
+    return lambda text: text
+
+
+@dataclass(frozen=True)
+class _Slot:
+    """One feature's place in a row and how a missing value is handled."""
+
+    name: str
+    numeric: bool
+    check: Callable[[Any], Any]
+    parse: Callable[[str], Any]
+    fill: Any  # value used when the feature is missing; _MISSING means "required"
+
+
+def _fill_value(feature: Feature, numeric: bool) -> Any:
+    if feature.default is not None:
+        return float(feature.default) if numeric else feature.default
+    if any(isinstance(t, Impute) for t in feature.transforms):
+        return math.nan if numeric else None  # imputed in transform()
+    return _MISSING
+
+
+class FeaturePipeline:
+    """Validates records and turns batches of them into the model's input matrix."""
+
+    def __init__(self, features: Sequence[Feature]) -> None:
+        self.features = list(features)
+        self.names = [f.name for f in self.features]
+        self._known = frozenset(self.names)
+        self._numeric = [f for f in self.features if f.type.is_numeric]
+        self._categorical = [f for f in self.features if not f.type.is_numeric]
+        self._slots: list[_Slot] = []
+        for f in self._numeric:
+            self._slots.append(_Slot(f.name, True, _numeric_checker(f), _text_parser(f), _fill_value(f, True)))
+        for f in self._categorical:
+            self._slots.append(_Slot(f.name, False, _category_checker(f), _text_parser(f), _fill_value(f, False)))
+        self._n_numeric = len(self._numeric)
+        self.width = sum(f.width for f in self.features)
+        offsets, at = {}, 0
+        for f in self.features:
+            offsets[f.name] = at
+            at += f.width
+        self._offsets = offsets
+
+    # -- validation -------------------------------------------------------------------------
+
+    def _validate(self, index: int, get: Callable[[_Slot], Any]) -> Row:
+        values: list[Any] = []
+        for slot in self._slots:
+            raw = get(slot)
+            if raw is None or raw is _MISSING:
+                if slot.fill is _MISSING:
+                    raise RecordError(index, slot.name, "is required")
+                values.append(slot.fill)
+                continue
+            try:
+                values.append(slot.check(raw))
+            except _Invalid as exc:
+                raise RecordError(index, slot.name, str(exc)) from None
+        n = self._n_numeric
+        return tuple(values[:n]), tuple(values[n:])
+
+    def rows_from_records(self, records: Iterable[Any], start: int = 0) -> list[Row]:
+        """Validates JSON-like records (mappings of feature name to value)."""
+        rows: list[Row] = []
+        known = self._known
+        for index, record in enumerate(records, start):
+            if not isinstance(record, Mapping):
+                raise RecordError(index, None, f"expected an object of features, got {type(record).__name__}")
+            unknown = [k for k in record if k not in known]
+            if unknown:
+                raise RecordError(index, unknown[0], "is not a feature of this model")
+            rows.append(self._validate(index, lambda slot, r=record: r.get(slot.name)))  # type: ignore[misc]
+        return rows
+
+    def rows_from_text(self, header: Sequence[str] | None, cells: Iterable[Sequence[str]], start: int = 0) -> list[Row]:
+        """Validates CSV rows; without a header the columns are the features in manifest order."""
+        columns = list(header) if header is not None else self.names
+        unknown = [c for c in columns if c not in self._known]
+        if unknown:
+            raise RecordError(start, unknown[0], "is not a feature of this model")
+        position = {name: i for i, name in enumerate(columns)}
+        width = len(columns)
+        rows: list[Row] = []
+        for index, row in enumerate(cells, start):
+            if len(row) != width:
+                raise RecordError(index, None, f"expected {width} columns, got {len(row)}")
+
+            def cell(slot: _Slot, row: Sequence[str] = row, index: int = index) -> Any:
+                at = position.get(slot.name)
+                if at is None or row[at] == "":
+                    return _MISSING
+                try:
+                    return slot.parse(row[at])
+                except _Invalid as exc:
+                    raise RecordError(index, slot.name, str(exc)) from None
+
+            rows.append(self._validate(index, cell))
+        return rows
+
+    # -- transformation ---------------------------------------------------------------------
+
+    def transform(self, rows: Sequence[Row]) -> np.ndarray:
+        """The float32 input matrix [len(rows), width] for a batch of validated rows."""
+        n = len(rows)
+        out = np.zeros((n, self.width), dtype=np.float32)
+        if n == 0:
+            return out
+        if self._numeric:
+            block = np.array([r[0] for r in rows], dtype=np.float64)
+            for j, feature in enumerate(self._numeric):
+                out[:, self._offsets[feature.name]] = _numeric_steps(feature, block[:, j])
+        for j, feature in enumerate(self._categorical):
+            _encode(feature, [r[1][j] for r in rows], out, self._offsets[feature.name])
+        return out
+
+    def transform_records(self, records: Iterable[Mapping[str, Any]]) -> np.ndarray:
+        return self.transform(self.rows_from_records(records))
+
+
+def _numeric_steps(feature: Feature, column: np.ndarray) -> np.ndarray:
+    for step in feature.transforms:
+        if isinstance(step, Impute):
+            column = np.where(np.isnan(column), float(step.value), column)
+        elif isinstance(step, Standardize):
+            column = (column - step.mean) / step.std
+        elif isinstance(step, MinMax):
+            column = (column - step.min) / (step.max - step.min)
+        elif isinstance(step, Log1p):
+            column = np.log1p(column)
+    return column
+
+
+def _encode(feature: Feature, values: list[str | None], out: np.ndarray, offset: int) -> None:
+    impute = next((t.value for t in feature.transforms if isinstance(t, Impute)), None)
+    if impute is not None:
+        values = [str(impute) if v is None else v for v in values]
+    lookup = {c: i for i, c in enumerate(feature.encoded_categories)}
+    index = np.fromiter((lookup.get(v, -1) if v is not None else -1 for v in values), dtype=np.int64, count=len(values))
+    encoding = feature.encoding
+    if isinstance(encoding, OneHot):
+        known = index >= 0
+        out[np.flatnonzero(known), offset + index[known]] = 1.0
+    elif isinstance(encoding, Ordinal):
+        out[:, offset] = np.where(index >= 0, index, encoding.unknown_value)

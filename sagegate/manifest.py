@@ -1,0 +1,262 @@
+"""ModelManifest: what a model package declares about its model.
+
+The manifest is the contract between the people who train a model and every part of sagegate
+that serves it: the inference server compiles its input features into preprocessing
+(`sagegate.features`), the gateway validates requests against it, and the registry stores it.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+__all__ = [
+    "MANIFEST_FILE",
+    "MODEL_FILE",
+    "Feature",
+    "FeatureType",
+    "Framework",
+    "Impute",
+    "Lineage",
+    "Log1p",
+    "MinMax",
+    "ModelManifest",
+    "OneHot",
+    "Ordinal",
+    "Outputs",
+    "Standardize",
+    "Task",
+    "Transform",
+]
+
+MANIFEST_FILE = "manifest.json"
+MODEL_FILE = "model.onnx"
+
+NAME_PATTERN = r"^[a-z0-9](-*[a-z0-9]){0,62}$"  # a valid SageMaker resource name, lower case
+
+
+class FeatureType(StrEnum):
+    FLOAT = "float"
+    INT = "int"
+    BOOL = "bool"
+    CATEGORICAL = "categorical"
+    STRING = "string"
+
+    @property
+    def is_numeric(self) -> bool:
+        return self in (FeatureType.FLOAT, FeatureType.INT, FeatureType.BOOL)
+
+
+class Framework(StrEnum):
+    SKLEARN = "sklearn"
+    XGBOOST = "xgboost"
+    PYTORCH = "pytorch"
+    ONNX = "onnx"
+
+
+class Task(StrEnum):
+    BINARY = "binary"
+    MULTICLASS = "multiclass"
+    REGRESSION = "regression"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Standardize(_Strict):
+    kind: Literal["standardize"] = "standardize"
+    mean: float
+    std: float = Field(gt=0)
+
+
+class MinMax(_Strict):
+    kind: Literal["min_max"] = "min_max"
+    min: float
+    max: float
+
+    @model_validator(mode="after")
+    def _ordered(self) -> MinMax:
+        if not self.max > self.min:
+            raise ValueError("min_max needs max > min")
+        return self
+
+
+class Log1p(_Strict):
+    kind: Literal["log1p"] = "log1p"
+
+
+class Impute(_Strict):
+    """Fills a missing value (absent, null, or an empty CSV cell) before the other steps."""
+
+    kind: Literal["impute"] = "impute"
+    value: float | str
+
+
+class OneHot(_Strict):
+    """One column per category; a value outside the categories encodes as all zeros."""
+
+    kind: Literal["one_hot"] = "one_hot"
+    categories: list[str] | None = None  # defaults to the feature's categories
+
+
+class Ordinal(_Strict):
+    """The category's index; a value outside the categories encodes as `unknown_value`."""
+
+    kind: Literal["ordinal"] = "ordinal"
+    categories: list[str] | None = None
+    unknown_value: float = -1.0
+
+
+Transform = Annotated[Standardize | MinMax | Log1p | Impute | OneHot | Ordinal, Field(discriminator="kind")]
+_ENCODINGS = (OneHot, Ordinal)
+
+
+class Feature(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_.\-]{0,127}$")
+    type: FeatureType
+    required: bool = True
+    default: float | int | bool | str | None = None
+    minimum: float | None = None
+    maximum: float | None = None
+    categories: list[str] | None = None
+    transforms: list[Transform] = Field(default_factory=list)
+    description: str | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Feature:
+        encodings = [t for t in self.transforms if isinstance(t, _ENCODINGS)]
+        imputes = [i for i, t in enumerate(self.transforms) if isinstance(t, Impute)]
+        if imputes and imputes != [0]:
+            raise ValueError(f"feature {self.name!r}: impute must be the first and only impute step")
+        if self.type.is_numeric:
+            if encodings:
+                raise ValueError(f"feature {self.name!r}: {self.type} cannot be one_hot/ordinal encoded")
+            if self.categories is not None:
+                raise ValueError(f"feature {self.name!r}: categories are for categorical features")
+        else:
+            if self.type is FeatureType.CATEGORICAL and not self.categories:
+                raise ValueError(f"feature {self.name!r}: categorical features need categories")
+            if len(encodings) != 1 or not isinstance(self.transforms[-1], _ENCODINGS):
+                raise ValueError(
+                    f"feature {self.name!r}: {self.type} features need exactly one one_hot or "
+                    "ordinal step, as the last transform"
+                )
+            if self.minimum is not None or self.maximum is not None:
+                raise ValueError(f"feature {self.name!r}: minimum/maximum are for numeric features")
+            enc = encodings[0]
+            if enc.categories is None and not self.categories:
+                raise ValueError(f"feature {self.name!r}: {enc.kind} needs categories")
+            if any(not isinstance(t, (Impute, *_ENCODINGS)) for t in self.transforms):
+                raise ValueError(f"feature {self.name!r}: only impute and an encoding apply to {self.type}")
+        if self.minimum is not None and self.maximum is not None and self.minimum > self.maximum:
+            raise ValueError(f"feature {self.name!r}: minimum > maximum")
+        if any(isinstance(t, Log1p) for t in self.transforms) and (self.minimum is None or self.minimum <= -1):
+            raise ValueError(f"feature {self.name!r}: log1p needs a declared minimum > -1")
+        if not self.required and self.default is None and not imputes:
+            raise ValueError(f"feature {self.name!r}: an optional feature needs a default or an impute step")
+        for value, what in (
+            (self.default, "default"),
+            *((t.value, "impute") for t in self.transforms if isinstance(t, Impute)),
+        ):
+            if value is not None:
+                self._check_fill(value, what)
+        return self
+
+    def _check_fill(self, value: float | int | bool | str, what: str) -> None:
+        if self.type.is_numeric:
+            if isinstance(value, str) or (isinstance(value, float) and math.isnan(value)):
+                raise ValueError(f"feature {self.name!r}: {what} must be a number")
+        elif not isinstance(value, str):
+            raise ValueError(f"feature {self.name!r}: {what} must be a string")
+
+    @property
+    def encoding(self) -> OneHot | Ordinal | None:
+        last = self.transforms[-1] if self.transforms else None
+        return last if isinstance(last, _ENCODINGS) else None
+
+    @property
+    def encoded_categories(self) -> list[str]:
+        enc = self.encoding
+        cats = enc.categories if enc is not None and enc.categories is not None else self.categories
+        return list(cats or [])
+
+    @property
+    def width(self) -> int:
+        """How many columns of the model's input matrix this feature fills."""
+        enc = self.encoding
+        return len(self.encoded_categories) if isinstance(enc, OneHot) else 1
+
+
+class Outputs(_Strict):
+    task: Task
+    labels: list[str] | None = None
+    threshold: float = Field(default=0.5, gt=0, lt=1)
+    onnx_output: str = Field(description="name of the ONNX output holding probabilities or values")
+
+    @model_validator(mode="after")
+    def _labels(self) -> Outputs:
+        if self.task is Task.BINARY and (self.labels is None or len(self.labels) != 2):
+            raise ValueError("a binary model needs exactly two labels: [negative, positive]")
+        if self.task is Task.MULTICLASS and (self.labels is None or len(self.labels) < 2):
+            raise ValueError("a multiclass model needs at least two labels")
+        if self.task is Task.REGRESSION and self.labels:
+            raise ValueError("a regression model has no labels")
+        return self
+
+
+class Lineage(_Strict):
+    training_data_uri: str | None = None
+    code_version: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class ModelManifest(_Strict):
+    schema_version: Literal[1] = 1
+    name: str = Field(pattern=NAME_PATTERN)
+    version: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,63}$")
+    framework: Framework
+    created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    description: str | None = None
+    lineage: Lineage | None = None
+    features: list[Feature] = Field(min_length=1)
+    outputs: Outputs
+    metrics: dict[str, float] = Field(default_factory=dict)
+    sample: list[dict[str, Any]] = Field(min_length=1)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    onnx_input: str = "input"
+    entity_key: str | None = Field(default=None, description="feature-store entity key, e.g. user_id")
+    default_prediction: float | str | None = Field(
+        default=None, description="answer the gateway may give when every model path has failed"
+    )
+
+    @field_validator("features")
+    @classmethod
+    def _unique_names(cls, features: list[Feature]) -> list[Feature]:
+        names = [f.name for f in features]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"duplicate feature names: {', '.join(duplicates)}")
+        return features
+
+    @property
+    def input_width(self) -> int:
+        return sum(f.width for f in self.features)
+
+    def feature(self, name: str) -> Feature:
+        for f in self.features:
+            if f.name == name:
+                return f
+        raise KeyError(name)
+
+    @classmethod
+    def read(cls, package_dir: Path) -> ModelManifest:
+        return cls.model_validate_json((package_dir / MANIFEST_FILE).read_bytes())
+
+    def dumps(self) -> str:
+        return self.model_dump_json(indent=2, exclude_none=True)

@@ -1,0 +1,272 @@
+"""The HTTP layer of the inference server: a small ASGI app that parses, delegates and answers.
+
+Plain ASGI rather than a framework: this is the hot path of every prediction, and the routes
+are fixed by the SageMaker container contract. Logic lives in the data plane.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs
+
+import orjson
+
+from sagegate.server import codecs
+from sagegate.server.config import ServerConfig
+from sagegate.server.dataplane import DataPlane, ServedModel
+from sagegate.server.exceptions import (
+    BadRequest,
+    MethodNotAllowed,
+    ModelLoadError,
+    PayloadTooLarge,
+    RouteNotFound,
+    ServerError,
+    ServiceUnavailable,
+)
+from sagegate.server.metrics import CONTENT_TYPE_LATEST, ServerMetrics
+
+__all__ = ["InferenceApp"]
+
+log = logging.getLogger("sagegate.server")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+_CONTROL_BODY_LIMIT = 1024 * 1024
+_JSON = b"application/json"
+
+
+class _Request:
+    __slots__ = ("headers", "method", "path", "query", "receive")
+
+    def __init__(self, scope: Scope, receive: Receive) -> None:
+        self.method: str = scope["method"]
+        self.path: str = scope["path"]
+        self.query: bytes = scope.get("query_string", b"")
+        self.headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        self.receive = receive
+
+    async def body(self, limit: int) -> bytes:
+        declared = self.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > limit:
+            raise PayloadTooLarge(f"the body is {int(declared)} bytes; the limit is {limit}")
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await self.receive()
+            if message["type"] == "http.disconnect":
+                raise ConnectionAbortedError("client went away")
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(f"the body exceeds the limit of {limit} bytes")
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    async def json(self) -> Any:
+        try:
+            return orjson.loads(await self.body(_CONTROL_BODY_LIMIT))
+        except orjson.JSONDecodeError as exc:
+            raise BadRequest(f"the body is not valid JSON: {exc}") from None
+
+
+async def _answer(
+    send: Send, status: int, body: bytes, content_type: bytes = _JSON, extra: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
+    if extra:
+        headers.extend(extra)
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _target_model(headers: dict[str, str]) -> str | None:
+    for part in headers.get("x-amzn-sagemaker-custom-attributes", "").replace(",", ";").split(";"):
+        key, _, value = part.partition("=")
+        if key.strip() == "model" and value.strip():
+            return value.strip()
+    target = headers.get("x-amzn-sagemaker-target-model")
+    return target.removesuffix(".tar.gz") if target else None
+
+
+class InferenceApp:
+    """ASGI application; `plane` holds the models, `metrics` what /metrics shows."""
+
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        self.metrics = ServerMetrics(config.max_batch_size)
+        self.plane: DataPlane | None = None
+        self.load_error: str | None = None
+        self._loading: asyncio.Task[None] | None = None
+        self.on_load_failure: Callable[[str], None] | None = None
+
+    # -- ASGI -------------------------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        request = _Request(scope, receive)
+        try:
+            await self._route(request, send)
+        except ServerError as exc:
+            await _answer(send, exc.status, orjson.dumps({"error": exc.message, **exc.detail}))
+        except ConnectionAbortedError:
+            return
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                self.plane = DataPlane(self.config, self.metrics)
+                # Load after the socket is up, so /ping can say 503 while models load.
+                self._loading = asyncio.get_running_loop().create_task(self._load())
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                if self._loading is not None and not self._loading.done():
+                    self._loading.cancel()
+                if self.plane is not None:
+                    await self.plane.close()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _load(self) -> None:
+        assert self.plane is not None
+        try:
+            await self.plane.load_model_dir()
+        except ServerError as exc:
+            self._fail(exc.message)
+        except Exception as exc:
+            log.exception("loading models failed")
+            self._fail(f"loading models failed: {exc}")
+
+    def _fail(self, message: str) -> None:
+        self.load_error = message
+        log.error("%s", message)
+        if self.on_load_failure is not None:
+            self.on_load_failure(message)
+
+    # -- routes -----------------------------------------------------------------------------
+
+    async def _route(self, request: _Request, send: Send) -> None:
+        method, path = request.method, request.path
+        if path == "/invocations" and method == "POST":
+            await self._invoke(request, send, _target_model(request.headers), "invocations")
+        elif path == "/ping" and method == "GET":
+            await self._ping(send)
+        elif path == "/metrics" and method == "GET":
+            await _answer(send, 200, self.metrics.render(), CONTENT_TYPE_LATEST.encode())
+        elif path == "/execution-parameters" and method == "GET":
+            await _answer(send, 200, orjson.dumps(self._execution_parameters()))
+        elif path == "/models":
+            if method == "GET":
+                await self._list_models(request, send)
+            elif method == "POST":
+                await self._load_model(request, send)
+            else:
+                raise MethodNotAllowed(f"{method} is not allowed on {path}")
+        elif path.startswith("/models/"):
+            name, _, action = path[len("/models/") :].partition("/")
+            if action == "invoke" and method == "POST":
+                await self._invoke(request, send, name, "invoke")
+            elif not action and method == "GET":
+                await _answer(send, 200, orjson.dumps(self._plane().get(name).model.describe()))
+            elif not action and method == "DELETE":
+                await self._plane().unload(name)
+                await _answer(send, 200, orjson.dumps({"status": f"model {name!r} unloaded"}))
+            else:
+                raise MethodNotAllowed(f"{method} is not allowed on {path}")
+        else:
+            raise RouteNotFound(f"no route {method} {path}")
+
+    def _plane(self) -> DataPlane:
+        if self.plane is None:
+            raise ServerError("the server is not started")
+        return self.plane
+
+    async def _ping(self, send: Send) -> None:
+        if self.plane is not None and self.plane.ready:
+            await _answer(send, 200, b'{"status":"healthy"}')
+        elif self.load_error:
+            await _answer(send, 503, orjson.dumps({"status": "failed", "error": self.load_error}))
+        else:
+            await _answer(send, 503, b'{"status":"loading"}')
+
+    def _execution_parameters(self) -> dict[str, Any]:
+        return {
+            "MaxConcurrentTransforms": max(1, (os.cpu_count() or 1) * self.config.batch_workers),
+            "BatchStrategy": "MULTI_RECORD",
+            "MaxPayloadInMB": min(100, max(1, int(self.config.max_body_mb))),
+        }
+
+    async def _invoke(self, request: _Request, send: Send, name: str | None, route: str) -> None:
+        started = time.perf_counter()
+        plane = self._plane()
+        if not plane.ready and not name:
+            raise ServiceUnavailable("models are still loading")
+        served = plane.resolve(name)
+        model = served.model.name
+        code = 200
+        try:
+            body = await request.body(self.config.max_body_bytes)
+            content_type = request.headers.get("content-type")
+            rows = codecs.decode(body, content_type, served.model.pipeline, self.config.max_records)
+            predictions = await plane.predict(served, rows)
+            payload, media = codecs.encode(predictions, request.headers.get("accept"), content_type)
+            await _answer(send, 200, payload, media.encode(), self._variant_headers(served))
+            self.metrics.records.labels(model).inc(len(rows))
+        except ServerError as exc:
+            code = exc.status
+            self.metrics.errors.labels(model, type(exc).__name__).inc()
+            raise
+        finally:
+            self.metrics.requests.labels(model, route, str(code)).inc()
+            self.metrics.latency.labels(model).observe(time.perf_counter() - started)
+
+    @staticmethod
+    def _variant_headers(served: ServedModel) -> list[tuple[bytes, bytes]]:
+        m = served.model.manifest
+        return [(b"x-sagegate-model-version", f"{m.name}:{m.version}".encode())]
+
+    async def _list_models(self, request: _Request, send: Send) -> None:
+        query = parse_qs(request.query.decode("latin-1"))
+        try:
+            size = int(query.get("page_size", ["100"])[0])
+            start = int(query.get("next_page_token", ["0"])[0] or 0)
+        except ValueError:
+            raise BadRequest("page_size and next_page_token must be integers") from None
+        names = sorted(self._plane().models)
+        page = names[start : start + max(1, size)]
+        answer: dict[str, Any] = {
+            "models": [{"modelName": n, "modelUrl": self._plane().models[n].model.url} for n in page]
+        }
+        if start + len(page) < len(names):
+            answer["nextPageToken"] = str(start + len(page))
+        await _answer(send, 200, orjson.dumps(answer))
+
+    async def _load_model(self, request: _Request, send: Send) -> None:
+        document = await request.json()
+        if not isinstance(document, dict):
+            raise BadRequest('expected {"model_name": ..., "url": ...}')
+        name, url = document.get("model_name"), document.get("url")
+        if not isinstance(name, str) or not name:
+            raise BadRequest("model_name is required", field="model_name")
+        if not isinstance(url, str) or not url:
+            raise BadRequest("url is required", field="url")
+        try:
+            model = await self._plane().load(name, Path(url))
+        except ModelLoadError as exc:
+            raise BadRequest(exc.message, model=name) from None
+        await _answer(send, 200, orjson.dumps({"status": f"model {name!r} loaded", **model.describe()}))

@@ -1,0 +1,153 @@
+"""Dynamic batching for one model: a queue, a loop that forms batches, and futures fanned back out.
+
+Policy: when the model is idle a request runs at once (no batching tax on a lone request). While
+a batch runs, arriving requests queue; when it finishes they are taken together, up to
+`max_batch_size` records, and, if the batch is not full, the loop waits for more until the oldest
+queued request has waited `max_delay` seconds. A request with more records than `max_batch_size`
+is split into chunks that are reassembled in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+__all__ = ["AdaptiveBatcher", "BatchObserver"]
+
+In = TypeVar("In")
+Out = TypeVar("Out")
+
+# Called once per batch with (batch size in records, queue waits of its requests in seconds).
+BatchObserver = Callable[[int, list[float]], None]
+
+
+@dataclass
+class _Item(Generic[In, Out]):
+    records: Sequence[In]
+    future: asyncio.Future[list[Out]]
+    enqueued_at: float = field(default_factory=time.perf_counter)
+
+
+class AdaptiveBatcher(Generic[In, Out]):
+    def __init__(
+        self,
+        run: Callable[[list[In]], list[Out]],
+        *,
+        max_batch_size: int = 32,
+        max_delay: float = 0.010,
+        workers: int = 1,
+        observe: BatchObserver | None = None,
+        name: str = "model",
+    ) -> None:
+        self._run = run
+        self.max_batch_size = max_batch_size
+        self.max_delay = max_delay
+        self._observe = observe
+        self._queue: deque[_Item[In, Out]] = deque()
+        self._wakeup = asyncio.Event()
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"infer-{name}")
+        self._slots = asyncio.Semaphore(workers)
+        self._running = 0
+        self._last_batch_end = 0.0
+        self._in_flight: set[asyncio.Task[None]] = set()
+        self._closed = False
+        self._loop_task = asyncio.get_running_loop().create_task(self._loop(), name=f"batcher-{name}")
+
+    async def submit(self, records: Sequence[In]) -> list[Out]:
+        if self._closed:
+            raise RuntimeError("the batcher is closed")
+        if not records:
+            return []
+        size = self.max_batch_size
+        if len(records) <= size:
+            return await self._enqueue(records)
+        chunks = [self._enqueue(records[i : i + size]) for i in range(0, len(records), size)]
+        results: list[Out] = []
+        for part in await asyncio.gather(*chunks):
+            results.extend(part)
+        return results
+
+    def _enqueue(self, records: Sequence[In]) -> asyncio.Future[list[Out]]:
+        future: asyncio.Future[list[Out]] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Item(records, future))
+        self._wakeup.set()
+        return future
+
+    def _take(self, batch: list[_Item[In, Out]], count: int) -> int:
+        while self._queue and count + len(self._queue[0].records) <= self.max_batch_size:
+            item = self._queue.popleft()
+            if not item.future.cancelled():
+                batch.append(item)
+                count += len(item.records)
+        return count
+
+    async def _loop(self) -> None:
+        while True:
+            if not self._queue:
+                if self._closed:
+                    return
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            await self._slots.acquire()
+            batch: list[_Item[In, Out]] = []
+            count = self._take(batch, 0)
+            # Requests that queued behind a running batch mean load: wait a little to fill up.
+            under_load = (bool(batch) and batch[0].enqueued_at < self._last_batch_end) or self._running > 0
+            if batch and under_load and count < self.max_batch_size and self.max_delay > 0:
+                deadline = batch[0].enqueued_at + self.max_delay
+                while count < self.max_batch_size and (remaining := deadline - time.perf_counter()) > 0:
+                    self._wakeup.clear()
+                    try:
+                        await asyncio.wait_for(self._wakeup.wait(), remaining)
+                    except TimeoutError:
+                        break
+                    count = self._take(batch, count)
+            if not batch:
+                self._slots.release()
+                continue
+            self._running += 1
+            task = asyncio.get_running_loop().create_task(self._execute(batch, count))
+            self._in_flight.add(task)
+            task.add_done_callback(self._in_flight.discard)
+
+    async def _execute(self, batch: list[_Item[In, Out]], count: int) -> None:
+        started = time.perf_counter()
+        records: list[In] = []
+        for item in batch:
+            records.extend(item.records)
+        try:
+            results = await asyncio.get_running_loop().run_in_executor(self._executor, self._run, records)
+            if len(results) != count:
+                raise RuntimeError(f"the model returned {len(results)} results for {count} records")
+        except Exception as exc:
+            for item in batch:
+                if not item.future.done():
+                    item.future.set_exception(exc)
+        else:
+            at = 0
+            for item in batch:
+                n = len(item.records)
+                if not item.future.done():
+                    item.future.set_result(results[at : at + n])
+                at += n
+        finally:
+            self._running -= 1
+            self._last_batch_end = time.perf_counter()
+            self._slots.release()
+            if self._observe is not None:
+                self._observe(count, [started - item.enqueued_at for item in batch])
+
+    async def close(self) -> None:
+        """Finishes everything queued and in flight, then stops."""
+        self._closed = True
+        self._wakeup.set()
+        await self._loop_task
+        if self._in_flight:
+            await asyncio.gather(*self._in_flight)
+        self._executor.shutdown(wait=True)

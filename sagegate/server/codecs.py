@@ -1,0 +1,140 @@
+"""Request bodies to validated rows, predictions to response bodies, per content type."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+
+from sagegate.features import FeaturePipeline, RecordError, Row
+from sagegate.server.exceptions import BadRequest, PayloadTooLarge, UnsupportedMediaType
+from sagegate.server.model import Prediction
+
+__all__ = ["CSV", "JSON", "JSONLINES", "decode", "encode", "media_type"]
+
+JSON = "application/json"
+JSONLINES = "application/jsonlines"
+CSV = "text/csv"
+_ALIASES = {
+    JSON: JSON,
+    JSONLINES: JSONLINES,
+    "application/jsonl": JSONLINES,
+    "application/x-jsonlines": JSONLINES,
+    "application/json-lines": JSONLINES,
+    CSV: CSV,
+}
+
+
+def media_type(header: str | None, default: str | None = None) -> str | None:
+    """The canonical media type of a Content-Type/Accept value (first acceptable entry)."""
+    if not header:
+        return default
+    for part in header.split(","):
+        base = part.split(";", 1)[0].strip().lower()
+        if base in _ALIASES:
+            return _ALIASES[base]
+        if base in ("*/*", "application/*", ""):
+            return default
+    return None
+
+
+def decode(body: bytes, content_type: str | None, pipeline: FeaturePipeline, max_records: int) -> list[Row]:
+    kind = media_type(content_type, JSON)
+    if kind is None:
+        raise UnsupportedMediaType(f"unsupported Content-Type {content_type!r}: use {JSON}, {JSONLINES} or {CSV}")
+    if not body.strip():
+        raise BadRequest("the request body is empty")
+    try:
+        if kind == JSON:
+            return pipeline.rows_from_records(_json_records(body, max_records))
+        if kind == JSONLINES:
+            return pipeline.rows_from_records(_jsonlines_records(body, max_records))
+        header, cells = _csv_cells(body, pipeline, max_records)
+        return pipeline.rows_from_text(header, cells)
+    except RecordError as exc:
+        raise BadRequest(str(exc), record=exc.record, field=exc.field) from None
+
+
+def _too_many(count: int, max_records: int) -> None:
+    if count > max_records:
+        raise PayloadTooLarge(f"{count} records in one request; the limit is {max_records}")
+
+
+def _json_records(body: bytes, max_records: int) -> list[Any]:
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"the body is not valid JSON: {exc}") from None
+    if isinstance(document, dict) and "instances" in document:
+        records = document["instances"]
+        if not isinstance(records, list):
+            raise BadRequest("'instances' must be a list of records", field="instances")
+    elif isinstance(document, dict) and "features" in document:
+        records = [document["features"]]
+    elif isinstance(document, list):
+        records = document
+    else:
+        raise BadRequest('expected {"instances": [{...}, ...]} or {"features": {...}}')
+    if not records:
+        raise BadRequest("no records in the request", field="instances")
+    _too_many(len(records), max_records)
+    return records
+
+
+def _jsonlines_records(body: bytes, max_records: int) -> list[Any]:
+    lines = [line for line in body.splitlines() if line.strip()]
+    _too_many(len(lines), max_records)
+    records = []
+    for index, line in enumerate(lines):
+        try:
+            record = orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            raise BadRequest(f"record {index}: not valid JSON: {exc}", record=index) from None
+        if isinstance(record, dict) and set(record) == {"features"}:
+            record = record["features"]
+        records.append(record)
+    return records
+
+
+def _csv_cells(body: bytes, pipeline: FeaturePipeline, max_records: int) -> tuple[list[str] | None, list[list[str]]]:
+    try:
+        text = body.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise BadRequest("the CSV body is not UTF-8") from None
+    try:
+        rows = [row for row in csv.reader(io.StringIO(text), strict=True) if row]
+    except csv.Error as exc:
+        raise BadRequest(f"malformed CSV: {exc}") from None
+    header = None
+    if rows and any(cell.strip() in pipeline.names for cell in rows[0]):
+        header = [cell.strip() for cell in rows.pop(0)]
+    if not rows:
+        raise BadRequest("no records in the CSV body")
+    _too_many(len(rows), max_records)
+    return header, rows
+
+
+def encode(predictions: Sequence[Prediction], accept: str | None, content_type: str | None) -> tuple[bytes, str]:
+    """The response body in the Accept type, defaulting to the request's own format family."""
+    same = media_type(content_type, JSON) or JSON
+    kind = media_type(accept, same)
+    if kind is None:
+        raise UnsupportedMediaType(f"cannot answer in {accept!r}: accept {JSON}, {JSONLINES} or {CSV}", field="Accept")
+    if kind == JSON:
+        return orjson.dumps({"predictions": predictions}), JSON
+    if kind == JSONLINES:
+        return b"\n".join(orjson.dumps(p) for p in predictions) + b"\n", JSONLINES
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    for p in predictions:
+        writer.writerow(
+            [
+                p["prediction"],
+                "" if p["label"] is None else p["label"],
+                "" if p["confidence"] is None else p["confidence"],
+            ]
+        )
+    return out.getvalue().encode(), CSV

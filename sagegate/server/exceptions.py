@@ -1,0 +1,71 @@
+"""Errors the data plane raises; the REST layer maps each to one HTTP status."""
+
+from __future__ import annotations
+
+__all__ = [
+    "BadRequest",
+    "MemoryBudgetExceeded",
+    "MethodNotAllowed",
+    "ModelAlreadyLoaded",
+    "ModelLoadError",
+    "ModelNotFound",
+    "ModelRuntimeError",
+    "PayloadTooLarge",
+    "RouteNotFound",
+    "ServerError",
+    "ServiceUnavailable",
+    "UnsupportedMediaType",
+]
+
+
+class ServerError(Exception):
+    status = 500
+
+    def __init__(self, message: str, **detail: object) -> None:
+        super().__init__(message)
+        self.message = message
+        self.detail = {k: v for k, v in detail.items() if v is not None}
+
+
+class BadRequest(ServerError):
+    status = 400
+
+
+class PayloadTooLarge(BadRequest):
+    status = 413
+
+
+class UnsupportedMediaType(BadRequest):
+    status = 415
+
+
+class RouteNotFound(ServerError):
+    status = 404
+
+
+class MethodNotAllowed(ServerError):
+    status = 405
+
+
+class ServiceUnavailable(ServerError):
+    status = 503
+
+
+class ModelNotFound(ServerError):
+    status = 404
+
+
+class ModelAlreadyLoaded(ServerError):
+    status = 409
+
+
+class MemoryBudgetExceeded(ServerError):
+    status = 507
+
+
+class ModelLoadError(ServerError):
+    status = 500
+
+
+class ModelRuntimeError(ServerError):
+    status = 500

@@ -1,0 +1,79 @@
+"""Prometheus metrics of the inference server, served on GET /metrics."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+__all__ = ["CONTENT_TYPE_LATEST", "ServerMetrics"]
+
+LATENCY_BUCKETS = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.0075,
+    0.01,
+    0.015,
+    0.02,
+    0.03,
+    0.05,
+    0.075,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
+
+
+class ServerMetrics:
+    def __init__(self, max_batch_size: int) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "sagegate_requests",
+            "Requests answered, by model, route and HTTP status.",
+            ["model", "route", "code"],
+            registry=r,
+        )
+        self.errors = Counter(
+            "sagegate_errors", "Failed requests, by model and kind of error.", ["model", "kind"], registry=r
+        )
+        self.records = Counter("sagegate_records", "Records predicted.", ["model"], registry=r)
+        self.latency = Histogram(
+            "sagegate_request_duration_seconds",
+            "Request latency inside the server.",
+            ["model"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        size_buckets = sorted({float(min(2**i, max_batch_size)) for i in range(max_batch_size.bit_length() + 1)})
+        self.batch_size = Histogram(
+            "sagegate_batch_size", "Records per executed batch.", ["model"], buckets=size_buckets, registry=r
+        )
+        self.queue_wait = Histogram(
+            "sagegate_queue_wait_seconds",
+            "Time a request waited for its batch.",
+            ["model"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.models_loaded = Gauge("sagegate_models_loaded", "Models loaded.", registry=r)
+        self.memory_used = Gauge("sagegate_model_memory_mb", "Memory budget used by loaded models (MB).", registry=r)
+
+    def batch_observer(self, model: str):  # type: ignore[no-untyped-def]
+        size = self.batch_size.labels(model)
+        wait = self.queue_wait.labels(model)
+
+        def observe(count: int, waits: list[float]) -> None:
+            size.observe(count)
+            for seconds in waits:
+                wait.observe(seconds)
+
+        return observe
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
