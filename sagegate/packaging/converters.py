@@ -54,6 +54,7 @@ def _from_sklearn(model: Any, task: Task, width: int) -> Converted:
     from skl2onnx import to_onnx
     from skl2onnx.common.data_types import FloatTensorType
 
+    predict = _predict_fn(model, task)
     final = model.steps[-1][1] if hasattr(model, "steps") else model
     options = {id(final): {"zipmap": False}} if task is not Task.REGRESSION else None
     try:
@@ -67,13 +68,14 @@ def _from_sklearn(model: Any, task: Task, width: int) -> Converted:
         raise PackageError(f"scikit-learn model could not be converted to ONNX: {_first_line(exc)}") from exc
     output = "variable" if task is Task.REGRESSION else "probabilities"
     classes = len(final.classes_) if hasattr(final, "classes_") else None
-    return Converted(onx.SerializeToString(), output, _predict_fn(model, task), classes)
+    return Converted(onx.SerializeToString(), output, predict, classes)
 
 
 def _from_xgboost(model: Any, task: Task, width: int) -> Converted:
     from onnxmltools import convert_xgboost
     from onnxmltools.convert.common.data_types import FloatTensorType
 
+    predict = _predict_fn(model, task)
     # onnxmltools only understands the default feature names f0..fN.
     model.get_booster().feature_names = None
     try:
@@ -84,7 +86,7 @@ def _from_xgboost(model: Any, task: Task, width: int) -> Converted:
         raise PackageError(f"XGBoost model could not be converted to ONNX: {_first_line(exc)}") from exc
     output = "variable" if task is Task.REGRESSION else "probabilities"
     classes = len(model.classes_) if hasattr(model, "classes_") else None
-    return Converted(onx.SerializeToString(), output, _predict_fn(model, task), classes)
+    return Converted(onx.SerializeToString(), output, predict, classes)
 
 
 def _from_torch(model: Any, task: Task, width: int, torch_output: str) -> Converted:

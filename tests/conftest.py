@@ -1,0 +1,44 @@
+"""Shared fixtures: real models trained and packaged once per test session."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from sagegate.local.data import Transactions, generate_transactions
+from sagegate.local.examples import build_fraud_package
+from sagegate.packaging import BuiltPackage
+
+
+@pytest.fixture(scope="session")
+def transactions() -> Transactions:
+    return generate_transactions(4000, seed=3)
+
+
+@pytest.fixture(scope="session")
+def packages_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("packages")
+
+
+@pytest.fixture(scope="session")
+def fraud_logreg(packages_dir: Path, transactions: Transactions) -> BuiltPackage:
+    return build_fraud_package(packages_dir / "fraud-logreg", "logreg", data=transactions)
+
+
+@pytest.fixture(scope="session")
+def fraud_xgboost(packages_dir: Path, transactions: Transactions) -> BuiltPackage:
+    return build_fraud_package(packages_dir / "fraud-xgboost", "xgboost", name="fraud-xgb", data=transactions)
+
+
+@pytest.fixture(scope="session")
+def fraud_mlp(packages_dir: Path, transactions: Transactions) -> BuiltPackage:
+    return build_fraud_package(packages_dir / "fraud-mlp", "mlp", name="fraud-mlp", data=transactions)
+
+
+@pytest.fixture
+def model_dir(tmp_path: Path) -> Iterator[Path]:
+    path = tmp_path / "models"
+    path.mkdir()
+    yield path

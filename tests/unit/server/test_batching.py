@@ -1,0 +1,114 @@
+"""The batcher's machinery, pinned with toy models (no ONNX needed here)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+
+from sagegate.server.batching import AdaptiveBatcher
+
+
+class SumModel:
+    """Doubles each record and remembers the batches it saw."""
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self.batches: list[list[int]] = []
+        self.delay = delay
+        self.lock = threading.Lock()
+
+    def __call__(self, records: list[int]) -> list[int]:
+        if self.delay:
+            time.sleep(self.delay)
+        with self.lock:
+            self.batches.append(list(records))
+        return [2 * r for r in records]
+
+
+class ErrorModel:
+    def __call__(self, records: list[int]) -> list[int]:
+        raise ValueError("boom")
+
+
+class ShortModel:
+    def __call__(self, records: list[int]) -> list[int]:
+        return records[:-1]
+
+
+async def test_lone_request_runs_at_once_without_waiting_for_max_delay() -> None:
+    model = SumModel()
+    batcher = AdaptiveBatcher(model, max_batch_size=8, max_delay=5.0)
+    started = time.perf_counter()
+    assert await batcher.submit([1, 2, 3]) == [2, 4, 6]
+    # max_delay is 5 s: finishing far sooner proves the idle path does not wait for more records.
+    assert time.perf_counter() - started < 2.5
+    await batcher.close()
+
+
+async def test_requests_arriving_during_a_batch_are_taken_together_in_order() -> None:
+    model = SumModel(delay=0.2)
+    observed: list[tuple[int, int]] = []
+    batcher = AdaptiveBatcher(
+        model, max_batch_size=32, max_delay=0.05, observe=lambda size, waits: observed.append((size, len(waits)))
+    )
+    first = asyncio.create_task(batcher.submit([0]))
+    await asyncio.sleep(0.05)  # the first batch is now running
+    rest = [asyncio.create_task(batcher.submit([i, 100 + i])) for i in range(1, 11)]
+    assert await first == [0]
+    results = await asyncio.gather(*rest)
+    assert results == [[2 * i, 200 + 2 * i] for i in range(1, 11)]
+    assert model.batches[0] == [0]
+    assert model.batches[1] == [r for i in range(1, 11) for r in (i, 100 + i)]
+    assert observed == [(1, 1), (20, 10)]
+    await batcher.close()
+
+
+async def test_batches_never_exceed_max_batch_size_and_big_requests_are_split_in_order() -> None:
+    model = SumModel(delay=0.01)
+    batcher = AdaptiveBatcher(model, max_batch_size=4, max_delay=0.01)
+    records = list(range(23))
+    small = [asyncio.create_task(batcher.submit([1000 + i])) for i in range(9)]
+    assert await batcher.submit(records) == [2 * r for r in records]
+    assert [r for task in small for r in await task] == [2000 + 2 * i for i in range(9)]
+    assert max(len(b) for b in model.batches) <= 4
+    assert sorted(r for b in model.batches for r in b) == sorted(records + [1000 + i for i in range(9)])
+    await batcher.close()
+
+
+async def test_a_failing_model_fails_every_request_of_its_batch_and_the_batcher_goes_on() -> None:
+    batcher = AdaptiveBatcher(ErrorModel(), max_batch_size=4, max_delay=0.01)
+    outcomes = await asyncio.gather(*(batcher.submit([i]) for i in range(6)), return_exceptions=True)
+    assert all(isinstance(o, ValueError) and str(o) == "boom" for o in outcomes)
+    with pytest.raises(ValueError, match="boom"):
+        await batcher.submit([1])
+    await batcher.close()
+
+
+async def test_a_model_returning_the_wrong_count_is_an_error_not_a_hang() -> None:
+    batcher = AdaptiveBatcher(ShortModel(), max_batch_size=4, max_delay=0.01)
+    with pytest.raises(RuntimeError, match="returned 2 results for 3 records"):
+        await asyncio.wait_for(batcher.submit([1, 2, 3]), 5)
+    await batcher.close()
+
+
+async def test_close_finishes_queued_and_running_work() -> None:
+    model = SumModel(delay=0.05)
+    batcher = AdaptiveBatcher(model, max_batch_size=2, max_delay=0.0)
+    tasks = [asyncio.create_task(batcher.submit([i])) for i in range(6)]
+    await asyncio.sleep(0.01)
+    await batcher.close()
+    assert [await t for t in tasks] == [[2 * i] for i in range(6)]
+    with pytest.raises(RuntimeError, match="closed"):
+        await batcher.submit([1])
+
+
+async def test_several_workers_run_batches_concurrently() -> None:
+    model = SumModel(delay=0.3)
+    batcher = AdaptiveBatcher(model, max_batch_size=1, max_delay=0.0, workers=4)
+    started = time.perf_counter()
+    assert await asyncio.gather(*(batcher.submit([i]) for i in range(4))) == [[0], [2], [4], [6]]
+    # Four 0.3 s batches on four workers overlap; one after another they would take 1.2 s.
+    assert time.perf_counter() - started < 0.9
+    await batcher.close()

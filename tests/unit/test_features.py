@@ -1,0 +1,169 @@
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sagegate.features import FeaturePipeline, RecordError
+from sagegate.manifest import Feature
+
+finite = st.floats(min_value=-1e6, max_value=1e6, allow_nan=False)
+positive = st.floats(min_value=0, max_value=1e6, allow_nan=False)
+
+
+def pipeline(*specs: dict[str, Any]) -> FeaturePipeline:
+    return FeaturePipeline([Feature.model_validate(s) for s in specs])
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(finite, min_size=1, max_size=40), finite, st.floats(min_value=1e-3, max_value=1e3))
+def test_standardize_is_affine(values: list[float], mean: float, std: float) -> None:
+    p = pipeline({"name": "x", "type": "float", "transforms": [{"kind": "standardize", "mean": mean, "std": std}]})
+    out = p.transform_records([{"x": v} for v in values])
+    expected = (np.array(values) - mean) / std
+    np.testing.assert_allclose(out[:, 0], expected.astype(np.float32), rtol=1e-5, atol=1e-6 * (1 + abs(mean) / std))
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(finite, min_size=1, max_size=40), st.floats(-1e3, 1e3), st.floats(1e-2, 1e3))
+def test_min_max_maps_the_range_to_unit_interval(values: list[float], low: float, span: float) -> None:
+    p = pipeline({"name": "x", "type": "float", "transforms": [{"kind": "min_max", "min": low, "max": low + span}]})
+    out = p.transform_records([{"x": v} for v in values])[:, 0]
+    np.testing.assert_allclose(out, ((np.array(values) - low) / span).astype(np.float32), rtol=1e-5, atol=1e-5)
+    edges = p.transform_records([{"x": low}, {"x": low + span}])[:, 0]
+    np.testing.assert_allclose(edges, [0.0, 1.0], atol=1e-5)
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(positive, min_size=1, max_size=40))
+def test_log1p_then_standardize_compose_in_order(values: list[float]) -> None:
+    p = pipeline(
+        {
+            "name": "x",
+            "type": "float",
+            "minimum": 0,
+            "transforms": [{"kind": "log1p"}, {"kind": "standardize", "mean": 2.0, "std": 3.0}],
+        }
+    )
+    out = p.transform_records([{"x": v} for v in values])[:, 0]
+    np.testing.assert_allclose(out, ((np.log1p(values) - 2.0) / 3.0).astype(np.float32), rtol=1e-5, atol=1e-6)
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.one_of(st.none(), finite), min_size=1, max_size=40), finite)
+def test_impute_fills_missing_values_only(values: list[float | None], fill: float) -> None:
+    p = pipeline({"name": "x", "type": "float", "required": False, "transforms": [{"kind": "impute", "value": fill}]})
+    records = [{"x": v} if v is not None else {} for v in values]
+    out = p.transform_records(records)[:, 0]
+    expected = np.array([fill if v is None else v for v in values], dtype=np.float32)
+    np.testing.assert_array_equal(out, expected)
+
+
+categories = ["a", "b", "c", "d"]
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.sampled_from([*categories, "zz"]), min_size=1, max_size=40))
+def test_one_hot_sets_exactly_the_category_column(values: list[str]) -> None:
+    p = pipeline({"name": "s", "type": "string", "transforms": [{"kind": "one_hot", "categories": categories}]})
+    out = p.transform_records([{"s": v} for v in values])
+    assert out.shape == (len(values), len(categories))
+    for row, value in zip(out, values, strict=True):
+        expected = np.zeros(len(categories), dtype=np.float32)
+        if value in categories:
+            expected[categories.index(value)] = 1
+        np.testing.assert_array_equal(row, expected)
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.sampled_from([*categories, "zz"]), min_size=1, max_size=40), st.floats(-10, -1))
+def test_ordinal_is_the_category_index(values: list[str], unknown: float) -> None:
+    p = pipeline(
+        {
+            "name": "s",
+            "type": "string",
+            "transforms": [{"kind": "ordinal", "categories": categories, "unknown_value": unknown}],
+        }
+    )
+    out = p.transform_records([{"s": v} for v in values])[:, 0]
+    expected = [categories.index(v) if v in categories else unknown for v in values]
+    np.testing.assert_allclose(out, expected)
+
+
+def test_columns_follow_manifest_order_with_mixed_types() -> None:
+    p = pipeline(
+        {"name": "cat", "type": "categorical", "categories": ["x", "y"], "transforms": [{"kind": "one_hot"}]},
+        {"name": "n", "type": "int"},
+        {"name": "flag", "type": "bool", "required": False, "default": False},
+        {
+            "name": "color",
+            "type": "categorical",
+            "categories": ["r", "g"],
+            "required": False,
+            "transforms": [{"kind": "impute", "value": "g"}, {"kind": "ordinal"}],
+        },
+    )
+    out = p.transform_records([{"cat": "y", "n": 7, "flag": True, "color": "r"}, {"cat": "x", "n": -2}])
+    np.testing.assert_array_equal(out, [[0, 1, 7, 1, 0], [1, 0, -2, 0, 1]])
+    assert p.width == 5
+
+
+@pytest.mark.parametrize(
+    ("record", "field", "reason"),
+    [
+        ({"amount": "12"}, "amount", "expected a number, got str"),
+        ({"amount": True}, "amount", "expected a number, got bool"),
+        ({"amount": -1.0}, "amount", "below the minimum 0"),
+        ({"amount": 1e9}, "amount", "above the maximum 1e+06"),
+        ({"amount": math.inf}, "amount", "finite"),
+        ({}, "amount", "is required"),
+        ({"amount": 1.0, "count": 1.5}, "count", "expected an integer"),
+        ({"amount": 1.0, "channel": "fax"}, "channel", "'fax' is not one of the categories"),
+        ({"amount": 1.0, "channel": 3}, "channel", "expected a string, got int"),
+        ({"amount": 1.0, "flag": 1}, "flag", "expected a boolean"),
+        ({"amount": 1.0, "colour": "red"}, "colour", "is not a feature of this model"),
+    ],
+)
+def test_bad_records_name_the_record_and_field(record: dict[str, Any], field: str, reason: str) -> None:
+    p = pipeline(
+        {"name": "amount", "type": "float", "minimum": 0, "maximum": 1e6},
+        {"name": "count", "type": "int", "required": False, "default": 0},
+        {
+            "name": "channel",
+            "type": "categorical",
+            "categories": ["web", "pos"],
+            "required": False,
+            "default": "web",
+            "transforms": [{"kind": "one_hot"}],
+        },
+        {"name": "flag", "type": "bool", "required": False, "default": False},
+    )
+    good = {"amount": 1.0}
+    with pytest.raises(RecordError) as caught:
+        p.rows_from_records([good, good, record])
+    assert caught.value.record == 2
+    assert caught.value.field == field
+    assert reason in caught.value.reason
+
+
+def test_text_rows_parse_like_json_records() -> None:
+    p = pipeline(
+        {"name": "a", "type": "float"},
+        {"name": "b", "type": "bool", "required": False, "default": True},
+        {"name": "c", "type": "categorical", "categories": ["u", "v"], "transforms": [{"kind": "one_hot"}]},
+    )
+    from_json = p.transform_records([{"a": 1.5, "b": False, "c": "v"}, {"a": 2.0, "c": "u"}])
+    with_header = p.transform(p.rows_from_text(["c", "b", "a"], [["v", "false", "1.5"], ["u", "", "2"]]))
+    without_header = p.transform(p.rows_from_text(None, [["1.5", "0", "v"], ["2", "", "u"]]))
+    np.testing.assert_array_equal(from_json, with_header)
+    np.testing.assert_array_equal(from_json, without_header)
+    with pytest.raises(RecordError, match="record 1, field 'a': expected a number, got 'x'"):
+        p.rows_from_text(None, [["1", "1", "u"], ["x", "1", "u"]])
+    with pytest.raises(RecordError, match="expected 3 columns, got 2"):
+        p.rows_from_text(None, [["1", "1"]])
+    with pytest.raises(RecordError, match="field 'd': is not a feature"):
+        p.rows_from_text(["a", "d"], [["1", "2"]])
