@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import threading
@@ -28,10 +29,8 @@ def test_ping_is_503_until_models_are_loaded_and_warmed_up(
     seen: list[int] = []
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and (not seen or seen[-1] != 200):
-        try:
+        with contextlib.suppress(httpx.TransportError):  # not listening yet
             seen.append(client.get(f"{server.url}/ping").status_code)
-        except httpx.TransportError:
-            pass  # not listening yet
         time.sleep(0.01)
     assert seen[0] == 503
     assert seen[-1] == 200
