@@ -96,10 +96,14 @@ def _from_torch(model: Any, task: Task, width: int, torch_output: str) -> Conver
 
     if torch_output not in ("logits", "probabilities"):
         raise PackageError(f"torch_output must be logits or probabilities, not {torch_output!r}")
-    body = model.module() if isinstance(model, torch.export.ExportedProgram) else model
-    if not isinstance(body, torch.nn.Module):
+    if isinstance(model, torch.export.ExportedProgram):
+        body = model.module()  # already traced in inference mode; it refuses .train()/.eval()
+    elif isinstance(model, torch.nn.Module):
+        body = model.eval()
+    else:
         raise PackageError(f"expected a torch.nn.Module or ExportedProgram, got {type(model).__name__}")
-    head = TorchHead(body, task, torch_output).eval()
+    head = TorchHead(body, task, torch_output)
+    head.training = False  # the head only; an exported body refuses a recursive .eval()
     example = torch.zeros((2, width), dtype=torch.float32)
     try:
         with torch.no_grad():

@@ -167,3 +167,34 @@ def test_text_rows_parse_like_json_records() -> None:
         p.rows_from_text(None, [["1", "1"]])
     with pytest.raises(RecordError, match="field 'd': is not a feature"):
         p.rows_from_text(["a", "d"], [["1", "2"]])
+
+
+FRAUD_LIKE = [
+    {"name": "amount", "type": "float", "minimum": 0, "maximum": 1e6},
+    {"name": "count", "type": "int", "minimum": 0},
+    {"name": "flag", "type": "bool"},
+    {"name": "channel", "type": "categorical", "categories": ["web", "pos"], "transforms": [{"kind": "one_hot"}]},
+    {"name": "city", "type": "string", "transforms": [{"kind": "ordinal", "categories": ["paris", "rome"]}]},
+]
+values = {
+    "amount": st.one_of(st.floats(0, 1e6), st.floats(allow_nan=True), st.integers(-5, 10), st.booleans(), st.text()),
+    "count": st.one_of(st.integers(-3, 100), st.floats(0, 5), st.booleans()),
+    "flag": st.one_of(st.booleans(), st.integers(0, 1)),
+    "channel": st.one_of(st.sampled_from(["web", "pos", "fax"]), st.integers()),
+    "city": st.one_of(st.text(max_size=5), st.none()),
+}
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.fixed_dictionaries(values), min_size=1, max_size=5))
+def test_the_fast_path_accepts_and_refuses_exactly_what_the_checked_path_does(records: list[dict[str, Any]]) -> None:
+    p = pipeline(*FRAUD_LIKE)
+    try:
+        expected = p._rows_one_by_one(records, 0)
+    except RecordError as exc:
+        with pytest.raises(RecordError) as caught:
+            p.rows_from_records(records)
+        assert (caught.value.record, caught.value.field) == (exc.record, exc.field)
+        return
+    got = p.rows_from_records(records)
+    np.testing.assert_array_equal(p.transform(got), p.transform(expected))

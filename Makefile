@@ -1,0 +1,43 @@
+# Two commands for a new user on a fresh machine: `make demo` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: setup demo test test-unit test-integration lint bench services clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $@
+
+setup: $(VENV)/.installed
+
+demo: setup
+	$(VENV)/bin/sagegate demo
+
+services:
+	bash scripts/ensure-tools.sh redis-server
+
+test: setup services
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-unit: setup
+	$(PY) -m pytest -m "not integration" $(PYTEST_ARGS)
+
+test-integration: setup services
+	$(PY) -m pytest -m integration $(PYTEST_ARGS)
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy sagegate benchmarks
+
+bench: setup
+	bash scripts/ensure-tools.sh wrk
+	$(PY) benchmarks/server_throughput.py
+
+clean:
+	rm -rf $(VENV) .sagegate .pytest_cache .mypy_cache .ruff_cache
