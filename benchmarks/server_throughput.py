@@ -223,7 +223,7 @@ def report(result: dict[str, Any]) -> list[tuple[str, bool]]:
         return next(x for x in loads if (x.system, x.records, x.connections) == (system, records, c)
                     and (system == "floor" or x.model == model))
 
-    console = Console()
+    console = Console(width=170)
     table = Table(title="sagegate inference server vs baselines (same run, same cores)")
     for column in ("model", "load", "sagegate req/s", "naive req/s", "floor req/s", "vs naive", "% of floor",
                    "sagegate p50/p99 ms", "naive p50/p99 ms"):

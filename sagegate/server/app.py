@@ -232,8 +232,7 @@ class InferenceApp:
             self.metrics.errors.labels(model, type(exc).__name__).inc()
             raise
         finally:
-            self.metrics.requests.labels(model, route, str(code)).inc()
-            self.metrics.latency.labels(model).observe(time.perf_counter() - started)
+            self.metrics.request_done(model, route, code, time.perf_counter() - started)
 
     @staticmethod
     def _variant_headers(served: ServedModel) -> list[tuple[bytes, bytes]]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
@@ -62,7 +64,17 @@ class ServerMetrics:
             registry=r,
         )
         self.models_loaded = Gauge("sagegate_models_loaded", "Models loaded.", registry=r)
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self.memory_used = Gauge("sagegate_model_memory_mb", "Memory budget used by loaded models (MB).", registry=r)
+
+    def request_done(self, model: str, route: str, code: int, seconds: float) -> None:
+        key = (model, route, code)
+        children = self._children.get(key)
+        if children is None:
+            children = self._children[key] = (self.requests.labels(model, route, str(code)),
+                                              self.latency.labels(model))
+        children[0].inc()
+        children[1].observe(seconds)
 
     def batch_observer(self, model: str):  # type: ignore[no-untyped-def]
         size = self.batch_size.labels(model)
