@@ -93,8 +93,14 @@ class Service:
     def __init__(self, command: list[str], env: dict[str, str], log: Path, port: int) -> None:
         self.url = f"http://127.0.0.1:{port}"
         self._log = log.open("wb")
-        self.process = subprocess.Popen(command, env={**os.environ, **env}, stdout=self._log,
-                                        stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True)
+        self.process = subprocess.Popen(
+            command,
+            env={**os.environ, **env},
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            start_new_session=True,
+        )
         wait_healthy(f"{self.url}/ping", 180, self.process)
 
     def close(self) -> None:
@@ -107,8 +113,23 @@ class Service:
 
 
 def uvicorn_command(target: str, port: int) -> list[str]:
-    return [sys.executable, "-m", "uvicorn", target, "--host", "127.0.0.1", "--port", str(port), "--no-access-log",
-            "--log-level", "warning", "--loop", "uvloop", "--http", "httptools"]
+    return [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        target,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--no-access-log",
+        "--log-level",
+        "warning",
+        "--loop",
+        "uvloop",
+        "--http",
+        "httptools",
+    ]
 
 
 def in_process_limit(package: BuiltPackage, batch: int, threads: int, seconds: float) -> float:
@@ -156,10 +177,12 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     files = bodies(workdir)
     print("building the models (XGBoost 200 trees, MLP 128-64, 30 features)...", flush=True)
     packages = {
-        "xgboost-200": build_synthetic_package(workdir / "models" / "xgboost-200", "xgboost", trees=200,
-                                               name="xgboost-200"),
-        "mlp-128-64": build_synthetic_package(workdir / "models" / "mlp-128-64", "mlp", hidden=(128, 64),
-                                              name="mlp-128-64"),
+        "xgboost-200": build_synthetic_package(
+            workdir / "models" / "xgboost-200", "xgboost", trees=200, name="xgboost-200"
+        ),
+        "mlp-128-64": build_synthetic_package(
+            workdir / "models" / "mlp-128-64", "mlp", hidden=(128, 64), name="mlp-128-64"
+        ),
     }
     loads: list[Load] = []
     limits: dict[str, dict[str, float]] = {}
@@ -169,8 +192,11 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         rps, p50, p99, errors = run_wrk(url, files[records], connections, args.duration)
         load = Load(system, model, records, connections, rps, p50, p99, errors)
         loads.append(load)
-        print(f"  {system:8} {model:12} {records:>3} rec x c{connections:<3} {rps:9.0f} req/s "
-              f"{load.records_per_s:10.0f} rec/s  p50 {p50:7.2f} ms  p99 {p99:7.2f} ms  errors {errors}", flush=True)
+        print(
+            f"  {system:8} {model:12} {records:>3} rec x c{connections:<3} {rps:9.0f} req/s "
+            f"{load.records_per_s:10.0f} rec/s  p50 {p50:7.2f} ms  p99 {p99:7.2f} ms  errors {errors}",
+            flush=True,
+        )
 
     port = free_port()
     floor = Service(uvicorn_command("benchmarks.apps.floor:app", port), {}, workdir / "floor.log", port)
@@ -184,12 +210,31 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
 
     for name, package in packages.items():
         limits[name] = {str(b): in_process_limit(package, b, args.threads, args.duration / 2) for b in (32, 128)}
-        print(f"  in-proc  {name:12} batch 32: {limits[name]['32']:10.0f} rec/s  batch 128: {limits[name]['128']:10.0f} "
-              "rec/s", flush=True)
+        print(
+            f"  in-proc  {name:12} batch 32: {limits[name]['32']:10.0f} rec/s  batch 128: {limits[name]['128']:10.0f} "
+            "rec/s",
+            flush=True,
+        )
         port = free_port()
-        sagegate = Service([sys.executable, "-m", "sagegate", "serve", "--model-dir", str(package.path.parent),
-                            "--port", str(port), "--host", "127.0.0.1", "--threads", str(args.threads)],
-                           {"SAGEGATE_LOG_LEVEL": "warning"}, workdir / f"sagegate-{name}.log", port)
+        sagegate = Service(
+            [
+                sys.executable,
+                "-m",
+                "sagegate",
+                "serve",
+                "--model-dir",
+                str(package.path.parent),
+                "--port",
+                str(port),
+                "--host",
+                "127.0.0.1",
+                "--threads",
+                str(args.threads),
+            ],
+            {"SAGEGATE_LOG_LEVEL": "warning"},
+            workdir / f"sagegate-{name}.log",
+            port,
+        )
         try:
             # the model dir holds both packages: name the one under test.
             url = f"{sagegate.url}/models/{name}/invoke"
@@ -197,9 +242,12 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                 drive("sagegate", name, url, 1, c)
             drive("sagegate", name, url, BATCH_RECORDS, BATCH_CONCURRENCY)
             port = free_port()
-            naive = Service(uvicorn_command("benchmarks.apps.naive:app", port),
-                            {"NAIVE_PACKAGE": str(package.path), "NAIVE_THREADS": str(args.threads)},
-                            workdir / f"naive-{name}.log", port)
+            naive = Service(
+                uvicorn_command("benchmarks.apps.naive:app", port),
+                {"NAIVE_PACKAGE": str(package.path), "NAIVE_THREADS": str(args.threads)},
+                workdir / f"naive-{name}.log",
+                port,
+            )
             try:
                 check_same_answer([url, f"{naive.url}/invocations"], files[BATCH_RECORDS])
                 for c in CONCURRENCY:
@@ -220,40 +268,76 @@ def report(result: dict[str, Any]) -> list[tuple[str, bool]]:
     loads = [Load(**{k: v for k, v in x.items() if k != "records_per_s"}) for x in result["loads"]]
 
     def find(system: str, model: str, records: int, c: int) -> Load:
-        return next(x for x in loads if (x.system, x.records, x.connections) == (system, records, c)
-                    and (system == "floor" or x.model == model))
+        return next(
+            x
+            for x in loads
+            if (x.system, x.records, x.connections) == (system, records, c) and (system == "floor" or x.model == model)
+        )
 
     console = Console(width=170)
     table = Table(title="sagegate inference server vs baselines (same run, same cores)")
-    for column in ("model", "load", "sagegate req/s", "naive req/s", "floor req/s", "vs naive", "% of floor",
-                   "sagegate p50/p99 ms", "naive p50/p99 ms"):
+    for column in (
+        "model",
+        "load",
+        "sagegate req/s",
+        "naive req/s",
+        "floor req/s",
+        "vs naive",
+        "% of floor",
+        "sagegate p50/p99 ms",
+        "naive p50/p99 ms",
+    ):
         table.add_column(column, justify="right")
     checks: list[tuple[str, bool]] = []
     for model, limit in result["limits"].items():
         for c in CONCURRENCY:
             ours, naive, floor = find("sagegate", model, 1, c), find("naive", model, 1, c), find("floor", model, 1, c)
-            table.add_row(model, f"1 rec x c{c}", f"{ours.rps:.0f}", f"{naive.rps:.0f}", f"{floor.rps:.0f}",
-                          f"{ours.rps / naive.rps:.2f}x", f"{100 * ours.rps / floor.rps:.0f}%",
-                          f"{ours.p50_ms:.2f} / {ours.p99_ms:.2f}", f"{naive.p50_ms:.2f} / {naive.p99_ms:.2f}")
-        ours, naive = find("sagegate", model, BATCH_RECORDS, BATCH_CONCURRENCY), find("naive", model, BATCH_RECORDS,
-                                                                                         BATCH_CONCURRENCY)
-        table.add_row(model, f"{BATCH_RECORDS} rec x c{BATCH_CONCURRENCY}", f"{ours.records_per_s:.0f} rec/s",
-                      f"{naive.records_per_s:.0f} rec/s", "", f"{ours.rps / naive.rps:.2f}x",
-                      f"{100 * ours.records_per_s / limit['128']:.0f}% of b128",
-                      f"{ours.p50_ms:.2f} / {ours.p99_ms:.2f}", f"{naive.p50_ms:.2f} / {naive.p99_ms:.2f}")
+            table.add_row(
+                model,
+                f"1 rec x c{c}",
+                f"{ours.rps:.0f}",
+                f"{naive.rps:.0f}",
+                f"{floor.rps:.0f}",
+                f"{ours.rps / naive.rps:.2f}x",
+                f"{100 * ours.rps / floor.rps:.0f}%",
+                f"{ours.p50_ms:.2f} / {ours.p99_ms:.2f}",
+                f"{naive.p50_ms:.2f} / {naive.p99_ms:.2f}",
+            )
+        ours, naive = (
+            find("sagegate", model, BATCH_RECORDS, BATCH_CONCURRENCY),
+            find("naive", model, BATCH_RECORDS, BATCH_CONCURRENCY),
+        )
+        table.add_row(
+            model,
+            f"{BATCH_RECORDS} rec x c{BATCH_CONCURRENCY}",
+            f"{ours.records_per_s:.0f} rec/s",
+            f"{naive.records_per_s:.0f} rec/s",
+            "",
+            f"{ours.rps / naive.rps:.2f}x",
+            f"{100 * ours.records_per_s / limit['128']:.0f}% of b128",
+            f"{ours.p50_ms:.2f} / {ours.p99_ms:.2f}",
+            f"{naive.p50_ms:.2f} / {naive.p99_ms:.2f}",
+        )
         c64, n64, f64 = find("sagegate", model, 1, 64), find("naive", model, 1, 64), find("floor", model, 1, 64)
         c1, n1 = find("sagegate", model, 1, 1), find("naive", model, 1, 1)
         b = find("sagegate", model, BATCH_RECORDS, BATCH_CONCURRENCY)
         limit128 = limit["128"]
         checks += [
             (f"{model}: c64 single-record >= 1.5x naive ({c64.rps / n64.rps:.2f}x)", c64.rps >= 1.5 * n64.rps),
-            (f"{model}: c64 single-record >= 25% of HTTP floor ({100 * c64.rps / f64.rps:.0f}%)",
-             c64.rps >= 0.25 * f64.rps),
+            (
+                f"{model}: c64 single-record >= 25% of HTTP floor ({100 * c64.rps / f64.rps:.0f}%)",
+                c64.rps >= 0.25 * f64.rps,
+            ),
             (f"{model}: c64 p99 <= 20 ms ({c64.p99_ms:.2f} ms)", c64.p99_ms <= 20),
-            (f"{model}: c1 p50 <= 1.5x naive p50 ({c1.p50_ms:.2f} vs {n1.p50_ms:.2f} ms)",
-             c1.p50_ms <= 1.5 * n1.p50_ms),
-            (f"{model}: 100-record records/s >= 30% of in-process batch-128 ({100 * b.records_per_s / limit128:.0f}%)",
-             b.records_per_s >= 0.3 * limit128),
+            (
+                f"{model}: c1 p50 <= 1.5x naive p50 ({c1.p50_ms:.2f} vs {n1.p50_ms:.2f} ms)",
+                c1.p50_ms <= 1.5 * n1.p50_ms,
+            ),
+            (
+                f"{model}: 100-record records/s >= 30% of in-process batch-128 "
+                f"({100 * b.records_per_s / limit128:.0f}%)",
+                b.records_per_s >= 0.3 * limit128,
+            ),
             (f"{model}: no errors under load", all(x.errors == 0 for x in loads if x.model == model)),
         ]
     console.print(table)

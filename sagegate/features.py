@@ -170,6 +170,21 @@ class FeaturePipeline:
             at += f.width
         self._offsets = offsets
         self._fast = _FastPath(self._numeric, self._categorical)
+        # Features whose steps are all affine (standardize, min_max, none) become one vectorised
+        # multiply-add over their columns; the rest (impute, log1p) go step by step.
+        affine = [(j, f, _as_affine(f)) for j, f in enumerate(self._numeric)]
+        self._stepwise = [(j, f) for j, f, a in affine if a is None]
+        linear = [(j, self._offsets[f.name], a) for j, f, a in affine if a is not None]
+        self._affine = (
+            None
+            if not linear
+            else (
+                np.array([j for j, _, _ in linear]),
+                np.array([o for _, o, _ in linear]),
+                np.array([a[0] for _, _, a in linear]),
+                np.array([a[1] for _, _, a in linear]),
+            )
+        )
 
     # -- validation -------------------------------------------------------------------------
 
@@ -245,7 +260,10 @@ class FeaturePipeline:
             return out
         if self._numeric:
             block = np.array([r[0] for r in rows], dtype=np.float64)
-            for j, feature in enumerate(self._numeric):
+            if self._affine is not None:
+                source, target, scale, shift = self._affine
+                out[:, target] = block[:, source] * scale + shift
+            for j, feature in self._stepwise:
                 out[:, self._offsets[feature.name]] = _numeric_steps(feature, block[:, j])
         for j, feature in enumerate(self._categorical):
             _encode(feature, [r[1][j] for r in rows], out, self._offsets[feature.name])
@@ -272,8 +290,9 @@ class _FastPath:
         self._numbers = _getter([f.name for f in numbers])
         self._bools = _getter([f.name for f in bools])
         self._categories = _getter([f.name for f in categorical])
-        self._allowed = [frozenset(f.categories or ()) if f.type is FeatureType.CATEGORICAL else None
-                         for f in categorical]
+        self._allowed = [
+            frozenset(f.categories or ()) if f.type is FeatureType.CATEGORICAL else None for f in categorical
+        ]
         self._low = np.array([-np.inf if f.minimum is None else f.minimum for f in numbers])
         self._high = np.array([np.inf if f.maximum is None else f.maximum for f in numbers])
         self._integer = np.array([f.type is FeatureType.INT for f in numbers], dtype=bool)
@@ -317,6 +336,20 @@ def _getter(names: list[str]) -> Callable[[Mapping[str, Any]], tuple[Any, ...]]:
         name = names[0]
         return lambda record: (record[name],)
     return operator.itemgetter(*names)
+
+
+def _as_affine(feature: Feature) -> tuple[float, float] | None:
+    """(scale, shift) when every step of the feature is affine, else None."""
+    scale, shift = 1.0, 0.0
+    for step in feature.transforms:
+        if isinstance(step, Standardize):
+            a, b = 1.0 / step.std, -step.mean / step.std
+        elif isinstance(step, MinMax):
+            a, b = 1.0 / (step.max - step.min), -step.min / (step.max - step.min)
+        else:
+            return None
+        scale, shift = a * scale, a * shift + b
+    return scale, shift
 
 
 def _numeric_steps(feature: Feature, column: np.ndarray) -> np.ndarray:

@@ -52,7 +52,9 @@ def ping() -> dict[str, str]:
 def invocations(body: Instances) -> Predictions:
     x = (np.array([[r[n] for n in NAMES] for r in body.instances], dtype=np.float32) - MEAN) / STD
     positive = SESSION.run([MANIFEST.outputs.onnx_output], {"input": x})[0][:, 1]
-    return Predictions(predictions=[
-        Prediction(prediction=float(p), label=LABELS[int(p >= 0.5)], confidence=float(max(p, 1 - p)))
-        for p in positive
-    ])
+    return Predictions(
+        predictions=[
+            Prediction(prediction=float(p), label=LABELS[int(p >= 0.5)], confidence=float(max(p, 1 - p)))
+            for p in positive
+        ]
+    )

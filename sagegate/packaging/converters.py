@@ -96,6 +96,7 @@ def _from_torch(model: Any, task: Task, width: int, torch_output: str) -> Conver
 
     if torch_output not in ("logits", "probabilities"):
         raise PackageError(f"torch_output must be logits or probabilities, not {torch_output!r}")
+    body: torch.nn.Module
     if isinstance(model, torch.export.ExportedProgram):
         body = model.module()  # already traced in inference mode; it refuses .train()/.eval()
     elif isinstance(model, torch.nn.Module):

@@ -35,6 +35,12 @@ class ServerConfig(BaseModel):
     max_batch_size: int = Field(default=32, ge=1)
     max_delay_ms: float = Field(default=10.0, ge=0)
     batch_workers: int = Field(default=1, ge=1, description="concurrent batches per model")
+    inline_below_ms: float = Field(
+        default=0.5,
+        ge=0,
+        description="batches that run faster than this (moving average) run on the event loop: "
+        "a thread hand-off would cost more than the model",
+    )
     max_records: int = Field(default=1000, ge=1, description="records per real-time request")
     max_body_mb: float = Field(default=6.0, gt=0)
     batch_transform: bool = False

@@ -131,6 +131,7 @@ class DataPlane:
                 max_batch_size=self.config.max_batch_size,
                 max_delay=self.config.max_delay_ms / 1000,
                 workers=self.config.batch_workers,
+                inline_below=self.config.inline_below_ms / 1000,
                 observe=self.metrics.batch_observer(name),
                 name=name,
             )

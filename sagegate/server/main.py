@@ -36,7 +36,9 @@ def serve(config: ServerConfig) -> int:
             loop="auto",
             http="auto",
             lifespan="on",
-            access_log=False, proxy_headers=False, server_header=False,
+            access_log=False,
+            proxy_headers=False,
+            server_header=False,
             log_level=config.log_level,
             timeout_graceful_shutdown=int(config.request_timeout_s),
             timeout_keep_alive=75,  # longer than SageMaker's 60 s idle connection reuse

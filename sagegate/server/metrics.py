@@ -71,8 +71,7 @@ class ServerMetrics:
         key = (model, route, code)
         children = self._children.get(key)
         if children is None:
-            children = self._children[key] = (self.requests.labels(model, route, str(code)),
-                                              self.latency.labels(model))
+            children = self._children[key] = (self.requests.labels(model, route, str(code)), self.latency.labels(model))
         children[0].inc()
         children[1].observe(seconds)
 

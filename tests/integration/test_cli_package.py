@@ -18,7 +18,9 @@ pytestmark = pytest.mark.integration
 
 
 def sagegate(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "sagegate", *args], capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "sagegate", *args], check=False, capture_output=True, text=True, timeout=300
+    )
 
 
 @pytest.fixture(scope="module")
@@ -27,9 +29,15 @@ def spec_files(tmp_path_factory: pytest.TempPathFactory, transactions: Transacti
 
     root = tmp_path_factory.mktemp("cli")
     features = fraud_features(transactions)
-    spec = {"name": "fraud", "version": "3", "task": "binary", "labels": ["legit", "fraud"],
-            "features": [f.model_dump(exclude_none=True) for f in features], "metrics": {"auc": 0.97},
-            "lineage": {"training_data_uri": "s3://bucket/train.parquet", "code_version": "abc123"}}
+    spec = {
+        "name": "fraud",
+        "version": "3",
+        "task": "binary",
+        "labels": ["legit", "fraud"],
+        "features": [f.model_dump(exclude_none=True) for f in features],
+        "metrics": {"auc": 0.97},
+        "lineage": {"training_data_uri": "s3://bucket/train.parquet", "code_version": "abc123"},
+    }
     (root / "spec.json").write_text(json.dumps(spec))
     (root / "sample.json").write_text(json.dumps(transactions.records[:10]))
     x = FeaturePipeline(features).transform_records(transactions.records)
@@ -46,21 +54,46 @@ def test_package_from_each_model_file_format(spec_files: dict[str, Any]) -> None
     joblib.dump(LogisticRegression(max_iter=500).fit(x, y), root / "model.joblib")
     xgboost.XGBClassifier(n_estimators=10).fit(x, y).save_model(root / "model.json")
     net = torch.nn.Sequential(torch.nn.Linear(x.shape[1], 8), torch.nn.ReLU(), torch.nn.Linear(8, 1))
-    torch.export.save(torch.export.export(net, (torch.zeros(2, x.shape[1]),),
-                                          dynamic_shapes=({0: torch.export.Dim("batch")},)), root / "model.pt2")
+    torch.export.save(
+        torch.export.export(net, (torch.zeros(2, x.shape[1]),), dynamic_shapes=({0: torch.export.Dim("batch")},)),
+        root / "model.pt2",
+    )
     for model, framework in (("model.joblib", "sklearn"), ("model.json", "xgboost"), ("model.pt2", "pytorch")):
         out = root / f"pkg-{framework}"
-        done = sagegate("package", str(root / model), "--framework", framework, "--spec", str(root / "spec.json"),
-                        "--sample", str(root / "sample.json"), "--output", str(out))
+        done = sagegate(
+            "package",
+            str(root / model),
+            "--framework",
+            framework,
+            "--spec",
+            str(root / "spec.json"),
+            "--sample",
+            str(root / "sample.json"),
+            "--output",
+            str(out),
+        )
         assert done.returncode == 0, done.stderr
         assert "packaged fraud v3" in done.stderr
         manifest = ModelManifest.read(out)
         assert (manifest.framework, manifest.lineage.code_version if manifest.lineage else None) == (
-            framework, "abc123")
+            framework,
+            "abc123",
+        )
         assert len(manifest.sample) == 5 and (out / "model.tar.gz").exists()
-    again = sagegate("package", str(root / "pkg-sklearn" / "model.onnx"), "--framework", "onnx", "--spec",
-                     str(root / "spec.json"), "--sample", str(root / "sample.json"), "--output", str(root / "onnx"),
-                     "--version", "4")
+    again = sagegate(
+        "package",
+        str(root / "pkg-sklearn" / "model.onnx"),
+        "--framework",
+        "onnx",
+        "--spec",
+        str(root / "spec.json"),
+        "--sample",
+        str(root / "sample.json"),
+        "--output",
+        str(root / "onnx"),
+        "--version",
+        "4",
+    )
     assert again.returncode == 0, again.stderr
     assert ModelManifest.read(root / "onnx").version == "4"
     assert np.isclose(ModelManifest.read(root / "onnx").metrics["auc"], 0.97)
@@ -98,10 +131,19 @@ def test_errors_are_one_line_with_a_non_zero_exit(spec_files: dict[str, Any], ar
         if args[i] in options:
             options[args[i]] = args[i + 1]
         else:
-            rest += args[i:i + 2]
+            rest += args[i : i + 2]
         i += 2
-    command = ["package", str(root / options["--model"]), "--spec", str(root / options["--spec"]),
-               "--sample", str(root / options["--sample"]), "--output", str(root / options["--output"]), *rest]
+    command = [
+        "package",
+        str(root / options["--model"]),
+        "--spec",
+        str(root / options["--spec"]),
+        "--sample",
+        str(root / options["--sample"]),
+        "--output",
+        str(root / options["--output"]),
+        *rest,
+    ]
     done = sagegate(*command)
     assert done.returncode == 1
     lines = done.stderr.strip().splitlines()
