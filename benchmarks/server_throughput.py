@@ -67,8 +67,9 @@ def _ms(text: str) -> float:
 
 def run_wrk(url: str, body_file: Path, connections: int, duration: int) -> tuple[float, float, float, int]:
     script = body_file.with_suffix(".lua")
+    content_type = "application/x-npy" if body_file.suffix == ".npy" else "application/json"
     script.write_text(
-        'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+        f'wrk.method = "POST"\nwrk.headers["Content-Type"] = "{content_type}"\n'
         f'local f = io.open("{body_file}", "rb")\nwrk.body = f:read("*a")\nf:close()\n'
         "function response(status, headers, body)\n"
         "  if status ~= 200 then io.stderr:write('status ' .. status .. '\\n') end\nend\n"
@@ -150,13 +151,17 @@ def in_process_limit(package: BuiltPackage, batch: int, threads: int, seconds: f
     return count * batch / elapsed
 
 
-def bodies(workdir: Path) -> dict[int, Path]:
+def bodies(workdir: Path) -> dict[int | str, Path]:
+    """JSON bodies of 1 and 100 records, and the same 100 records as an application/x-npy body."""
     rng = np.random.default_rng(1)
-    files = {}
+    files: dict[int | str, Path] = {}
     for n in (1, BATCH_RECORDS):
-        records = [{f"f{i}": round(float(v), 6) for i, v in enumerate(row)} for row in rng.normal(size=(n, N_FEATURES))]
+        matrix = np.round(rng.normal(size=(n, N_FEATURES)), 6)
+        records = [{f"f{i}": float(v) for i, v in enumerate(row)} for row in matrix]
         files[n] = workdir / f"body-{n}.json"
         files[n].write_text(json.dumps({"instances": records}))
+    np.save(workdir / "body-npy.npy", matrix.astype(np.float32))
+    files["npy"] = workdir / "body-npy.npy"
     return files
 
 
@@ -187,13 +192,16 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     loads: list[Load] = []
     limits: dict[str, dict[str, float]] = {}
 
-    def drive(system: str, model: str, url: str, records: int, connections: int) -> None:
-        run_wrk(url, files[records], connections, 1)  # warm the connections and caches
-        rps, p50, p99, errors = run_wrk(url, files[records], connections, args.duration)
-        load = Load(system, model, records, connections, rps, p50, p99, errors)
+    def drive(
+        system: str, model: str, url: str, records: int, connections: int, *, body: int | str | None = None
+    ) -> None:
+        body_file = files[records if body is None else body]
+        run_wrk(url, body_file, connections, 1)  # warm the connections and caches
+        rps, p50, p99, errors = run_wrk(url, body_file, connections, args.duration)
+        load = Load(system if body is None else f"{system}-{body}", model, records, connections, rps, p50, p99, errors)
         loads.append(load)
         print(
-            f"  {system:8} {model:12} {records:>3} rec x c{connections:<3} {rps:9.0f} req/s "
+            f"  {load.system:12} {model:12} {records:>3} rec x c{connections:<3} {rps:9.0f} req/s "
             f"{load.records_per_s:10.0f} rec/s  p50 {p50:7.2f} ms  p99 {p99:7.2f} ms  errors {errors}",
             flush=True,
         )
@@ -241,6 +249,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             for c in CONCURRENCY:
                 drive("sagegate", name, url, 1, c)
             drive("sagegate", name, url, BATCH_RECORDS, BATCH_CONCURRENCY)
+            drive("sagegate", name, url, BATCH_RECORDS, BATCH_CONCURRENCY, body="npy")
             port = free_port()
             naive = Service(
                 uvicorn_command("benchmarks.apps.naive:app", port),
@@ -318,6 +327,18 @@ def report(result: dict[str, Any]) -> list[tuple[str, bool]]:
             f"{ours.p50_ms:.2f} / {ours.p99_ms:.2f}",
             f"{naive.p50_ms:.2f} / {naive.p99_ms:.2f}",
         )
+        npy = find("sagegate-npy", model, BATCH_RECORDS, BATCH_CONCURRENCY)
+        table.add_row(
+            model,
+            f"{BATCH_RECORDS} rec x c{BATCH_CONCURRENCY} npy",
+            f"{npy.records_per_s:.0f} rec/s",
+            "",
+            "",
+            "",
+            f"{100 * npy.records_per_s / limit['128']:.0f}% of b128",
+            f"{npy.p50_ms:.2f} / {npy.p99_ms:.2f}",
+            "",
+        )
         c64, n64, f64 = find("sagegate", model, 1, 64), find("naive", model, 1, 64), find("floor", model, 1, 64)
         c1, n1 = find("sagegate", model, 1, 1), find("naive", model, 1, 1)
         b = find("sagegate", model, BATCH_RECORDS, BATCH_CONCURRENCY)
@@ -337,6 +358,11 @@ def report(result: dict[str, Any]) -> list[tuple[str, bool]]:
                 f"{model}: 100-record records/s >= 30% of in-process batch-128 "
                 f"({100 * b.records_per_s / limit128:.0f}%)",
                 b.records_per_s >= 0.3 * limit128,
+            ),
+            (
+                f"{model}: 100-record x-npy records/s >= 30% of in-process batch-128 "
+                f"({100 * npy.records_per_s / limit128:.0f}%)",
+                npy.records_per_s >= 0.3 * limit128,
             ),
             (f"{model}: no errors under load", all(x.errors == 0 for x in loads if x.model == model)),
         ]

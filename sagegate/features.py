@@ -269,6 +269,42 @@ class FeaturePipeline:
             _encode(feature, [r[1][j] for r in rows], out, self._offsets[feature.name])
         return out
 
+    def rows_from_array(self, array: np.ndarray, start: int = 0) -> list[Row]:
+        """Validates a numeric matrix [records, features] whose columns are the features in manifest
+        order (the application/x-npy body); only for models whose features are all numeric."""
+        if self._categorical:
+            raise ValueError(
+                "a NumPy array can only carry numeric features; this model has "
+                f"{', '.join(f.name for f in self._categorical)}"
+            )
+        x = array.reshape(1, -1) if array.ndim == 1 else array
+        if x.ndim != 2 or x.shape[1] != len(self.features):
+            raise RecordError(
+                start, None, f"expected an array of shape (records, {len(self.features)}), got {array.shape}"
+            )
+        if x.dtype.kind not in "fiub":
+            raise RecordError(start, None, f"expected a numeric array, got dtype {x.dtype}")
+        order = [self.names.index(f.name) for f in self._numeric]  # rows keep numbers before booleans
+        block = x[:, order].astype(np.float64, copy=False)
+        for j, feature in enumerate(self._numeric):
+            column = block[:, j]
+            bad = ~np.isfinite(column)
+            reason = "must be a finite number"
+            if not bad.any() and feature.type is FeatureType.BOOL:
+                bad, reason = (column != 0) & (column != 1), "expected a boolean (0 or 1)"
+            if not bad.any() and feature.type is FeatureType.INT:
+                bad, reason = column != np.floor(column), "expected an integer"
+            if not bad.any() and feature.minimum is not None:
+                bad, reason = column < feature.minimum, f"is below the minimum {feature.minimum:g}"
+            if not bad.any() and feature.maximum is not None:
+                bad, reason = column > feature.maximum, f"is above the maximum {feature.maximum:g}"
+            if bad.any():
+                first = int(np.flatnonzero(bad)[0])
+                raise RecordError(
+                    start + first, feature.name, f"{column[first]:g} {reason}" if reason.startswith("is") else reason
+                )
+        return [(tuple(row), ()) for row in block.tolist()]
+
     def transform_records(self, records: Iterable[Mapping[str, Any]]) -> np.ndarray:
         return self.transform(self.rows_from_records(records))
 

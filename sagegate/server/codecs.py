@@ -7,6 +7,7 @@ import io
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import orjson
 
 from sagegate.features import FeaturePipeline, RecordError, Row
@@ -18,7 +19,9 @@ __all__ = ["CSV", "JSON", "JSONLINES", "decode", "encode", "media_type"]
 JSON = "application/json"
 JSONLINES = "application/jsonlines"
 CSV = "text/csv"
+NPY = "application/x-npy"
 _ALIASES = {
+    NPY: NPY,
     JSON: JSON,
     JSONLINES: JSONLINES,
     "application/jsonl": JSONLINES,
@@ -44,18 +47,38 @@ def media_type(header: str | None, default: str | None = None) -> str | None:
 def decode(body: bytes, content_type: str | None, pipeline: FeaturePipeline, max_records: int) -> list[Row]:
     kind = media_type(content_type, JSON)
     if kind is None:
-        raise UnsupportedMediaType(f"unsupported Content-Type {content_type!r}: use {JSON}, {JSONLINES} or {CSV}")
+        raise UnsupportedMediaType(
+            f"unsupported Content-Type {content_type!r}: use {JSON}, {JSONLINES}, {CSV} or {NPY}"
+        )
     if not body.strip():
         raise BadRequest("the request body is empty")
     try:
         if kind == JSON:
             return pipeline.rows_from_records(_json_records(body, max_records))
+        if kind == NPY:
+            return _npy_rows(body, pipeline, max_records)
         if kind == JSONLINES:
             return pipeline.rows_from_records(_jsonlines_records(body, max_records))
         header, cells = _csv_cells(body, pipeline, max_records)
         return pipeline.rows_from_text(header, cells)
     except RecordError as exc:
         raise BadRequest(str(exc), record=exc.record, field=exc.field) from None
+
+
+def _npy_rows(body: bytes, pipeline: FeaturePipeline, max_records: int) -> list[Row]:
+    try:
+        array = np.load(io.BytesIO(body), allow_pickle=False)  # never unpickle a request
+    except (ValueError, OSError, EOFError) as exc:
+        raise BadRequest(f"the body is not a NumPy .npy array: {str(exc).splitlines()[0]}") from None
+    if not isinstance(array, np.ndarray):
+        raise BadRequest("the body is not a NumPy .npy array")
+    _too_many(array.shape[0] if array.ndim > 1 else 1, max_records)
+    try:
+        return pipeline.rows_from_array(array)
+    except RecordError:
+        raise
+    except ValueError as exc:
+        raise UnsupportedMediaType(f"{NPY}: {exc}") from None
 
 
 def _too_many(count: int, max_records: int) -> None:
@@ -120,8 +143,8 @@ def _csv_cells(body: bytes, pipeline: FeaturePipeline, max_records: int) -> tupl
 def encode(predictions: Sequence[Prediction], accept: str | None, content_type: str | None) -> tuple[bytes, str]:
     """The response body in the Accept type, defaulting to the request's own format family."""
     same = media_type(content_type, JSON) or JSON
-    kind = media_type(accept, same)
-    if kind is None:
+    kind = media_type(accept, JSON if same == NPY else same)
+    if kind is None or kind == NPY:
         raise UnsupportedMediaType(f"cannot answer in {accept!r}: accept {JSON}, {JSONLINES} or {CSV}", field="Accept")
     if kind == JSON:
         return orjson.dumps({"predictions": predictions}), JSON

@@ -74,3 +74,65 @@ def test_answers_follow_accept_else_the_request_format() -> None:
     assert (media, body) == ("text/csv", b"0.9,yes,0.9\n1.5,,\n")
     with pytest.raises(UnsupportedMediaType, match="cannot answer in 'image/png'"):
         codecs.encode(PREDICTIONS, "image/png", "application/json")
+
+
+def npy(array: object) -> bytes:
+    import io
+
+    import numpy as np
+
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=True)
+    return buffer.getvalue()
+
+
+NUMERIC = FeaturePipeline(
+    [
+        Feature(name="a", type="float", minimum=0),
+        Feature(name="flag", type="bool"),
+        Feature(name="n", type="int"),
+    ]
+)
+
+
+def test_npy_bodies_decode_like_json() -> None:
+    import numpy as np
+
+    records = [{"a": 1.5, "flag": True, "n": 3}, {"a": 0.0, "flag": False, "n": -2}]
+    array = np.array([[1.5, 1, 3], [0.0, 0, -2]], dtype=np.float32)
+    rows = codecs.decode(npy(array), "application/x-npy", NUMERIC, 10)
+    np.testing.assert_array_equal(NUMERIC.transform(rows), NUMERIC.transform_records(records))
+    single = codecs.decode(npy(array[0]), "application/x-npy", NUMERIC, 10)
+    np.testing.assert_array_equal(NUMERIC.transform(single), NUMERIC.transform_records(records[:1]))
+    _, media = codecs.encode(PREDICTIONS, None, "application/x-npy")
+    assert media == "application/json"
+
+
+@pytest.mark.parametrize(
+    ("array", "error", "message"),
+    [
+        ([[1.0, 1, 2], [-1.0, 0, 2]], BadRequest, "record 1, field 'a': -1 is below the minimum 0"),
+        ([[1.0, 2, 2]], BadRequest, "field 'flag': expected a boolean"),
+        ([[1.0, 1, 2.5]], BadRequest, "field 'n': expected an integer"),
+        ([[float("nan"), 1, 2]], BadRequest, "field 'a': must be a finite number"),
+        ([[1.0, 1]], BadRequest, "expected an array of shape (records, 3)"),
+        ([["x", "y", "z"]], BadRequest, "expected a numeric array"),
+        ([[1.0, 1, 2]] * 11, PayloadTooLarge, "11 records"),
+    ],
+)
+def test_bad_npy_bodies(array: list, error: type[Exception], message: str) -> None:  # type: ignore[type-arg]
+    import numpy as np
+
+    with pytest.raises(error, match=message.replace("(", r"\(").replace(")", r"\)")):
+        codecs.decode(npy(np.array(array)), "application/x-npy", NUMERIC, 10)
+
+
+def test_npy_refuses_pickles_and_categorical_models() -> None:
+    import numpy as np
+
+    with pytest.raises(BadRequest, match=r"not a NumPy \.npy array"):
+        codecs.decode(npy(np.array([{"a": 1}], dtype=object)), "application/x-npy", NUMERIC, 10)
+    with pytest.raises(BadRequest, match=r"not a NumPy \.npy array"):
+        codecs.decode(b"garbage", "application/x-npy", NUMERIC, 10)
+    with pytest.raises(UnsupportedMediaType, match="only carry numeric features; this model has c"):
+        codecs.decode(npy(np.array([[1.0, 0.0]])), "application/x-npy", PIPELINE, 10)
