@@ -131,7 +131,6 @@ class _Slot:
     """One feature's place in a row and how a missing value is handled."""
 
     name: str
-    numeric: bool
     check: Callable[[Any], Any]
     parse: Callable[[str], Any]
     fill: Any  # value used when the feature is missing; _MISSING means "required"
@@ -159,9 +158,9 @@ class FeaturePipeline:
         self._categorical = [f for f in self.features if not f.type.is_numeric]
         self._slots: list[_Slot] = []
         for f in self._numeric:
-            self._slots.append(_Slot(f.name, True, _numeric_checker(f), _text_parser(f), _fill_value(f, True)))
+            self._slots.append(_Slot(f.name, _numeric_checker(f), _text_parser(f), _fill_value(f, True)))
         for f in self._categorical:
-            self._slots.append(_Slot(f.name, False, _category_checker(f), _text_parser(f), _fill_value(f, False)))
+            self._slots.append(_Slot(f.name, _category_checker(f), _text_parser(f), _fill_value(f, False)))
         self._n_numeric = len(self._numeric)
         self.width = sum(f.width for f in self.features)
         offsets, at = {}, 0

@@ -75,17 +75,6 @@ def _train_mlp(x: np.ndarray, y: np.ndarray, *, seed: int, hidden: tuple[int, in
     return net.eval()
 
 
-def _auc(y: np.ndarray, score: np.ndarray) -> float:
-    order = np.argsort(score)
-    ranks = np.empty(len(score))
-    ranks[order] = np.arange(1, len(score) + 1)
-    pos = y == 1
-    n_pos, n_neg = int(pos.sum()), int((~pos).sum())
-    if not n_pos or not n_neg:
-        return float("nan")
-    return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
-
-
 def build_fraud_package(
     output_dir: Path,
     kind: ModelKind = "logreg",
@@ -178,11 +167,13 @@ def _package(
     overwrite: bool,
     lineage: dict[str, Any] | None,
 ) -> BuiltPackage:
+    from sklearn.metrics import roc_auc_score
+
     score = _scores(model, framework, x[split:])
     predicted = score >= 0.5
     truth = y[split:] == 1
     metrics = {
-        "auc": _auc(y[split:], score),
+        "auc": float(roc_auc_score(y[split:], score)),
         "accuracy": float((predicted == truth).mean()),
         "precision": float((predicted & truth).sum() / max(predicted.sum(), 1)),
         "recall": float((predicted & truth).sum() / max(truth.sum(), 1)),
