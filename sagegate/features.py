@@ -32,98 +32,12 @@ from sagegate.manifest import (
     Ordinal,
     Standardize,
 )
+from sagegate.validation import MISSING, InvalidValue, RecordError, text_parser, value_checker
 
 __all__ = ["FeaturePipeline", "RecordError", "Row"]
 
 # A validated record: numeric feature values (NaN = missing, to impute) then categorical ones.
 Row = tuple[tuple[float, ...], tuple[str | None, ...]]
-
-_TRUE = frozenset({"true", "1", "t", "yes"})
-_FALSE = frozenset({"false", "0", "f", "no"})
-
-
-class RecordError(ValueError):
-    """A record that fails validation; `record` is its index in the request, `field` the feature."""
-
-    def __init__(self, record: int, field: str | None, reason: str) -> None:
-        self.record = record
-        self.field = field
-        self.reason = reason
-        where = f"record {record}" + (f", field {field!r}" if field else "")
-        super().__init__(f"{where}: {reason}")
-
-
-class _Invalid(ValueError):
-    pass
-
-
-_MISSING = object()
-
-
-def _numeric_checker(feature: Feature) -> Callable[[Any], float]:
-    lo, hi = feature.minimum, feature.maximum
-    kind = feature.type
-
-    def check(value: Any) -> float:
-        if kind is FeatureType.BOOL:
-            if not isinstance(value, bool):
-                raise _Invalid(f"expected a boolean, got {type(value).__name__}")
-            return 1.0 if value else 0.0
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise _Invalid(
-                f"expected {'an integer' if kind is FeatureType.INT else 'a number'}, got {type(value).__name__}"
-            )
-        number = float(value)
-        if not math.isfinite(number):
-            raise _Invalid("must be a finite number")
-        if kind is FeatureType.INT and not number.is_integer():
-            raise _Invalid("expected an integer")
-        if lo is not None and number < lo:
-            raise _Invalid(f"{value} is below the minimum {lo:g}")
-        if hi is not None and number > hi:
-            raise _Invalid(f"{value} is above the maximum {hi:g}")
-        return number
-
-    return check
-
-
-def _category_checker(feature: Feature) -> Callable[[Any], str]:
-    allowed = frozenset(feature.categories or ()) if feature.type is FeatureType.CATEGORICAL else None
-    shown = ", ".join(sorted(allowed)[:10]) if allowed else ""
-
-    def check(value: Any) -> str:
-        if not isinstance(value, str):
-            raise _Invalid(f"expected a string, got {type(value).__name__}")
-        if allowed is not None and value not in allowed:
-            raise _Invalid(f"{value!r} is not one of the categories ({shown})")
-        return value
-
-    return check
-
-
-def _text_parser(feature: Feature) -> Callable[[str], Any]:
-    """Parses a CSV cell into the JSON-like value the checker expects."""
-    if feature.type is FeatureType.BOOL:
-
-        def parse_bool(text: str) -> Any:
-            low = text.strip().lower()
-            if low in _TRUE:
-                return True
-            if low in _FALSE:
-                return False
-            raise _Invalid(f"expected a boolean, got {text!r}")
-
-        return parse_bool
-    if feature.type.is_numeric:
-
-        def parse_number(text: str) -> Any:
-            try:
-                return float(text)
-            except ValueError:
-                raise _Invalid(f"expected a number, got {text!r}") from None
-
-        return parse_number
-    return lambda text: text
 
 
 @dataclass(frozen=True)
@@ -133,7 +47,7 @@ class _Slot:
     name: str
     check: Callable[[Any], Any]
     parse: Callable[[str], Any]
-    fill: Any  # value used when the feature is missing; _MISSING means "required"
+    fill: Any  # value used when the feature is missing; MISSING means "required"
 
 
 def _fill_value(feature: Feature, numeric: bool) -> Any:
@@ -141,7 +55,7 @@ def _fill_value(feature: Feature, numeric: bool) -> Any:
         return float(feature.default) if numeric else feature.default
     if any(isinstance(t, Impute) for t in feature.transforms):
         return math.nan if numeric else None  # imputed in transform()
-    return _MISSING
+    return MISSING
 
 
 class FeaturePipeline:
@@ -158,9 +72,9 @@ class FeaturePipeline:
         self._categorical = [f for f in self.features if not f.type.is_numeric]
         self._slots: list[_Slot] = []
         for f in self._numeric:
-            self._slots.append(_Slot(f.name, _numeric_checker(f), _text_parser(f), _fill_value(f, True)))
+            self._slots.append(_Slot(f.name, value_checker(f), text_parser(f), _fill_value(f, True)))
         for f in self._categorical:
-            self._slots.append(_Slot(f.name, _category_checker(f), _text_parser(f), _fill_value(f, False)))
+            self._slots.append(_Slot(f.name, value_checker(f), text_parser(f), _fill_value(f, False)))
         self._n_numeric = len(self._numeric)
         self.width = sum(f.width for f in self.features)
         offsets, at = {}, 0
@@ -191,14 +105,14 @@ class FeaturePipeline:
         values: list[Any] = []
         for slot in self._slots:
             raw = get(slot)
-            if raw is None or raw is _MISSING:
-                if slot.fill is _MISSING:
+            if raw is None or raw is MISSING:
+                if slot.fill is MISSING:
                     raise RecordError(index, slot.name, "is required")
                 values.append(slot.fill)
                 continue
             try:
                 values.append(slot.check(raw))
-            except _Invalid as exc:
+            except InvalidValue as exc:
                 raise RecordError(index, slot.name, str(exc)) from None
         n = self._n_numeric
         return tuple(values[:n]), tuple(values[n:])
@@ -240,10 +154,10 @@ class FeaturePipeline:
             def cell(slot: _Slot, row: Sequence[str] = row, index: int = index) -> Any:
                 at = position.get(slot.name)
                 if at is None or row[at] == "":
-                    return _MISSING
+                    return MISSING
                 try:
                     return slot.parse(row[at])
-                except _Invalid as exc:
+                except InvalidValue as exc:
                     raise RecordError(index, slot.name, str(exc)) from None
 
             rows.append(self._validate(index, cell))
