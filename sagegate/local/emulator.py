@@ -1,0 +1,154 @@
+"""A local SageMaker runtime: `POST /endpoints/{name}/invocations` in front of local server processes.
+
+boto3's sagemaker-runtime client, given this emulator's URL as endpoint_url, cannot tell it from
+SageMaker for what the gateway uses: TargetVariant routing (X-Amzn-SageMaker-Target-Variant),
+weighted variants, the X-Amzn-Invoked-Production-Variant answer header, CustomAttributes, and
+SageMaker-shaped errors (ModelError 424 with the container's status and message, ValidationError
+400, ServiceUnavailable 503). The gateway's code is therefore the same here and in AWS.
+
+Endpoints are configured at start and changed at run time (a local deployment moves weights)
+through `PUT /_sagegate/endpoints/{name}`.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+__all__ = ["EmulatedEndpoint", "RuntimeEmulator", "VariantTarget"]
+
+_FORWARDED = ("content-type", "accept", "x-amzn-sagemaker-custom-attributes", "x-amzn-sagemaker-inference-id")
+
+
+class VariantTarget(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    url: str = Field(description="base URL of the inference server process")
+    weight: float = Field(default=1.0, ge=0)
+    model: str | None = Field(default=None, description="model on a multi-model server (else /invocations)")
+
+
+class EmulatedEndpoint(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    variants: list[VariantTarget] = Field(min_length=1)
+
+
+def _error(status: int, code: str, message: str, **fields: Any) -> Response:
+    body = orjson.dumps({"Message": message, "message": message, **fields})
+    return Response(body, status, media_type="application/json", headers={"x-amzn-ErrorType": f"{code}:"})
+
+
+class RuntimeEmulator:
+    def __init__(
+        self,
+        endpoints: list[EmulatedEndpoint] | None = None,
+        *,
+        timeout: float = 60.0,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.endpoints = {e.name: e for e in endpoints or []}
+        self._rng = rng or random.Random()
+        self._timeout = timeout
+        self._http: httpx.AsyncClient | None = None
+        self.app = Starlette(
+            routes=[
+                Route("/endpoints/{name}/invocations", self.invoke, methods=["POST"]),
+                Route("/_sagegate/endpoints", self.list_endpoints, methods=["GET"]),
+                Route("/_sagegate/endpoints/{name}", self.put_endpoint, methods=["PUT"]),
+                Route("/_sagegate/endpoints/{name}", self.delete_endpoint, methods=["DELETE"]),
+                Route("/ping", lambda request: Response(b'{"status":"healthy"}', media_type="application/json")),
+            ],
+            lifespan=self._lifespan,
+        )
+
+    @asynccontextmanager
+    async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        limits = httpx.Limits(max_connections=256, max_keepalive_connections=64)
+        async with httpx.AsyncClient(timeout=self._timeout, limits=limits) as client:
+            self._http = client
+            yield
+        self._http = None
+
+    def pick(self, endpoint: EmulatedEndpoint, target: str | None) -> VariantTarget | None:
+        if target:
+            return next((v for v in endpoint.variants if v.name == target), None)
+        live = [v for v in endpoint.variants if v.weight > 0]
+        if not live:
+            return None
+        return self._rng.choices(live, weights=[v.weight for v in live])[0]
+
+    async def invoke(self, request: Request) -> Response:
+        name = request.path_params["name"]
+        endpoint = self.endpoints.get(name)
+        if endpoint is None:
+            return _error(400, "ValidationError", f"Endpoint {name} not found.")
+        target = request.headers.get("x-amzn-sagemaker-target-variant")
+        variant = self.pick(endpoint, target)
+        if variant is None:
+            reason = (
+                f"Variant {target} not found for endpoint {name}."
+                if target
+                else f"Endpoint {name} has no variant with traffic."
+            )
+            return _error(400, "ValidationError", reason)
+        path = f"/models/{variant.model}/invoke" if variant.model else "/invocations"
+        headers = {k: v for k, v in request.headers.items() if k in _FORWARDED}
+        assert self._http is not None, "the emulator is not started"
+        try:
+            answer = await self._http.post(
+                variant.url.rstrip("/") + path, content=await request.body(), headers=headers
+            )
+        except httpx.TimeoutException:
+            return _error(
+                424,
+                "ModelError",
+                f'Received timeout from primary with message "" (variant {variant.name})',
+                OriginalStatusCode=504,
+                OriginalMessage="timeout",
+            )
+        except httpx.TransportError as exc:
+            return _error(503, "ServiceUnavailable", f"variant {variant.name} of {name} is unreachable: {exc}")
+        if answer.status_code >= 400:
+            original = answer.text
+            return _error(
+                424,
+                "ModelError",
+                f'Received client error ({answer.status_code}) from primary with message "{original}".',
+                OriginalStatusCode=answer.status_code,
+                OriginalMessage=original,
+            )
+        out_headers = {"x-amzn-invoked-production-variant": variant.name}
+        if "x-amzn-sagemaker-custom-attributes" in answer.headers:
+            out_headers["x-amzn-sagemaker-custom-attributes"] = answer.headers["x-amzn-sagemaker-custom-attributes"]
+        return Response(answer.content, 200, media_type=answer.headers.get("content-type"), headers=out_headers)
+
+    async def list_endpoints(self, request: Request) -> Response:
+        body = [e.model_dump() for e in self.endpoints.values()]
+        return Response(orjson.dumps({"endpoints": body}), media_type="application/json")
+
+    async def put_endpoint(self, request: Request) -> Response:
+        try:
+            endpoint = EmulatedEndpoint.model_validate(
+                {**orjson.loads(await request.body()), "name": request.path_params["name"]}
+            )
+        except (orjson.JSONDecodeError, ValidationError, TypeError) as exc:
+            return Response(orjson.dumps({"error": str(exc).splitlines()[0]}), 400, media_type="application/json")
+        self.endpoints[endpoint.name] = endpoint
+        return Response(endpoint.model_dump_json(), media_type="application/json")
+
+    async def delete_endpoint(self, request: Request) -> Response:
+        removed = self.endpoints.pop(request.path_params["name"], None)
+        return Response(status_code=204 if removed else 404)

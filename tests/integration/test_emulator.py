@@ -1,0 +1,117 @@
+"""The SageMaker runtime emulator in front of real inference servers, driven by boto3."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+
+import httpx
+import numpy as np
+import orjson
+import pytest
+import uvicorn
+
+from sagegate.endpoints import EndpointRejected, EndpointUnavailable
+from sagegate.endpoints.sagemaker import SageMakerEndpointClient, runtime_client
+from sagegate.local.data import Transactions
+from sagegate.local.emulator import EmulatedEndpoint, RuntimeEmulator
+from sagegate.local.process import ServerProcess, free_port
+from sagegate.packaging import BuiltPackage
+from tests.integration.conftest import StartServer
+from tests.integration.helpers import expected_positive
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def emulator() -> Iterator[tuple[RuntimeEmulator, str]]:
+    emulated = RuntimeEmulator()
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(emulated.app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.02)
+    yield emulated, f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(10)
+
+
+@pytest.fixture
+def two_variants(
+    start_server: StartServer,
+    fraud_logreg: BuiltPackage,
+    fraud_xgboost: BuiltPackage,
+    emulator: tuple[RuntimeEmulator, str],
+) -> tuple[RuntimeEmulator, str, ServerProcess, ServerProcess]:
+    emulated, url = emulator
+    v1, v2 = start_server(fraud_logreg), start_server(fraud_xgboost)
+    emulated.endpoints["fraud-prod"] = EmulatedEndpoint.model_validate(
+        {
+            "name": "fraud-prod",
+            "variants": [{"name": "v1", "url": v1.url, "weight": 80}, {"name": "v2", "url": v2.url, "weight": 20}],
+        }
+    )
+    return emulated, url, v1, v2
+
+
+def client(url: str) -> SageMakerEndpointClient:
+    return SageMakerEndpointClient(runtime_client(endpoint_url=url, read_timeout=30, max_attempts=2))
+
+
+def test_target_variant_reaches_that_variants_model(
+    two_variants: tuple,
+    transactions: Transactions,  # type: ignore[type-arg]
+    fraud_logreg: BuiltPackage,
+    fraud_xgboost: BuiltPackage,
+) -> None:
+    _, url, _, _ = two_variants
+    records = transactions.records[:20]
+    body = orjson.dumps({"instances": records})
+    for variant, package in (("v1", fraud_logreg), ("v2", fraud_xgboost)):
+        answer = client(url).invoke(
+            "fraud-prod", body, target_variant=variant, inference_id="p-1", custom_attributes="trace=abc"
+        )
+        assert answer.invoked_variant == variant
+        got = [p["prediction"] for p in orjson.loads(answer.body)["predictions"]]
+        np.testing.assert_allclose(got, expected_positive(package, records), atol=1e-6)
+
+
+def test_weights_split_traffic(two_variants: tuple, transactions: Transactions) -> None:  # type: ignore[type-arg]
+    emulated, url, _, _ = two_variants
+    body = orjson.dumps({"features": transactions.records[0]})
+    c = client(url)
+    shares = Counter(c.invoke("fraud-prod", body).invoked_variant for _ in range(400))
+    # Binomial(400, 0.2): sd = 8; 5 sd either way.
+    assert abs(shares["v2"] - 80) < 40 and shares["v1"] + shares["v2"] == 400
+
+    # a deployment moves the weights at run time
+    moved = httpx.put(
+        f"{url}/_sagegate/endpoints/fraud-prod",
+        json={
+            "variants": [
+                {"name": "v1", "url": emulated.endpoints["fraud-prod"].variants[0].url, "weight": 0},
+                {"name": "v2", "url": emulated.endpoints["fraud-prod"].variants[1].url, "weight": 1},
+            ]
+        },
+    )
+    assert moved.status_code == 200
+    assert {c.invoke("fraud-prod", body).invoked_variant for _ in range(20)} == {"v2"}
+
+
+def test_sagemaker_shaped_errors(two_variants: tuple, transactions: Transactions) -> None:  # type: ignore[type-arg]
+    _, url, v1, _ = two_variants
+    c = client(url)
+    with pytest.raises(EndpointRejected, match="field 'hour'") as rejected:
+        c.invoke("fraud-prod", orjson.dumps({"features": {**transactions.records[0], "hour": 99}}), target_variant="v1")
+    assert rejected.value.status == 400
+    with pytest.raises(EndpointUnavailable, match="ValidationError: Endpoint nope not found"):
+        c.invoke("nope", b"{}")
+    with pytest.raises(EndpointUnavailable, match="Variant v9 not found"):
+        c.invoke("fraud-prod", b"{}", target_variant="v9")
+    v1.stop()
+    with pytest.raises(EndpointUnavailable, match="ServiceUnavailable"):
+        c.invoke("fraud-prod", orjson.dumps({"features": transactions.records[0]}), target_variant="v1")
