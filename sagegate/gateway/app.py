@@ -1,0 +1,256 @@
+"""The prediction API (FastAPI): thin routes over the Predictor; dependencies are the seams.
+
+Runs in Lambda through Mangum (functions/gateway/handler.py) and locally under uvicorn. Clients
+(Redis, sagemaker-runtime, Firehose, the catalog) are built once per process by the cached
+`get_*` dependencies; tests swap any of them with `app.dependency_overrides`.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from sagegate.gateway.cache import PredictionCache
+from sagegate.gateway.catalog import CachedCatalog, CatalogProtocol, DirectoryCatalog, InMemoryCatalog
+from sagegate.gateway.config import GatewaySettings
+from sagegate.gateway.exceptions import GatewayError, ModelNotFound
+from sagegate.gateway.metrics import GatewayMetrics
+from sagegate.gateway.online_features import OnlineFeatureStore
+from sagegate.gateway.prediction_log import FirehoseLog, JsonLinesLog, NullLog, PredictionLogProtocol
+from sagegate.gateway.predictor import Predictor, PredictRequest
+from sagegate.gateway.redis_support import Breaker, redis_client
+
+__all__ = ["create_app", "get_catalog", "get_predictor", "get_settings"]
+
+
+# -- dependencies (built once per process) ----------------------------------------------------
+
+
+@lru_cache
+def get_settings() -> GatewaySettings:
+    return GatewaySettings.from_env()
+
+
+@lru_cache
+def get_catalog() -> CatalogProtocol:
+    root = os.environ.get("SAGEGATE_GATEWAY_CATALOG_DIR")
+    source: CatalogProtocol = DirectoryCatalog(Path(root)) if root else InMemoryCatalog()
+    return CachedCatalog(source, get_settings().catalog_ttl_s)
+
+
+@lru_cache
+def get_predictor() -> Predictor:
+    from sagegate.endpoints.sagemaker import SageMakerEndpointClient, runtime_client
+
+    settings = get_settings()
+    endpoints = SageMakerEndpointClient(
+        runtime_client(
+            region=settings.region,
+            endpoint_url=settings.endpoint_url,
+            connect_timeout=settings.endpoint_connect_timeout_s,
+            read_timeout=settings.endpoint_read_timeout_s,
+            max_attempts=settings.endpoint_max_attempts,
+        )
+    )
+    breaker = Breaker()
+    feature_client = redis_client(settings.redis_url, settings.feature_budget_ms) if settings.redis_url else None
+    cache_client = redis_client(settings.redis_url, settings.cache_budget_ms) if settings.redis_url else None
+    return Predictor(
+        catalog=get_catalog(),
+        endpoints=endpoints,
+        cache=PredictionCache(
+            cache_client,
+            stale_for=settings.stale_for_s,
+            lock_ms=settings.singleflight_lock_ms,
+            wait=settings.singleflight_wait_ms / 1000,
+            breaker=breaker,
+        ),
+        features=OnlineFeatureStore(feature_client, breaker),
+        prediction_log=_prediction_log(settings),
+        metrics=GatewayMetrics(emit=bool(os.environ.get("AWS_LAMBDA_FUNCTION_NAME"))),
+    )
+
+
+def _prediction_log(settings: GatewaySettings) -> PredictionLogProtocol:
+    if settings.prediction_log_stream:
+        import boto3
+
+        return FirehoseLog(boto3.client("firehose", region_name=settings.region), settings.prediction_log_stream)
+    if settings.prediction_log_path:
+        return JsonLinesLog(Path(settings.prediction_log_path))
+    return NullLog()
+
+
+PredictorDep = Annotated[Predictor, Depends(get_predictor)]
+SettingsDep = Annotated[GatewaySettings, Depends(get_settings)]
+
+
+# -- request and response bodies --------------------------------------------------------------
+
+
+class PredictBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(min_length=1, max_length=63, examples=["fraud"])
+    features: dict[str, Any] = Field(examples=[{"amount": 42.5, "hour": 3, "merchant_category": "gaming"}])
+    user_id: str | None = Field(default=None, min_length=1, max_length=256)
+    version: str | None = Field(default=None, min_length=1, max_length=64)
+
+
+class PredictResponse(BaseModel):
+    prediction_id: str
+    prediction: Any
+    label: str | None
+    confidence: float | None
+    latency_ms: float
+    model_version: str
+    variant: str | None
+    cache_hit: bool
+    degraded: bool
+    degraded_reason: str | None = None
+
+
+class FeedbackBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    prediction_id: str = Field(min_length=1, max_length=64)
+    outcome: Any = Field(description="the ground truth: a label, a class or a value")
+    model: str | None = None
+
+
+# -- the app ----------------------------------------------------------------------------------
+
+
+class BodyLimit:
+    """413 for bodies over the limit, by Content-Length or as they stream in."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared and declared.isdigit() and int(declared) > self.limit:
+            await _too_large(self.limit)(scope, receive, send)
+            return
+        seen = 0
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                raise _BodyTooLarge
+            return message
+
+        try:
+            await self.app(scope, counted, send)
+        except _BodyTooLarge:
+            await _too_large(self.limit)(scope, receive, send)
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+def _too_large(limit: int) -> JSONResponse:
+    return JSONResponse({"error": f"the body exceeds the limit of {limit} bytes", "field": "body"}, 413)
+
+
+def create_app(settings: GatewaySettings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    app = FastAPI(
+        title="sagegate prediction API",
+        version="1",
+        docs_url="/docs",
+        openapi_url="/openapi.json",
+        description="Validated, cached, A/B-routed predictions from SageMaker endpoints.",
+    )
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+
+    @app.exception_handler(GatewayError)
+    async def gateway_error(request: Request, exc: GatewayError) -> JSONResponse:
+        return JSONResponse({"error": exc.message, **exc.detail}, exc.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_body(request: Request, exc: RequestValidationError) -> JSONResponse:
+        fields = [
+            {"field": ".".join(str(p) for p in e["loc"] if p != "body"), "reason": e["msg"]} for e in exc.errors()
+        ]
+        summary = "; ".join(f"{f['field'] or 'body'}: {f['reason']}" for f in fields)
+        return JSONResponse({"error": f"invalid request: {summary}", "fields": fields}, 422)
+
+    @app.middleware("http")
+    async def flush_after(request: Request, call_next: Any) -> Any:
+        response = await call_next(request)
+        if request.url.path.startswith("/v1/"):
+            predictor = app.dependency_overrides.get(get_predictor, get_predictor)()
+            # One batch of log records and metrics per request (= per Lambda invocation).
+            predictor.log.flush()
+            predictor.metrics.flush()
+        return response
+
+    @app.post("/v1/predict", response_model=PredictResponse, responses={404: {}, 413: {}, 422: {}, 503: {}})
+    def predict(body: PredictBody, predictor: PredictorDep) -> dict[str, Any]:
+        """Validate, enrich from the feature store, route to a variant, answer from cache or the endpoint."""
+        result = predictor.predict(PredictRequest(body.model, body.features, body.user_id, body.version))
+        return result.as_dict()
+
+    @app.get("/v1/models")
+    def list_models(predictor: PredictorDep) -> dict[str, Any]:
+        catalog = predictor.catalog
+        return {
+            "models": [
+                {"name": m, "versions": catalog.versions(m), "route": _dump(catalog.route(m))} for m in catalog.models()
+            ]
+        }
+
+    @app.get("/v1/models/{name}", responses={404: {}})
+    def describe_model(name: str, predictor: PredictorDep) -> dict[str, Any]:
+        catalog = predictor.catalog
+        versions = catalog.versions(name)
+        if not versions and catalog.route(name) is None:
+            raise ModelNotFound(f"model {name!r} is not in the registry", model=name)
+        manifests = {v: _dump(catalog.manifest(name, v)) for v in versions}
+        return {"name": name, "versions": versions, "route": _dump(catalog.route(name)), "manifests": manifests}
+
+    @app.post("/v1/feedback", status_code=202)
+    def feedback(body: FeedbackBody, predictor: PredictorDep) -> dict[str, str]:
+        """Ground truth for a prediction, for A/B analysis and accuracy monitoring."""
+        from datetime import UTC, datetime
+
+        predictor.log.record(
+            {
+                "type": "feedback",
+                "prediction_id": body.prediction_id,
+                "outcome": body.outcome,
+                "model": body.model,
+                "timestamp": datetime.now(UTC).isoformat(),
+            }
+        )
+        return {"status": "accepted", "prediction_id": body.prediction_id}
+
+    @app.get("/health")
+    def health(predictor: PredictorDep) -> dict[str, Any]:
+        return {
+            "status": "ok",
+            "cache": "on" if predictor.cache.enabled else "off",
+            "models": len(predictor.catalog.models()),
+        }
+
+    return app
+
+
+def _dump(model: BaseModel | None) -> dict[str, Any] | None:
+    return None if model is None else model.model_dump(mode="json", exclude_none=True)

@@ -1,0 +1,40 @@
+"""Gateway settings, read once from the environment (SAGEGATE_GATEWAY_*)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = ["GatewaySettings"]
+
+
+class GatewaySettings(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    redis_url: str | None = Field(default=None, description="online features and prediction cache; none: off")
+    endpoint_url: str | None = Field(default=None, description="sagemaker-runtime URL (the local emulator)")
+    region: str | None = None
+    feature_budget_ms: float = Field(default=20.0, gt=0, description="time allowed for the feature store")
+    cache_budget_ms: float = Field(default=20.0, gt=0, description="time allowed for one cache operation")
+    singleflight_lock_ms: int = Field(default=2000, gt=0, description="expiry of a single-flight lock")
+    singleflight_wait_ms: float = Field(default=1500.0, ge=0, description="how long a follower waits")
+    stale_for_s: int = Field(default=86_400, ge=0, description="how long past its TTL a value may serve degraded")
+    catalog_ttl_s: float = Field(default=30.0, ge=0, description="in-process cache of manifests and routes")
+    endpoint_connect_timeout_s: float = Field(default=1.0, gt=0)
+    endpoint_read_timeout_s: float = Field(default=2.0, gt=0)
+    endpoint_max_attempts: int = Field(default=2, ge=1)
+    max_body_bytes: int = Field(default=64 * 1024, gt=0)
+    prediction_log_stream: str | None = Field(default=None, description="Firehose delivery stream")
+    prediction_log_path: str | None = Field(default=None, description="JSON Lines file (local)")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> GatewaySettings:
+        env = os.environ if env is None else env
+        prefix = "SAGEGATE_GATEWAY_"
+        values = {k[len(prefix) :].lower(): v for k, v in env.items() if k.startswith(prefix) and v != ""}
+        values = {k: v for k, v in values.items() if k in cls.model_fields}
+        if "region" not in values and env.get("AWS_REGION"):
+            values["region"] = env["AWS_REGION"]
+        return cls.model_validate(values)

@@ -1,0 +1,103 @@
+"""Where every answered prediction is recorded: Kinesis Data Firehose in AWS, a JSON Lines file locally.
+
+Records are buffered during an invocation and written together at its end (`flush`), not with a
+round trip per prediction.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+from typing import Any, Protocol
+
+import orjson
+
+__all__ = ["FirehoseLog", "JsonLinesLog", "NullLog", "PredictionLogProtocol"]
+
+log = logging.getLogger("sagegate.gateway")
+
+_FIREHOSE_BATCH = 500  # PutRecordBatch: at most 500 records ...
+_FIREHOSE_BYTES = 4 * 1024 * 1024  # ... and 4 MiB per call
+
+
+class PredictionLogProtocol(Protocol):
+    def record(self, entry: dict[str, Any]) -> None: ...
+
+    def flush(self) -> None: ...
+
+
+class NullLog:
+    def record(self, entry: dict[str, Any]) -> None:
+        return None
+
+    def flush(self) -> None:
+        return None
+
+
+class _Buffered:
+    def __init__(self) -> None:
+        self._pending: list[bytes] = []
+        self._lock = threading.Lock()
+
+    def record(self, entry: dict[str, Any]) -> None:
+        line = orjson.dumps(entry) + b"\n"
+        with self._lock:
+            self._pending.append(line)
+
+    def _take(self) -> list[bytes]:
+        with self._lock:
+            pending, self._pending = self._pending, []
+        return pending
+
+
+class JsonLinesLog(_Buffered):
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+    def flush(self) -> None:
+        pending = self._take()
+        if pending:
+            with self.path.open("ab") as fh:
+                fh.write(b"".join(pending))
+
+
+class FirehoseLog(_Buffered):
+    """PutRecordBatch in chunks within Firehose's limits; failed records are retried once, then logged."""
+
+    def __init__(self, client: Any, stream: str) -> None:
+        super().__init__()
+        self._client = client
+        self.stream = stream
+
+    def flush(self) -> None:
+        pending = self._take()
+        chunk: list[bytes] = []
+        size = 0
+        for line in pending:
+            if chunk and (len(chunk) == _FIREHOSE_BATCH or size + len(line) > _FIREHOSE_BYTES):
+                self._put(chunk)
+                chunk, size = [], 0
+            chunk.append(line)
+            size += len(line)
+        if chunk:
+            self._put(chunk)
+
+    def _put(self, lines: list[bytes], retry: bool = True) -> None:
+        try:
+            answer = self._client.put_record_batch(
+                DeliveryStreamName=self.stream, Records=[{"Data": line} for line in lines]
+            )
+        except Exception as exc:  # the prediction was answered already; losing its log line is logged
+            log.error("prediction log: %d records not delivered to %s: %s", len(lines), self.stream, exc)
+            return
+        if answer.get("FailedPutCount"):
+            failed = [
+                line for line, result in zip(lines, answer["RequestResponses"], strict=True) if result.get("ErrorCode")
+            ]
+            if retry:
+                self._put(failed, retry=False)
+            else:
+                log.error("prediction log: %d records not delivered to %s", len(failed), self.stream)

@@ -1,0 +1,244 @@
+"""The prediction path, transport-free: validate, enrich, route, cache, invoke, degrade, log.
+
+The FastAPI layer parses HTTP and hands a `PredictRequest` here; Lambda and uvicorn run the
+same code, with different clients injected.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from sagegate.endpoints import EndpointClientProtocol, EndpointRejected, EndpointUnavailable
+from sagegate.gateway.cache import PredictionCache
+from sagegate.gateway.catalog import CatalogProtocol
+from sagegate.gateway.exceptions import ModelNotFound, NoPrediction, UnprocessableRequest
+from sagegate.gateway.metrics import GatewayMetrics
+from sagegate.gateway.online_features import OnlineFeatureStore
+from sagegate.gateway.prediction_log import PredictionLogProtocol
+from sagegate.keys import prediction_key
+from sagegate.manifest import ModelManifest
+from sagegate.routing import NoVariant, Route, Variant, choose_variant
+from sagegate.validation import RecordValidator
+
+__all__ = ["PredictRequest", "PredictResult", "Predictor"]
+
+log = logging.getLogger("sagegate.gateway")
+
+
+@dataclass(frozen=True)
+class PredictRequest:
+    model: str
+    features: dict[str, Any]
+    user_id: str | None = None
+    version: str | None = None
+
+
+@dataclass(frozen=True)
+class PredictResult:
+    prediction_id: str
+    prediction: Any
+    label: str | None
+    confidence: float | None
+    latency_ms: float
+    model_version: str
+    variant: str | None
+    cache_hit: bool
+    degraded: bool = False
+    degraded_reason: str | None = None
+    features_defaulted: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        answer = {k: v for k, v in self.__dict__.items() if k not in ("degraded_reason", "features_defaulted")}
+        if self.degraded:
+            answer["degraded_reason"] = self.degraded_reason
+        return answer
+
+
+class Predictor:
+    def __init__(
+        self,
+        *,
+        catalog: CatalogProtocol,
+        endpoints: EndpointClientProtocol,
+        cache: PredictionCache,
+        features: OnlineFeatureStore,
+        prediction_log: PredictionLogProtocol,
+        metrics: GatewayMetrics,
+    ) -> None:
+        self.catalog = catalog
+        self.endpoints = endpoints
+        self.cache = cache
+        self.features = features
+        self.log = prediction_log
+        self.metrics = metrics
+        self._validators: dict[tuple[str, str], RecordValidator] = {}
+
+    def _validator(self, manifest: ModelManifest) -> RecordValidator:
+        key = (manifest.name, manifest.version)
+        validator = self._validators.get(key)
+        if validator is None:
+            validator = self._validators[key] = RecordValidator(manifest.features)
+        return validator
+
+    def _route(self, model: str) -> Route:
+        route = self.catalog.route(model)
+        if route is None:
+            raise ModelNotFound(f"model {model!r} is not deployed", model=model)
+        return route
+
+    def _manifest(self, model: str, version: str) -> ModelManifest:
+        manifest = self.catalog.manifest(model, version)
+        if manifest is None:
+            raise ModelNotFound(f"model {model!r} has no version {version!r} in the registry", model=model)
+        return manifest
+
+    def predict(self, request: PredictRequest) -> PredictResult:
+        started = time.perf_counter()
+        prediction_id = uuid.uuid4().hex
+        route = self._route(request.model)
+        try:
+            variant = choose_variant(route, user_id=request.user_id, version=request.version)
+        except NoVariant as exc:
+            raise UnprocessableRequest(str(exc), field="version") from None
+        manifest = self._manifest(route.model, variant.model_version)
+        clean, defaulted = self._features(manifest, request)
+        key = prediction_key(manifest.name, manifest.version, clean)
+        body = orjson.dumps({"features": clean})
+
+        def call() -> dict[str, Any]:
+            return self._invoke(route.endpoint, variant, body, prediction_id)
+
+        degraded_reason = None
+        served_by: Variant | None
+        try:
+            outcome = self.cache.get_or_compute(key, route.cache_ttl_s, call)
+            answer, hit, served_by = outcome.value, outcome.hit, variant
+        except EndpointRejected as exc:
+            self.metrics.add(route.model, variant.name, "errors")
+            raise UnprocessableRequest(f"the model refused the features: {exc}", model=route.model) from None
+        except EndpointUnavailable as exc:
+            degraded_reason = str(exc)
+            answer, hit, served_by = self._degrade(
+                route, manifest, key, variant, request, prediction_id=prediction_id, error=exc
+            )
+        result = PredictResult(
+            prediction_id=prediction_id,
+            prediction=answer.get("prediction"),
+            label=answer.get("label"),
+            confidence=answer.get("confidence"),
+            latency_ms=round((time.perf_counter() - started) * 1000, 3),
+            model_version=answer.get("_version", manifest.version),
+            variant=served_by.name if served_by else None,
+            cache_hit=hit,
+            degraded=degraded_reason is not None,
+            degraded_reason=degraded_reason,
+            features_defaulted=defaulted,
+        )
+        self._account(route.model, result, key)
+        return result
+
+    def _features(self, manifest: ModelManifest, request: PredictRequest) -> tuple[dict[str, Any], bool]:
+        """The request's features over the entity's online features; every bad field named at once."""
+        merged = dict(request.features)
+        defaulted = False
+        entity = manifest.entity_key or "user_id"
+        entity_id = request.features.get(entity) if manifest.entity_key else None
+        entity_id = entity_id if entity_id is not None else request.user_id
+        if entity_id is not None:
+            names = {f.name for f in manifest.features}
+            lookup = self.features.fetch(entity, str(entity_id), names)
+            merged = {**lookup.values, **merged}
+            defaulted = not lookup.available
+            if defaulted:
+                self.metrics.add(manifest.name, "", "feature_store_unavailable")
+        clean, errors = self._validator(manifest).check(merged)
+        if errors:
+            raise UnprocessableRequest(
+                "invalid features: " + "; ".join(f"{e.field} {e.reason}" for e in errors),
+                fields=[{"field": e.field, "reason": e.reason} for e in errors],
+            )
+        return clean, defaulted
+
+    def _invoke(self, endpoint: str, variant: Variant, body: bytes, prediction_id: str) -> dict[str, Any]:
+        response = self.endpoints.invoke(endpoint, body, target_variant=variant.name, inference_id=prediction_id)
+        try:
+            answer = orjson.loads(response.body)["predictions"][0]
+        except (orjson.JSONDecodeError, KeyError, IndexError, TypeError) as exc:
+            raise EndpointUnavailable(f"endpoint {endpoint!r} answered something that is not a prediction") from exc
+        if not isinstance(answer, dict):
+            raise EndpointUnavailable(f"endpoint {endpoint!r} answered something that is not a prediction")
+        return {**answer, "_version": variant.model_version}
+
+    def _degrade(
+        self,
+        route: Route,
+        manifest: ModelManifest,
+        key: str,
+        variant: Variant,
+        request: PredictRequest,
+        *,
+        prediction_id: str,
+        error: EndpointUnavailable,
+    ) -> tuple[dict[str, Any], bool, Variant | None]:
+        """Stale cache, then the fallback model, then the manifest's default prediction; else 503."""
+        self.metrics.add(route.model, variant.name, "endpoint_errors")
+        stale = self.cache.read(key)
+        if stale is not None:
+            return stale.value, True, variant
+        if route.fallback:
+            answer = self._ask_fallback(route, request, prediction_id)
+            if answer is not None:
+                return answer
+        if manifest.default_prediction is not None:
+            return {"prediction": manifest.default_prediction, "label": None, "confidence": None}, False, None
+        self.metrics.add(route.model, variant.name, "errors")
+        raise NoPrediction(
+            f"model {route.model!r} is unavailable ({error}) and has no stale value, fallback or default prediction",
+            model=route.model,
+        )
+
+    def _ask_fallback(
+        self, route: Route, request: PredictRequest, prediction_id: str
+    ) -> tuple[dict[str, Any], bool, Variant] | None:
+        """The fallback model's answer to the same features, or None if it cannot give one."""
+        assert route.fallback is not None
+        try:
+            fallback = self._route(route.fallback)
+            variant = choose_variant(fallback, user_id=request.user_id)
+            manifest = self._manifest(fallback.model, variant.model_version)
+            clean, _ = self._features(manifest, PredictRequest(fallback.model, request.features, request.user_id))
+            answer = self._invoke(fallback.endpoint, variant, orjson.dumps({"features": clean}), prediction_id)
+        except (ModelNotFound, UnprocessableRequest, NoVariant, EndpointUnavailable, EndpointRejected) as exc:
+            log.warning("fallback %s of %s gave no answer: %s", route.fallback, route.model, exc)
+            return None
+        return answer, False, variant
+
+    def _account(self, model: str, result: PredictResult, key: str) -> None:
+        variant = result.variant or ""
+        self.metrics.add(model, variant, "latency_ms", result.latency_ms)
+        self.metrics.add(model, variant, "cache_hits" if result.cache_hit else "cache_misses")
+        if result.degraded:
+            self.metrics.add(model, variant, "degraded")
+        self.log.record(
+            {
+                "prediction_id": result.prediction_id,
+                "model": model,
+                "version": result.model_version,
+                "variant": result.variant,
+                "features_hash": key.rsplit(":", 1)[-1],
+                "prediction": result.prediction,
+                "label": result.label,
+                "confidence": result.confidence,
+                "latency_ms": result.latency_ms,
+                "cache_hit": result.cache_hit,
+                "degraded": result.degraded,
+                "timestamp": datetime.now(UTC).isoformat(),
+            }
+        )
