@@ -33,7 +33,7 @@ test-integration: setup services
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy sagegate benchmarks
+	$(VENV)/bin/mypy sagegate benchmarks functions/gateway/handler.py
 
 bench: setup
 	bash scripts/ensure-tools.sh wrk

@@ -152,3 +152,25 @@ class RuntimeEmulator:
     async def delete_endpoint(self, request: Request) -> Response:
         removed = self.endpoints.pop(request.path_params["name"], None)
         return Response(status_code=204 if removed else 404)
+
+
+def main() -> None:
+    """`python -m sagegate.local.emulator --port 8001 --config endpoints.json`."""
+    import argparse
+    from pathlib import Path
+
+    import uvicorn
+
+    parser = argparse.ArgumentParser(description="the local SageMaker runtime emulator")
+    parser.add_argument("--port", type=int, default=8001)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--config", type=Path, help="JSON list of endpoints: [{name, variants: [...]}]")
+    args = parser.parse_args()
+    endpoints = (
+        [EmulatedEndpoint.model_validate(e) for e in orjson.loads(args.config.read_bytes())] if args.config else []
+    )
+    uvicorn.run(RuntimeEmulator(endpoints).app, host=args.host, port=args.port, log_level="warning", access_log=False)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,356 @@
+"""The gateway as a process (uvicorn), with a real redis-server, the emulator and inference servers."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+import redis
+
+from sagegate.local.data import Transactions
+from sagegate.local.process import ServerProcess, free_port, wait_healthy
+from sagegate.packaging import BuiltPackage
+from tests.integration.conftest import StartServer
+from tests.integration.helpers import metric
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.fail("redis-server is not installed: run `make services` (apt-get install redis-server)")
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(tmp_path),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    client = redis.Redis.from_url(url)
+    for _ in range(200):
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            import time
+
+            time.sleep(0.02)
+    yield url, process
+    process.kill()
+    process.wait()
+
+
+class Service:
+    def __init__(self, command: list[str], env: dict[str, str], log: Path, url: str, health: str) -> None:
+        self.url = url
+        self._log = log.open("wb")
+        self.process = subprocess.Popen(
+            command, env={**os.environ, **env}, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        wait_healthy(f"{url}{health}", 60, self.process)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        self._log.close()
+
+
+@dataclass
+class Stack:
+    gateway: Service
+    emulator: Service
+    servers: dict[str, ServerProcess]
+    redis_url: str
+    redis_process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def predict(self, **body: Any) -> httpx.Response:
+        return httpx.post(f"{self.gateway.url}/v1/predict", json={"model": "fraud", **body}, timeout=30)
+
+    def server_requests(self, variant: str) -> float:
+        with httpx.Client() as c:
+            return metric(c, self.servers[variant].url, "sagegate_requests_total", code="200")
+
+
+@pytest.fixture
+def stack(
+    tmp_path: Path,
+    start_server: StartServer,
+    fraud_logreg: BuiltPackage,
+    fraud_xgboost: BuiltPackage,
+    redis_server: tuple[str, subprocess.Popen[bytes]],
+) -> Iterator[Callable[..., Stack]]:
+    started: list[Service] = []
+
+    def make(*, ttl: int = 3600, fallback: bool = False, weights: tuple[int, int] = (80, 20)) -> Stack:
+        v1, v2 = start_server(fraud_logreg), start_server(fraud_xgboost)
+        catalog = tmp_path / "catalog"
+        catalog.mkdir(exist_ok=True)
+        for package, version, name in ((fraud_logreg, "1", "fraud"), (fraud_xgboost, "2", "fraud")):
+            manifest = package.manifest.model_copy(update={"name": name, "version": version})
+            (catalog / f"{name}-{version}").mkdir(exist_ok=True)
+            (catalog / f"{name}-{version}" / "manifest.json").write_text(manifest.dumps())
+        (catalog / "rules-1").mkdir(exist_ok=True)
+        (catalog / "rules-1" / "manifest.json").write_text(
+            fraud_logreg.manifest.model_copy(update={"name": "rules", "version": "1"}).dumps()
+        )
+        routes = [
+            {
+                "model": "fraud",
+                "endpoint": "fraud-prod",
+                "cache_ttl_s": ttl,
+                "fallback": "rules" if fallback else None,
+                "variants": [
+                    {"name": "v1", "model_version": "1", "weight": weights[0]},
+                    {"name": "v2", "model_version": "2", "weight": weights[1]},
+                ],
+            },
+            {
+                "model": "rules",
+                "endpoint": "rules-prod",
+                "variants": [{"name": "r1", "model_version": "1", "weight": 1}],
+            },
+        ]
+        (catalog / "routes.json").write_bytes(orjson.dumps(routes))
+        rules = start_server(fraud_logreg)
+        endpoints = [
+            {
+                "name": "fraud-prod",
+                "variants": [
+                    {"name": "v1", "url": v1.url, "weight": weights[0]},
+                    {"name": "v2", "url": v2.url, "weight": weights[1]},
+                ],
+            },
+            {"name": "rules-prod", "variants": [{"name": "r1", "url": rules.url}]},
+        ]
+        (tmp_path / "endpoints.json").write_bytes(orjson.dumps(endpoints))
+        port = free_port()
+        emulator = Service(
+            [
+                sys.executable,
+                "-m",
+                "sagegate.local.emulator",
+                "--port",
+                str(port),
+                "--config",
+                str(tmp_path / "endpoints.json"),
+            ],
+            {},
+            tmp_path / "emulator.log",
+            f"http://127.0.0.1:{port}",
+            "/ping",
+        )
+        started.append(emulator)
+        port = free_port()
+        log_path = tmp_path / "predictions.jsonl"
+        redis_url, redis_process = redis_server
+        gateway = Service(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "sagegate.gateway.app:create_app",
+                "--factory",
+                "--port",
+                str(port),
+                "--log-level",
+                "warning",
+            ],
+            {
+                "SAGEGATE_GATEWAY_REDIS_URL": redis_url,
+                "SAGEGATE_GATEWAY_ENDPOINT_URL": emulator.url,
+                "SAGEGATE_GATEWAY_CATALOG_DIR": str(catalog),
+                "SAGEGATE_GATEWAY_PREDICTION_LOG_PATH": str(log_path),
+                "SAGEGATE_GATEWAY_REGION": "eu-west-1",
+            },
+            tmp_path / "gateway.log",
+            f"http://127.0.0.1:{port}",
+            "/health",
+        )
+        started.append(gateway)
+        return Stack(gateway, emulator, {"v1": v1, "v2": v2, "r1": rules}, redis_url, redis_process, log_path)
+
+    yield make
+    for service in started:
+        service.stop()
+
+
+def test_miss_then_hit_and_the_log(stack: Callable[..., Stack], transactions: Transactions) -> None:
+    s = stack()
+    features = transactions.records[0]
+    first, second = s.predict(features=features, user_id="u1").json(), s.predict(features=features, user_id="u1").json()
+    assert (first["cache_hit"], second["cache_hit"]) == (False, True)
+    assert second["prediction"] == first["prediction"] and second["variant"] == first["variant"]
+    lines = [orjson.loads(line) for line in s.log_path.read_bytes().splitlines()]
+    assert [line["prediction_id"] for line in lines] == [first["prediction_id"], second["prediction_id"]]
+    assert s.server_requests(first["variant"]) == 1
+
+
+def test_ttl_expiry(stack: Callable[..., Stack], transactions: Transactions) -> None:
+    import time
+
+    s = stack(ttl=1)
+    features = transactions.records[1]
+    assert s.predict(features=features, version="1").json()["cache_hit"] is False
+    assert s.predict(features=features, version="1").json()["cache_hit"] is True
+    time.sleep(1.2)
+    assert s.predict(features=features, version="1").json()["cache_hit"] is False
+    assert s.server_requests("v1") == 2
+
+
+def test_concurrent_identical_misses_make_one_endpoint_call(
+    stack: Callable[..., Stack], transactions: Transactions
+) -> None:
+    s = stack()
+    features = transactions.records[2]
+    with ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(lambda _: s.predict(features=features, version="2").json(), range(16)))
+    assert len({a["prediction"] for a in answers}) == 1
+    assert sum(not a["cache_hit"] for a in answers) == 1
+    assert s.server_requests("v2") == 1  # the inference server's own counter
+
+
+def test_online_features_fill_what_the_request_leaves_out(
+    stack: Callable[..., Stack], transactions: Transactions
+) -> None:
+    s = stack()
+    record = transactions.records[3]
+    stored = {"account_age_days": 12, "transactions_24h": 9, "unrelated": "ignored"}
+    redis.Redis.from_url(s.redis_url).hset(
+        "sagegate:feat:user_id:u77", mapping={k: orjson.dumps(v) for k, v in stored.items()}
+    )
+    plain = {k: v for k, v in record.items() if k not in ("account_age_days", "transactions_24h")}
+    enriched = s.predict(features=plain, user_id="u77", version="1").json()
+    explicit = s.predict(features={**plain, "account_age_days": 12, "transactions_24h": 9}, version="1").json()
+    assert enriched["prediction"] == pytest.approx(explicit["prediction"])
+    assert explicit["cache_hit"] is True  # the same features after enrichment: the same cache key
+
+
+def test_redis_killed_mid_test_answers_continue_uncached(
+    stack: Callable[..., Stack], transactions: Transactions
+) -> None:
+    s = stack()
+    assert s.predict(features=transactions.records[4], user_id="a").status_code == 200
+    s.redis_process.kill()
+    s.redis_process.wait()
+    answers = [s.predict(features=transactions.records[4], user_id="a") for _ in range(3)]
+    assert all(a.status_code == 200 for a in answers)
+    assert all(a.json()["cache_hit"] is False and a.json()["degraded"] is False for a in answers)
+
+
+def test_model_server_killed_answers_are_flagged_fallbacks(
+    stack: Callable[..., Stack], transactions: Transactions
+) -> None:
+    s = stack(fallback=True, weights=(100, 0))
+    s.servers["v1"].stop()
+    answer = s.predict(features=transactions.records[5], user_id="b").json()
+    assert answer["degraded"] is True and answer["variant"] == "r1"
+    assert "ServiceUnavailable" in answer["degraded_reason"]
+
+
+def test_runtime_unreachable_without_fallback_gives_the_default(
+    stack: Callable[..., Stack], transactions: Transactions
+) -> None:
+    s = stack(weights=(100, 0))
+    s.emulator.stop()  # every InvokeEndpoint now fails at the connection
+    answer = s.predict(features=transactions.records[6], user_id="c")
+    # fraud v1's manifest declares default_prediction 0.0 (examples.build_fraud_package)
+    assert answer.status_code == 200 and answer.json()["degraded"] is True
+    assert answer.json()["prediction"] == 0.0
+
+
+def test_the_lambda_handler_answers_an_api_gateway_proxy_event(
+    stack: Callable[..., Stack], transactions: Transactions, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import importlib.util
+
+    from sagegate.gateway import app as gateway_app
+
+    s = stack()
+    environment = {
+        "SAGEGATE_GATEWAY_REDIS_URL": s.redis_url,
+        "SAGEGATE_GATEWAY_ENDPOINT_URL": s.emulator.url,
+        "SAGEGATE_GATEWAY_CATALOG_DIR": str(tmp_path / "catalog"),
+        "POWERTOOLS_TRACE_DISABLED": "1",
+        "POWERTOOLS_METRICS_NAMESPACE": "sagegate",
+        "AWS_LAMBDA_FUNCTION_NAME": "sagegate-gateway",
+    }
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    for cached in (gateway_app.get_settings, gateway_app.get_catalog, gateway_app.get_predictor):
+        cached.cache_clear()
+    spec = importlib.util.spec_from_file_location("gateway_handler", Path("functions/gateway/handler.py"))
+    assert spec is not None and spec.loader is not None
+    handler = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(handler)
+
+    body = orjson.dumps({"model": "fraud", "features": transactions.records[7], "user_id": "lambda-user"}).decode()
+    event = {
+        "resource": "/{proxy+}",
+        "path": "/v1/predict",
+        "httpMethod": "POST",
+        "headers": {"content-type": "application/json", "host": "abc123.execute-api.eu-west-1.amazonaws.com"},
+        "multiValueHeaders": {
+            "content-type": ["application/json"],
+            "host": ["abc123.execute-api.eu-west-1.amazonaws.com"],
+        },
+        "queryStringParameters": None,
+        "multiValueQueryStringParameters": None,
+        "pathParameters": {"proxy": "v1/predict"},
+        "stageVariables": None,
+        "body": body,
+        "isBase64Encoded": False,
+        "requestContext": {
+            "resourcePath": "/{proxy+}",
+            "httpMethod": "POST",
+            "path": "/prod/v1/predict",
+            "stage": "prod",
+            "requestId": "r-1",
+            "identity": {"sourceIp": "203.0.113.7"},
+            "accountId": "123456789012",
+            "apiId": "abc123",
+        },
+    }
+
+    class Context:
+        function_name = "sagegate-gateway"
+        memory_limit_in_mb = 1024
+        invoked_function_arn = "arn:aws:lambda:eu-west-1:123456789012:function:sagegate-gateway"
+        aws_request_id = "req-1"
+
+    response = handler.handler(event, Context())
+    assert response["statusCode"] == 200, response
+    answer = orjson.loads(response["body"])
+    assert answer["variant"] in {"v1", "v2"} and answer["degraded"] is False
+    for cached in (gateway_app.get_settings, gateway_app.get_catalog, gateway_app.get_predictor):
+        cached.cache_clear()
