@@ -17,9 +17,12 @@ def runtime_client(
     read_timeout: float = 5.0,
     max_attempts: int = 2,
 ) -> Any:
-    """A sagemaker-runtime client whose slowest failure is bounded: the gateway has a budget too."""
-    import boto3
+    """A sagemaker-runtime client whose slowest failure is bounded: the gateway has a budget too.
+
+    Made with botocore directly: boto3 adds nothing for one client, and its import (s3transfer)
+    costs the Lambda's cold start."""
     from botocore.config import Config
+    from botocore.session import get_session
 
     config = Config(
         connect_timeout=connect_timeout,
@@ -27,7 +30,9 @@ def runtime_client(
         tcp_keepalive=True,
         retries={"max_attempts": max_attempts, "mode": "standard"},
     )
-    return boto3.client("sagemaker-runtime", region_name=region, endpoint_url=endpoint_url, config=config)
+    return get_session().create_client(
+        "sagemaker-runtime", region_name=region, endpoint_url=endpoint_url, config=config
+    )
 
 
 class SageMakerEndpointClient:

@@ -7,10 +7,12 @@ Runs in Lambda through Mangum (functions/gateway/handler.py) and locally under u
 
 from __future__ import annotations
 
+import functools
 import os
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -28,7 +30,7 @@ from sagegate.gateway.prediction_log import FirehoseLog, JsonLinesLog, NullLog, 
 from sagegate.gateway.predictor import Predictor, PredictRequest
 from sagegate.gateway.redis_support import Breaker, redis_client
 
-__all__ = ["create_app", "get_catalog", "get_predictor", "get_settings"]
+__all__ = ["create_app", "current_predictor", "get_catalog", "get_predictor", "get_settings"]
 
 
 # -- dependencies (built once per process) ----------------------------------------------------
@@ -81,15 +83,22 @@ def get_predictor() -> Predictor:
 
 def _prediction_log(settings: GatewaySettings) -> PredictionLogProtocol:
     if settings.prediction_log_stream:
-        import boto3
+        from botocore.session import get_session
 
-        return FirehoseLog(boto3.client("firehose", region_name=settings.region), settings.prediction_log_stream)
+        client = get_session().create_client("firehose", region_name=settings.region)
+        return FirehoseLog(client, settings.prediction_log_stream)
     if settings.prediction_log_path:
         return JsonLinesLog(Path(settings.prediction_log_path))
     return NullLog()
 
 
-PredictorDep = Annotated[Predictor, Depends(get_predictor)]
+async def current_predictor() -> Predictor:
+    """The request's Predictor. Async on purpose: FastAPI runs a plain `def` dependency on its thread
+    pool, a hand-off per request for what is a cached lookup."""
+    return get_predictor()
+
+
+PredictorDep = Annotated[Predictor, Depends(current_predictor)]
 SettingsDep = Annotated[GatewaySettings, Depends(get_settings)]
 
 
@@ -168,6 +177,42 @@ def _too_large(limit: int) -> JSONResponse:
     return JSONResponse({"error": f"the body exceeds the limit of {limit} bytes", "field": "body"}, 413)
 
 
+class FlushAfter:
+    """After each /v1/ request (one Lambda invocation), one batch of log records and metrics."""
+
+    def __init__(self, inner: ASGIApp, app: FastAPI) -> None:
+        self.inner = inner
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await self.inner(scope, receive, send)
+        finally:
+            if scope["type"] == "http" and scope["path"].startswith("/v1/"):
+                serving = self.app.dependency_overrides.get(current_predictor, get_predictor)()
+                serving.log.flush()
+                serving.metrics.flush()
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _threaded(function: F) -> F:
+    """A blocking route for FastAPI's thread pool: concurrent requests under uvicorn."""
+    return function
+
+
+def _inline(function: F) -> F:
+    """The same route run on the event loop: in Lambda one environment serves one request at a
+    time, so the thread hand-off buys nothing and costs every request."""
+
+    @functools.wraps(function)
+    async def run(*args: Any, **kwargs: Any) -> Any:
+        return function(*args, **kwargs)
+
+    return run  # type: ignore[return-value]
+
+
 def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     settings = settings or get_settings()
     app = FastAPI(
@@ -191,23 +236,18 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         summary = "; ".join(f"{f['field'] or 'body'}: {f['reason']}" for f in fields)
         return JSONResponse({"error": f"invalid request: {summary}", "fields": fields}, 422)
 
-    @app.middleware("http")
-    async def flush_after(request: Request, call_next: Any) -> Any:
-        response = await call_next(request)
-        if request.url.path.startswith("/v1/"):
-            predictor = app.dependency_overrides.get(get_predictor, get_predictor)()
-            # One batch of log records and metrics per request (= per Lambda invocation).
-            predictor.log.flush()
-            predictor.metrics.flush()
-        return response
+    app.add_middleware(FlushAfter, app=app)
+    route = _inline if settings.inline_handlers else _threaded
 
     @app.post("/v1/predict", response_model=PredictResponse, responses={404: {}, 413: {}, 422: {}, 503: {}})
+    @route
     def predict(body: PredictBody, predictor: PredictorDep) -> dict[str, Any]:
         """Validate, enrich from the feature store, route to a variant, answer from cache or the endpoint."""
         result = predictor.predict(PredictRequest(body.model, body.features, body.user_id, body.version))
         return result.as_dict()
 
     @app.get("/v1/models")
+    @route
     def list_models(predictor: PredictorDep) -> dict[str, Any]:
         catalog = predictor.catalog
         return {
@@ -217,6 +257,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         }
 
     @app.get("/v1/models/{name}", responses={404: {}})
+    @route
     def describe_model(name: str, predictor: PredictorDep) -> dict[str, Any]:
         catalog = predictor.catalog
         versions = catalog.versions(name)
@@ -226,6 +267,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         return {"name": name, "versions": versions, "route": _dump(catalog.route(name)), "manifests": manifests}
 
     @app.post("/v1/feedback", status_code=202)
+    @route
     def feedback(body: FeedbackBody, predictor: PredictorDep) -> dict[str, str]:
         """Ground truth for a prediction, for A/B analysis and accuracy monitoring."""
         from datetime import UTC, datetime

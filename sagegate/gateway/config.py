@@ -28,6 +28,10 @@ class GatewaySettings(BaseModel):
     max_body_bytes: int = Field(default=64 * 1024, gt=0)
     prediction_log_stream: str | None = Field(default=None, description="Firehose delivery stream")
     prediction_log_path: str | None = Field(default=None, description="JSON Lines file (local)")
+    inline_handlers: bool = Field(
+        default_factory=lambda: bool(os.environ.get("AWS_LAMBDA_FUNCTION_NAME")),
+        description="run routes on the event loop (Lambda: one request per environment at a time)",
+    )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> GatewaySettings:

@@ -12,7 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from sagegate.endpoints import EndpointRejected, EndpointResponse, EndpointUnavailable
-from sagegate.gateway.app import create_app, get_predictor
+from sagegate.gateway.app import create_app, current_predictor
 from sagegate.gateway.cache import PredictionCache
 from sagegate.gateway.catalog import InMemoryCatalog
 from sagegate.gateway.config import GatewaySettings
@@ -81,7 +81,9 @@ GOOD = {"amount": 420.0, "hour": 3, "merchant_category": "gaming", "channel": "w
 
 @pytest.fixture
 def make_gateway(tmp_path: Path) -> Iterator[Callable[..., Gateway]]:
-    def make(routes: list[dict[str, Any]] | None = None, manifests: list[ModelManifest] | None = None) -> Gateway:
+    def make(
+        routes: list[dict[str, Any]] | None = None, manifests: list[ModelManifest] | None = None, inline: bool = False
+    ) -> Gateway:
         catalog = InMemoryCatalog(
             manifests if manifests is not None else [manifest("1"), manifest("2", default_prediction=0.0)],
             [
@@ -109,8 +111,8 @@ def make_gateway(tmp_path: Path) -> Iterator[Callable[..., Gateway]]:
             prediction_log=JsonLinesLog(log_path),
             metrics=metrics,
         )
-        app = create_app(GatewaySettings(max_body_bytes=4096))
-        app.dependency_overrides[get_predictor] = lambda: predictor
+        app = create_app(GatewaySettings(max_body_bytes=4096, inline_handlers=inline))
+        app.dependency_overrides[current_predictor] = lambda: predictor
         return Gateway(TestClient(app), endpoints, catalog, metrics, log_path)
 
     yield make

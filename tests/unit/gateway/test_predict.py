@@ -159,3 +159,12 @@ def test_models_feedback_health_and_openapi(make_gateway: MakeGateway) -> None:
     assert gw.client.get("/health").json()["status"] == "ok"
     spec = gw.client.get("/openapi.json").json()
     assert "/v1/predict" in spec["paths"] and gw.client.get("/docs").status_code == 200
+
+
+def test_routes_run_inline_on_the_event_loop_as_in_lambda(make_gateway: MakeGateway) -> None:
+    gw = make_gateway(inline=True)
+    answer = gw.predict(features=GOOD, version="1")
+    assert answer.status_code == 200 and answer.json()["model_version"] == "1"
+    assert gw.predict(features={**GOOD, "hour": 99}).status_code == 422
+    assert gw.client.get("/v1/models").json()["models"][0]["name"] == "fraud"
+    assert len(gw.log_lines()) == 1  # flushed after the request, like the threaded routes
