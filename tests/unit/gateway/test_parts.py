@@ -1,0 +1,138 @@
+"""The gateway's parts on their own: catalog TTL, Firehose batching, EMF output, Redis time budgets."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+import pytest
+from botocore.session import get_session
+from botocore.stub import Stubber
+
+from sagegate.gateway.cache import PredictionCache
+from sagegate.gateway.catalog import CachedCatalog, InMemoryCatalog
+from sagegate.gateway.metrics import GatewayMetrics
+from sagegate.gateway.online_features import OnlineFeatureStore
+from sagegate.gateway.prediction_log import FirehoseLog
+from sagegate.gateway.redis_support import redis_client
+from sagegate.routing import Route
+from tests.unit.gateway.conftest import manifest
+
+
+def test_the_catalog_cache_asks_the_source_once_per_ttl() -> None:
+    now = [0.0]
+    source = InMemoryCatalog([manifest("1")])
+    cached = CachedCatalog(source, ttl=30, clock=lambda: now[0])
+    assert cached.route("fraud") is None
+    source.add(
+        Route.model_validate(
+            {"model": "fraud", "endpoint": "e", "variants": [{"name": "v1", "model_version": "1", "weight": 1}]}
+        )
+    )
+    assert cached.route("fraud") is None  # a cached miss
+    now[0] = 31.0
+    route = cached.route("fraud")
+    assert route is not None and route.endpoint == "e"
+    assert cached.manifest("fraud", "1") is not None and cached.versions("fraud") == ["1"]
+
+
+def test_firehose_log_batches_within_the_limits_and_retries_failures_once() -> None:
+    client = get_session().create_client("firehose", region_name="eu-west-1")
+    log = FirehoseLog(client, "predictions")
+    for i in range(501):
+        log.record({"prediction_id": str(i)})
+    with Stubber(client) as stub:
+        stub.add_response(
+            "put_record_batch",
+            {
+                "FailedPutCount": 1,
+                "RequestResponses": [
+                    {"RecordId": str(i)}
+                    if i != 7
+                    else {"ErrorCode": "ServiceUnavailableException", "ErrorMessage": "busy"}
+                    for i in range(500)
+                ],
+            },
+        )
+        stub.add_response(
+            "put_record_batch",
+            {"FailedPutCount": 0, "RequestResponses": [{"RecordId": "retry"}]},
+            {"DeliveryStreamName": "predictions", "Records": [{"Data": b'{"prediction_id":"7"}\n'}]},
+        )
+        stub.add_response(
+            "put_record_batch",
+            {"FailedPutCount": 0, "RequestResponses": [{"RecordId": "last"}]},
+            {"DeliveryStreamName": "predictions", "Records": [{"Data": b'{"prediction_id":"500"}\n'}]},
+        )
+        log.flush()
+        stub.assert_no_pending_responses()
+    log.flush()  # nothing left: no call
+
+
+def test_metrics_flush_one_emf_document_per_model_and_variant(capsys: pytest.CaptureFixture[str]) -> None:
+    metrics = GatewayMetrics(emit=True)
+    metrics.add("fraud", "v1", "latency_ms", 1.5)
+    metrics.add("fraud", "v1", "latency_ms", 2.5)
+    metrics.add("fraud", "v2", "degraded")
+    metrics.flush()
+    documents = [orjson.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    by_variant = {d["variant"]: d for d in documents}
+    assert by_variant["v1"]["latency_ms"] == [1.5, 2.5] and by_variant["v2"]["degraded"] in (1.0, [1.0])
+    definition = by_variant["v1"]["_aws"]["CloudWatchMetrics"][0]
+    assert definition["Namespace"] == "sagegate" and ["model", "variant", "service"] in [
+        sorted(d, key=["model", "variant", "service"].index) for d in definition["Dimensions"]
+    ]
+    assert metrics.total("latency_ms", model="fraud") == 4.0
+
+
+@pytest.fixture
+def silent_port() -> Iterator[int]:
+    """A TCP port that accepts connections and never answers: a Redis that hangs."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        server.settimeout(0.05)
+        while not stop.is_set():
+            try:
+                held.append(server.accept()[0])
+            except TimeoutError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield server.getsockname()[1]
+    stop.set()
+    thread.join()
+    for conn in held:
+        conn.close()
+    server.close()
+
+
+def test_a_hanging_redis_costs_the_budget_once_then_is_skipped(silent_port: int) -> None:
+    client = redis_client(f"redis://127.0.0.1:{silent_port}/0", budget_ms=50)
+    store = OnlineFeatureStore(client)
+    started = time.perf_counter()
+    first = store.fetch("user_id", "u1", {"amount"})
+    assert first.available is False and first.values == {}
+    assert time.perf_counter() - started < 5  # bounded by the budget, not by a default socket timeout
+    again = store.fetch("user_id", "u1", {"amount"})
+    assert again.available is False  # the breaker skips Redis for a while
+
+    cache = PredictionCache(redis_client(f"redis://127.0.0.1:{silent_port}/0", budget_ms=50))
+    calls: list[int] = []
+
+    def compute() -> dict[str, Any]:
+        calls.append(1)
+        return {"prediction": 0.5}
+
+    outcome = cache.get_or_compute("k", 60, compute)
+    assert (outcome.value, outcome.hit, calls) == ({"prediction": 0.5}, False, [1])
+    assert cache.unavailable >= 1
