@@ -36,8 +36,9 @@ lint: setup
 	$(VENV)/bin/mypy sagegate benchmarks functions/gateway/handler.py
 
 bench: setup
-	bash scripts/ensure-tools.sh wrk
+	bash scripts/ensure-tools.sh wrk redis-server
 	$(PY) benchmarks/server_throughput.py
+	$(PY) benchmarks/gateway_overhead.py
 
 clean:
 	rm -rf $(VENV) .sagegate .pytest_cache .mypy_cache .ruff_cache
