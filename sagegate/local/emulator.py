@@ -12,6 +12,8 @@ through `PUT /_sagegate/endpoints/{name}`.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -37,6 +39,7 @@ class VariantTarget(BaseModel):
     url: str = Field(description="base URL of the inference server process")
     weight: float = Field(default=1.0, ge=0)
     model: str | None = Field(default=None, description="model on a multi-model server (else /invocations)")
+    shadow: bool = Field(default=False, description="gets a copy of each request; its answers are discarded")
 
 
 class EmulatedEndpoint(BaseModel):
@@ -63,6 +66,7 @@ class RuntimeEmulator:
         self._rng = rng or random.Random()
         self._timeout = timeout
         self._http: httpx.AsyncClient | None = None
+        self._mirrors: set[asyncio.Task[None]] = set()
         self.app = Starlette(
             routes=[
                 Route("/endpoints/{name}/invocations", self.invoke, methods=["POST"]),
@@ -85,7 +89,7 @@ class RuntimeEmulator:
     def pick(self, endpoint: EmulatedEndpoint, target: str | None) -> VariantTarget | None:
         if target:
             return next((v for v in endpoint.variants if v.name == target), None)
-        live = [v for v in endpoint.variants if v.weight > 0]
+        live = [v for v in endpoint.variants if v.weight > 0 and not v.shadow]
         if not live:
             return None
         return self._rng.choices(live, weights=[v.weight for v in live])[0]
@@ -107,10 +111,9 @@ class RuntimeEmulator:
         path = f"/models/{variant.model}/invoke" if variant.model else "/invocations"
         headers = {k: v for k, v in request.headers.items() if k in _FORWARDED}
         assert self._http is not None, "the emulator is not started"
+        body = await request.body()
         try:
-            answer = await self._http.post(
-                variant.url.rstrip("/") + path, content=await request.body(), headers=headers
-            )
+            answer = await self._http.post(variant.url.rstrip("/") + path, content=body, headers=headers)
         except httpx.TimeoutException:
             return _error(
                 424,
@@ -130,10 +133,21 @@ class RuntimeEmulator:
                 OriginalStatusCode=answer.status_code,
                 OriginalMessage=original,
             )
+        for shadow in (v for v in endpoint.variants if v.shadow and v is not variant):
+            # As SageMaker does with shadow variants: a copy of the request, the answer discarded.
+            task = asyncio.create_task(self._mirror(shadow, body, headers))
+            self._mirrors.add(task)
+            task.add_done_callback(self._mirrors.discard)
         out_headers = {"x-amzn-invoked-production-variant": variant.name}
         if "x-amzn-sagemaker-custom-attributes" in answer.headers:
             out_headers["x-amzn-sagemaker-custom-attributes"] = answer.headers["x-amzn-sagemaker-custom-attributes"]
         return Response(answer.content, 200, media_type=answer.headers.get("content-type"), headers=out_headers)
+
+    async def _mirror(self, shadow: VariantTarget, body: bytes, headers: dict[str, str]) -> None:
+        path = f"/models/{shadow.model}/invoke" if shadow.model else "/invocations"
+        assert self._http is not None
+        with contextlib.suppress(httpx.HTTPError):  # a failing shadow never affects the production answer
+            await self._http.post(shadow.url.rstrip("/") + path, content=body, headers=headers)
 
     async def list_endpoints(self, request: Request) -> Response:
         body = [e.model_dump() for e in self.endpoints.values()]

@@ -115,3 +115,26 @@ def test_sagemaker_shaped_errors(two_variants: tuple, transactions: Transactions
     v1.stop()
     with pytest.raises(EndpointUnavailable, match="ServiceUnavailable"):
         c.invoke("fraud-prod", orjson.dumps({"features": transactions.records[0]}), target_variant="v1")
+
+
+def test_a_shadow_variant_gets_copies_and_never_answers(two_variants: tuple, transactions: Transactions) -> None:  # type: ignore[type-arg]
+    emulated, url, v1, v2 = two_variants
+    emulated.endpoints["fraud-prod"] = EmulatedEndpoint.model_validate(
+        {
+            "name": "fraud-prod",
+            "variants": [
+                {"name": "v1", "url": v1.url, "weight": 1},
+                {"name": "v2", "url": v2.url, "weight": 1, "shadow": True},
+            ],
+        }
+    )
+    body = orjson.dumps({"features": transactions.records[0]})
+    answers = {client(url).invoke("fraud-prod", body).invoked_variant for _ in range(10)}
+    assert answers == {"v1"}
+    deadline = time.monotonic() + 10
+    with httpx.Client() as c:
+        from tests.integration.helpers import metric
+
+        while metric(c, v2.url, "sagegate_requests_total", code="200") < 10 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert metric(c, v2.url, "sagegate_requests_total", code="200") == 10
