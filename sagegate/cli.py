@@ -179,6 +179,170 @@ def demo(
         fail(str(exc))
 
 
+TargetOption = Annotated[str | None, typer.Option("--target", "-t", help="local (default), aws, or a profile")]
+models_app = typer.Typer(no_args_is_help=True, help="Registered models: list, show, approve, reject, stage.")
+app.add_typer(models_app, name="models")
+
+
+def _registry(target: str | None) -> Any:
+    from sagegate.registry import RegistryError
+    from sagegate.targets import open_registry, resolve_target
+
+    try:
+        return open_registry(resolve_target(target))
+    except RegistryError as exc:
+        fail(str(exc))
+
+
+def _registry_call(call: Any) -> Any:
+    """Runs a registry operation, turning its errors (and AWS's) into one line."""
+    from sagegate.registry import RegistryError
+
+    try:
+        return call()
+    except RegistryError as exc:
+        fail(str(exc))
+    except Exception as exc:
+        if type(exc).__module__.startswith("botocore"):
+            fail(f"AWS: {exc}")
+        raise
+
+
+@app.command()
+def register(
+    package_path: Annotated[Path, typer.Argument(metavar="PACKAGE", help="package folder or model.tar.gz")],
+    stage: Annotated[str, typer.Option(help="dev | staging | production")] = "dev",
+    target: TargetOption = None,
+) -> None:
+    """Register a model package: its artifact is stored, its hash checked, its version numbered."""
+    from sagegate.registry import Stage
+
+    try:
+        chosen = Stage(stage)
+    except ValueError:
+        fail(f"stage must be dev, staging or production, not {stage!r}")
+    registry = _registry(target)
+    with console.status(f"registering {package_path}"):
+        version, created = _registry_call(lambda: registry.register(package_path, stage=chosen))
+    what = "registered" if created else "already registered as"
+    console.print(
+        f"[green]{what}[/] {version.model} v{version.version} ({version.status.value}, stage "
+        f"{version.stage.value}, sha256 {version.sha256[:12]})",
+        highlight=False,
+    )
+
+
+@models_app.command("list")
+def models_list(target: TargetOption = None) -> None:
+    """Every registered model with its latest version."""
+    from rich.table import Table
+
+    registry = _registry(target)
+    table = Table(title="registered models")
+    for column in ("model", "versions", "latest", "status", "stage", "framework", "metrics"):
+        table.add_column(column)
+    for name in _registry_call(registry.models):
+        versions = _registry_call(lambda name=name: registry.versions(name))
+        latest = versions[-1]
+        metrics = ", ".join(f"{k} {v:.3f}" for k, v in sorted(latest.manifest.metrics.items())[:3])
+        table.add_row(
+            name,
+            str(len(versions)),
+            latest.version,
+            latest.status.value,
+            latest.stage.value,
+            latest.manifest.framework.value,
+            metrics,
+        )
+    Console().print(table)
+
+
+@models_app.command("show")
+def models_show(
+    model: str,
+    version: Annotated[str | None, typer.Option(help="one version in detail")] = None,
+    target: TargetOption = None,
+) -> None:
+    """A model's versions, or one version's manifest."""
+    from rich.table import Table
+
+    registry = _registry(target)
+    if version is not None:
+        found = _registry_call(lambda: registry.get(model, version))
+        Console().print_json(
+            json.dumps(
+                {
+                    **found.summary(),
+                    "artifact": found.artifact_uri,
+                    "decision_reason": found.decision_reason,
+                    "manifest": found.manifest.model_dump(mode="json", exclude_none=True),
+                }
+            )
+        )
+        return
+    versions = _registry_call(lambda: registry.versions(model))
+    if not versions:
+        fail(f"model {model!r} is not registered")
+    table = Table(title=f"{model}: versions")
+    for column in ("version", "status", "stage", "framework", "metrics", "sha256", "created", "decided by"):
+        table.add_column(column)
+    for v in versions:
+        metrics = ", ".join(f"{k} {x:.3f}" for k, x in sorted(v.manifest.metrics.items())[:3])
+        table.add_row(
+            v.version,
+            v.status.value,
+            v.stage.value,
+            v.manifest.framework.value,
+            metrics,
+            v.sha256[:12],
+            v.created_at.strftime("%Y-%m-%d %H:%M"),
+            v.decided_by or "",
+        )
+    Console().print(table)
+
+
+@models_app.command("approve")
+def models_approve(
+    model: str,
+    version: str,
+    by: Annotated[str, typer.Option(help="who approves")],
+    reason: Annotated[str | None, typer.Option()] = None,
+    target: TargetOption = None,
+) -> None:
+    """Approve a version for deployment."""
+    registry = _registry(target)
+    done = _registry_call(lambda: registry.approve(model, version, by=by, reason=reason))
+    console.print(f"[green]approved[/] {done.model} v{done.version} by {by}", highlight=False)
+
+
+@models_app.command("reject")
+def models_reject(
+    model: str,
+    version: str,
+    by: Annotated[str, typer.Option(help="who rejects")],
+    reason: Annotated[str, typer.Option(help="why (required)")],
+    target: TargetOption = None,
+) -> None:
+    """Reject a version, with the reason."""
+    registry = _registry(target)
+    done = _registry_call(lambda: registry.reject(model, version, by=by, reason=reason))
+    console.print(f"[yellow]rejected[/] {done.model} v{done.version} by {by}: {reason}", highlight=False)
+
+
+@models_app.command("stage")
+def models_stage(model: str, version: str, stage: str, target: TargetOption = None) -> None:
+    """Move a version to a stage: dev, staging or production."""
+    from sagegate.registry import Stage
+
+    try:
+        chosen = Stage(stage)
+    except ValueError:
+        fail(f"stage must be dev, staging or production, not {stage!r}")
+    registry = _registry(target)
+    done = _registry_call(lambda: registry.set_stage(model, version, chosen))
+    console.print(f"{done.model} v{done.version} is now in {done.stage.value}", highlight=False)
+
+
 def main() -> None:
     try:
         app()
