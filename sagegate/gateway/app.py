@@ -21,7 +21,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sagegate.gateway.cache import PredictionCache
-from sagegate.gateway.catalog import CachedCatalog, CatalogProtocol, DirectoryCatalog, InMemoryCatalog
+from sagegate.gateway.catalog import (
+    CachedCatalog,
+    CatalogProtocol,
+    DirectoryCatalog,
+    InMemoryCatalog,
+    RegistryCatalog,
+)
 from sagegate.gateway.config import GatewaySettings
 from sagegate.gateway.exceptions import GatewayError, ModelNotFound
 from sagegate.gateway.metrics import GatewayMetrics
@@ -44,7 +50,19 @@ def get_settings() -> GatewaySettings:
 @lru_cache
 def get_catalog() -> CatalogProtocol:
     root = os.environ.get("SAGEGATE_GATEWAY_CATALOG_DIR")
-    source: CatalogProtocol = DirectoryCatalog(Path(root)) if root else InMemoryCatalog()
+    state = os.environ.get("SAGEGATE_GATEWAY_STATE_DIR")
+    source: CatalogProtocol
+    if state:  # the local stack: its registry and route store
+        from sagegate.deploy.routes import SqliteRouteStore
+        from sagegate.registry.local import LocalRegistry
+
+        source = RegistryCatalog(
+            LocalRegistry(Path(state) / "registry"), SqliteRouteStore(Path(state) / "routes.sqlite3")
+        )
+    elif root:
+        source = DirectoryCatalog(Path(root))
+    else:
+        source = InMemoryCatalog()
     return CachedCatalog(source, get_settings().catalog_ttl_s)
 
 

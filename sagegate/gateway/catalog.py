@@ -18,7 +18,7 @@ import orjson
 from sagegate.manifest import ModelManifest
 from sagegate.routing import Route
 
-__all__ = ["CachedCatalog", "CatalogProtocol", "DirectoryCatalog", "InMemoryCatalog"]
+__all__ = ["CachedCatalog", "CatalogProtocol", "DirectoryCatalog", "InMemoryCatalog", "RegistryCatalog"]
 
 T = TypeVar("T")
 
@@ -108,3 +108,31 @@ class DirectoryCatalog(InMemoryCatalog):
             [Route.model_validate(r) for r in orjson.loads(routes_file.read_bytes())] if routes_file.exists() else []
         )
         super().__init__(manifests, routes)
+
+
+class RegistryCatalog:
+    """The catalog over a registry (manifests) and a route store (routes): what the local stack and
+    an AWS deployment use."""
+
+    def __init__(self, registry: Any, routes: Any) -> None:
+        self._registry = registry
+        self._routes = routes
+
+    def models(self) -> list[str]:
+        return sorted(set(self._registry.models()) | set(self._routes.models()))
+
+    def route(self, model: str) -> Route | None:
+        route: Route | None = self._routes.get(model)
+        return route
+
+    def manifest(self, model: str, version: str) -> ModelManifest | None:
+        from sagegate.registry import VersionNotFound
+
+        try:
+            manifest: ModelManifest = self._registry.get(model, version).manifest
+        except VersionNotFound:
+            return None
+        return manifest
+
+    def versions(self, model: str) -> list[str]:
+        return [v.version for v in self._registry.versions(model)]

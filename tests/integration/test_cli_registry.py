@@ -16,8 +16,9 @@ pytestmark = pytest.mark.integration
 
 def run(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "SAGEGATE_HOME": str(home), "COLUMNS": "200"}
-    return subprocess.run([sys.executable, "-m", "sagegate", *args], capture_output=True, text=True, env=env,
-                          timeout=120, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "sagegate", *args], capture_output=True, text=True, env=env, timeout=120, check=False
+    )
 
 
 def test_register_list_show_approve_reject_stage(tmp_path: Path, fraud_logreg: BuiltPackage) -> None:

@@ -1,0 +1,1 @@
+"""Where routes live and change: the route store, and local deployments."""

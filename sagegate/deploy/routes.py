@@ -1,0 +1,95 @@
+"""The route store: each model's current Route, with its history (for rollbacks).
+
+SQLite locally; the gateway reads it through `RegistryCatalog`, deployments write it.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Protocol
+
+from sagegate.routing import Route
+
+__all__ = ["RouteStoreProtocol", "SqliteRouteStore"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS routes (
+    model TEXT NOT NULL,
+    revision INTEGER NOT NULL,
+    route TEXT,                 -- NULL: the model was undeployed at this revision
+    reason TEXT NOT NULL,
+    changed_at TEXT NOT NULL,
+    PRIMARY KEY (model, revision)
+);
+"""
+
+
+class RouteStoreProtocol(Protocol):
+    def get(self, model: str) -> Route | None: ...
+
+    def put(self, route: Route, reason: str) -> int: ...
+
+    def delete(self, model: str, reason: str) -> None: ...
+
+    def models(self) -> list[str]: ...
+
+    def history(self, model: str) -> list[tuple[int, Route | None, str]]: ...
+
+
+class SqliteRouteStore:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with self._connect() as db:
+            db.executescript(_SCHEMA)
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            yield db
+        finally:
+            db.close()
+
+    def _append(self, model: str, route: Route | None, reason: str) -> int:
+        with self._connect() as db:
+            db.execute("BEGIN IMMEDIATE")
+            revision = db.execute(
+                "SELECT COALESCE(MAX(revision), 0) + 1 FROM routes WHERE model = ?", (model,)
+            ).fetchone()[0]
+            db.execute(
+                "INSERT INTO routes VALUES (?, ?, ?, ?, ?)",
+                (model, revision, route.model_dump_json() if route else None, reason, datetime.now(UTC).isoformat()),
+            )
+            db.execute("COMMIT")
+        return int(revision)
+
+    def get(self, model: str) -> Route | None:
+        with self._connect() as db:
+            row = db.execute(
+                "SELECT route FROM routes WHERE model = ? ORDER BY revision DESC LIMIT 1", (model,)
+            ).fetchone()
+        return Route.model_validate_json(row[0]) if row and row[0] else None
+
+    def put(self, route: Route, reason: str) -> int:
+        return self._append(route.model, route, reason)
+
+    def delete(self, model: str, reason: str) -> None:
+        self._append(model, None, reason)
+
+    def models(self) -> list[str]:
+        with self._connect() as db:
+            rows = db.execute("SELECT DISTINCT model FROM routes ORDER BY model").fetchall()
+        return [m for (m,) in rows if self.get(m) is not None]
+
+    def history(self, model: str) -> list[tuple[int, Route | None, str]]:
+        with self._connect() as db:
+            rows = db.execute(
+                "SELECT revision, route, reason FROM routes WHERE model = ? ORDER BY revision", (model,)
+            ).fetchall()
+        return [(int(rev), Route.model_validate_json(r) if r else None, reason) for rev, r, reason in rows]

@@ -1,0 +1,38 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+from sagegate.deploy.routes import SqliteRouteStore
+from sagegate.gateway.catalog import RegistryCatalog
+from sagegate.packaging import BuiltPackage
+from sagegate.registry import LocalRegistry
+from sagegate.routing import Route
+
+
+def route(*weights: int) -> Route:
+    return Route.model_validate({"model": "fraud", "endpoint": "fraud-local", "variants": [
+        {"name": f"v{i + 1}", "model_version": str(i + 1), "weight": w} for i, w in enumerate(weights)]})
+
+
+def test_routes_keep_their_history(tmp_path: Path) -> None:
+    store = SqliteRouteStore(tmp_path / "routes.sqlite3")
+    assert store.get("fraud") is None
+    assert store.put(route(100), "deploy v1") == 1
+    assert store.put(route(80, 20), "a/b v2") == 2
+    assert store.get("fraud") == route(80, 20)
+    store.delete("fraud", "undeploy")
+    assert store.get("fraud") is None and store.models() == []
+    assert [(rev, r is not None, why) for rev, r, why in store.history("fraud")] == [
+        (1, True, "deploy v1"), (2, True, "a/b v2"), (3, False, "undeploy")]
+
+
+def test_the_gateway_catalog_reads_registry_and_routes(tmp_path: Path, fraud_logreg: BuiltPackage) -> None:
+    registry, store = LocalRegistry(tmp_path / "registry"), SqliteRouteStore(tmp_path / "routes.sqlite3")
+    registry.register(fraud_logreg.path)
+    store.put(route(100), "deploy v1")
+    catalog = RegistryCatalog(registry, store)
+    assert catalog.models() == ["fraud"] and catalog.versions("fraud") == ["1"]
+    manifest = catalog.manifest("fraud", "1")
+    assert manifest is not None and manifest.sha256 == fraud_logreg.manifest.sha256
+    assert catalog.manifest("fraud", "2") is None
+    assert catalog.route("fraud") == route(100)
