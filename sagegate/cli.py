@@ -343,6 +343,112 @@ def models_stage(model: str, version: str, stage: str, target: TargetOption = No
     console.print(f"{done.model} v{done.version} is now in {done.stage.value}", highlight=False)
 
 
+def _stack_paths() -> Any:
+    from sagegate.local.stack import StackPaths
+    from sagegate.targets import state_dir
+
+    return StackPaths(state_dir())
+
+
+@app.command()
+def deploy(
+    model: str,
+    version: Annotated[str, typer.Option(help="the registered, approved version to deploy")],
+    traffic: Annotated[float | None, typer.Option(help="percent of traffic for the new version (A/B, canary)")] = None,
+    shadow: Annotated[bool, typer.Option(help="copy traffic to the new version, answers discarded")] = False,
+    replace: Annotated[bool, typer.Option(help="send all traffic to the new version")] = False,
+    target: TargetOption = None,
+) -> None:
+    """Deploy a version: a server for it, then the route and weights (local), or the workflow (AWS)."""
+    from sagegate.deploy.local import deploy as deploy_local
+    from sagegate.targets import resolve_target
+
+    chosen = _registry_call(lambda: resolve_target(target))
+    if chosen.kind != "local":
+        fail("deploying to AWS starts the deployment workflow, which is not wired yet (issue 6)")
+    with console.status(f"deploying {model} v{version}"):
+        route = _registry_call(
+            lambda: deploy_local(_stack_paths(), model, version, traffic=traffic, shadow=shadow, replace=replace)
+        )
+    _print_route(route)
+
+
+def _print_route(route: Any) -> None:
+    shares = ", ".join(
+        f"{v.name} (v{v.model_version}) {v.weight:g}%" + (" shadow" if v.name == route.shadow else "")
+        for v in route.variants
+    )
+    console.print(f"[green]{route.model}[/] on {route.endpoint}: {shares}", highlight=False)
+
+
+@app.command()
+def rollback(model: str) -> None:
+    """Put the model's previous route (versions and weights) back."""
+    from sagegate.deploy.local import rollback as rollback_local
+
+    with console.status(f"rolling back {model}"):
+        route = _registry_call(lambda: rollback_local(_stack_paths(), model))
+    _print_route(route)
+
+
+@app.command()
+def undeploy(model: str) -> None:
+    """Take the model off the gateway and stop its servers."""
+    from sagegate.deploy.local import undeploy as undeploy_local
+
+    _registry_call(lambda: undeploy_local(_stack_paths(), model))
+    console.print(f"{model} undeployed", highlight=False)
+
+
+@app.command()
+def dev(
+    port: Annotated[int, typer.Option(help="the gateway's port")] = 8000,
+    emulator_port: Annotated[int, typer.Option(help="the SageMaker runtime emulator's port")] = 8001,
+) -> None:
+    """Run the local stack: gateway, runtime emulator, one server per deployed version, Redis."""
+    import signal
+    import time
+
+    from rich.table import Table
+
+    from sagegate.local.stack import DevStack, read_status
+
+    paths = _stack_paths()
+    if read_status(paths) is not None:
+        fail(f"a local stack is already running from {paths.root} (see {paths.status})")
+    stack = DevStack(paths, gateway_port=port, emulator_port=emulator_port, redis_url=os.environ.get("REDIS_URL"))
+
+    def terminate(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    # Both set explicitly: a shell that starts us in the background leaves SIGINT ignored.
+    signal.signal(signal.SIGTERM, terminate)
+    signal.signal(signal.SIGINT, terminate)
+    try:
+        with console.status("starting the local stack"):
+            stack.start()
+        for note in stack.notes:
+            console.print(note, highlight=False)
+        table = Table(title="sagegate dev")
+        for column in ("process", "pid", "url", "log"):
+            table.add_column(column)
+        for child in [*stack.children.values(), *stack.servers.values()]:
+            table.add_row(child.name, str(child.process.pid), child.url, str(child.log))
+        Console().print(table)
+        console.print(f"API docs: {stack.children['gateway'].url}/docs   (Ctrl-C stops everything)", highlight=False)
+        while True:
+            stack.reconcile()
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    except RuntimeError as exc:
+        stack.stop()
+        fail(str(exc))
+    finally:
+        stack.stop()
+    console.print("local stack stopped", highlight=False)
+
+
 def main() -> None:
     try:
         app()

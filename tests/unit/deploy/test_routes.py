@@ -10,8 +10,15 @@ from sagegate.routing import Route
 
 
 def route(*weights: int) -> Route:
-    return Route.model_validate({"model": "fraud", "endpoint": "fraud-local", "variants": [
-        {"name": f"v{i + 1}", "model_version": str(i + 1), "weight": w} for i, w in enumerate(weights)]})
+    return Route.model_validate(
+        {
+            "model": "fraud",
+            "endpoint": "fraud-local",
+            "variants": [
+                {"name": f"v{i + 1}", "model_version": str(i + 1), "weight": w} for i, w in enumerate(weights)
+            ],
+        }
+    )
 
 
 def test_routes_keep_their_history(tmp_path: Path) -> None:
@@ -23,7 +30,10 @@ def test_routes_keep_their_history(tmp_path: Path) -> None:
     store.delete("fraud", "undeploy")
     assert store.get("fraud") is None and store.models() == []
     assert [(rev, r is not None, why) for rev, r, why in store.history("fraud")] == [
-        (1, True, "deploy v1"), (2, True, "a/b v2"), (3, False, "undeploy")]
+        (1, True, "deploy v1"),
+        (2, True, "a/b v2"),
+        (3, False, "undeploy"),
+    ]
 
 
 def test_the_gateway_catalog_reads_registry_and_routes(tmp_path: Path, fraud_logreg: BuiltPackage) -> None:

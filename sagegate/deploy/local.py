@@ -1,0 +1,146 @@
+"""Deployments on the local stack: change the desired state, wait for the supervisor to serve it."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+from collections.abc import Callable
+
+from sagegate.deploy.routes import SqliteRouteStore
+from sagegate.local.stack import StackPaths, pending_add, pending_remove, read_status
+from sagegate.registry import ApprovalStatus, LocalRegistry, RegistryError
+from sagegate.routing import Route, Variant
+
+__all__ = ["deploy", "next_route", "rollback", "undeploy"]
+
+
+def next_route(
+    current: Route | None,
+    model: str,
+    version: str,
+    *,
+    traffic: float | None = None,
+    shadow: bool = False,
+    replace: bool = False,
+) -> Route:
+    """The route after deploying `version`: all traffic, a share of it, or a shadow copy."""
+    name = f"v{version}"
+    if sum((traffic is not None, shadow, replace)) > 1:
+        raise RegistryError("give one of --traffic, --shadow and --replace")
+    if current is None or replace:
+        if shadow or (traffic is not None and traffic < 100 and current is None):
+            raise RegistryError(f"model {model!r} has no live version to share traffic with: deploy it first")
+        endpoint = current.endpoint if current else f"{model}-local"
+        return Route(
+            model=model,
+            endpoint=endpoint,
+            variants=[Variant(name=name, model_version=version, weight=100)],
+            split=current.split if current else "user",
+            fallback=current.fallback if current else None,
+        )
+    others = [v for v in current.variants if v.name not in (name, current.shadow)]
+    if shadow:
+        variants = [*others, Variant(name=name, model_version=version, weight=0)]
+        return current.model_copy(update={"variants": variants, "shadow": name})
+    if traffic is None:
+        raise RegistryError(f"model {model!r} is live ({_describe(current)}): give --traffic P, --shadow or --replace")
+    if not 0 < traffic <= 100:
+        raise RegistryError("--traffic must be above 0 and at most 100")
+    total = sum(v.weight for v in others) or 1.0
+    rest = [v.model_copy(update={"weight": round(v.weight / total * (100 - traffic), 4)}) for v in others]
+    variants = [*rest, Variant(name=name, model_version=version, weight=traffic)]
+    return current.model_copy(update={"variants": variants, "shadow": None})
+
+
+def _describe(route: Route) -> str:
+    return ", ".join(
+        f"v{v.model_version} {v.weight:g}%" + (" shadow" if v.name == route.shadow else "") for v in route.variants
+    )
+
+
+def _wait(what: str, check: Callable[[], bool], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.2)
+    raise RegistryError(f"{what} did not happen within {timeout:g}s; see the logs in .sagegate/logs")
+
+
+def deploy(
+    paths: StackPaths,
+    model: str,
+    version: str,
+    *,
+    traffic: float | None = None,
+    shadow: bool = False,
+    replace: bool = False,
+    timeout: float = 120.0,
+) -> Route:
+    found = LocalRegistry(paths.registry).get(model, version)
+    if found.status is not ApprovalStatus.APPROVED:
+        raise RegistryError(
+            f"{model} v{version} is {found.status.value}: approve it first "
+            f"(sagegate models approve {model} {version} --by NAME)"
+        )
+    store = SqliteRouteStore(paths.routes)
+    route = next_route(store.get(model), model, version, traffic=traffic, shadow=shadow, replace=replace)
+    if read_status(paths) is None:
+        raise RegistryError("the local stack is not running: start it with `sagegate dev`")
+    pending_add(paths, model, version)
+    try:
+        key = f"{model}:{version}"
+        _wait(
+            f"a healthy server for {key}",
+            lambda: bool((read_status(paths) or {}).get("servers", {}).get(key, {}).get("healthy")),
+            timeout,
+        )
+        store.put(
+            route,
+            f"deploy v{version}"
+            + (f" at {traffic:g}%" if traffic is not None else "")
+            + (" as shadow" if shadow else "")
+            + (" replacing" if replace else ""),
+        )
+    finally:
+        pending_remove(paths, model, version)
+    _wait_for_emulator(paths, route, timeout)
+    return route
+
+
+def _wait_for_emulator(paths: StackPaths, route: Route, timeout: float) -> None:
+    def applied() -> bool:
+        status = read_status(paths)
+        if status is None or not status.get("emulator_url"):
+            return False
+        with urllib.request.urlopen(status["emulator_url"] + "/_sagegate/endpoints", timeout=2) as response:
+            endpoints = {e["name"]: e for e in json.loads(response.read())["endpoints"]}
+        live = {v["name"]: v["weight"] for v in endpoints.get(route.endpoint, {}).get("variants", [])}
+        return live == {v.name: v.weight for v in route.variants}
+
+    _wait(f"the emulator taking the new weights of {route.endpoint}", applied, timeout)
+
+
+def rollback(paths: StackPaths, model: str, timeout: float = 60.0) -> Route:
+    """Back to the route before the current one."""
+    store = SqliteRouteStore(paths.routes)
+    history = store.history(model)
+    current = store.get(model)
+    if current is None:
+        raise RegistryError(f"model {model!r} is not deployed")
+    earlier = [(rev, r) for rev, r, _ in history[:-1] if r is not None and r != current]
+    if not earlier:
+        raise RegistryError(f"model {model!r} has no earlier deployment to roll back to")
+    revision, route = earlier[-1]
+    store.put(route, f"rollback to revision {revision}")
+    if read_status(paths) is not None:
+        _wait_for_emulator(paths, route, timeout)
+    return route
+
+
+def undeploy(paths: StackPaths, model: str) -> None:
+    store = SqliteRouteStore(paths.routes)
+    if store.get(model) is None:
+        raise RegistryError(f"model {model!r} is not deployed")
+    store.delete(model, "undeploy")

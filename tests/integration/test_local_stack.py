@@ -1,0 +1,150 @@
+"""`sagegate dev`, `deploy`, `rollback`, `undeploy` as a user runs them: subprocesses, real HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from sagegate.local.process import free_port
+from sagegate.packaging import BuiltPackage
+
+pytestmark = pytest.mark.integration
+
+
+class Dev:
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        self.port, self.emulator_port = free_port(), free_port()
+        self.env = {**os.environ, "SAGEGATE_HOME": str(home), "COLUMNS": "200"}
+        self.out = (home.parent / f"dev-{self.port}.out").open("wb")
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "sagegate",
+                "dev",
+                "--port",
+                str(self.port),
+                "--emulator-port",
+                str(self.emulator_port),
+            ],
+            env=self.env,
+            stdout=self.out,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{self.port}/health", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            assert self.process.poll() is None, (home.parent / f"dev-{self.port}.out").read_text()
+            time.sleep(0.2)
+        raise AssertionError("sagegate dev did not come up")
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "sagegate", *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=180,
+            check=False,
+        )
+
+    def predict(self, user: str, features: dict) -> dict:  # type: ignore[type-arg]
+        answer = httpx.post(
+            f"http://127.0.0.1:{self.port}/v1/predict",
+            timeout=30,
+            json={"model": "fraud", "features": features, "user_id": user},
+        )
+        assert answer.status_code == 200, answer.text
+        return answer.json()  # type: ignore[no-any-return]
+
+    def pids(self) -> list[int]:
+        status = json.loads((self.home / "dev.json").read_text())
+        return [status["pid"], *(p["pid"] for p in status["processes"].values())]
+
+    def stop(self, sig: int = signal.SIGINT) -> int:
+        self.process.send_signal(sig)
+        code = self.process.wait(60)
+        self.out.close()
+        return code
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Iterator[Path]:
+    yield tmp_path / "state"
+
+
+def test_deploy_ab_rollback_restart_and_a_clean_stop(
+    home: Path, fraud_logreg: BuiltPackage, fraud_xgboost: BuiltPackage, tmp_path: Path
+) -> None:
+    features = {"amount": 42.5, "hour": 3, "merchant_category": "gaming", "channel": "web"}
+    dev = Dev(home)
+    try:
+        assert dev.cli("register", str(fraud_logreg.path)).returncode == 0
+        refused = dev.cli("deploy", "fraud", "--version", "1")
+        assert refused.returncode == 1 and "approve it first" in refused.stderr
+        assert dev.cli("models", "approve", "fraud", "1", "--by", "ci").returncode == 0
+        deployed = dev.cli("deploy", "fraud", "--version", "1")
+        assert deployed.returncode == 0, deployed.stderr
+        assert "v1 (v1) 100%" in deployed.stderr
+        first = dev.predict("u1", features)
+        assert (first["variant"], first["model_version"]) == ("v1", "1")
+
+        xgb = tmp_path / "xgb"
+        shutil.copytree(fraud_xgboost.path, xgb)
+        (xgb / "manifest.json").write_text(fraud_xgboost.manifest.model_copy(update={"name": "fraud"}).dumps())
+        (xgb / "model.tar.gz").unlink()
+        assert dev.cli("register", str(xgb)).returncode == 0
+        assert dev.cli("models", "approve", "fraud", "2", "--by", "ci").returncode == 0
+        ab = dev.cli("deploy", "fraud", "--version", "2", "--traffic", "20")
+        assert ab.returncode == 0 and "v1 (v1) 80%, v2 (v2) 20%" in ab.stderr, ab.stderr
+        variants = {dev.predict(f"user-{i}", features)["variant"] for i in range(60)}
+        assert variants == {"v1", "v2"}
+
+        rolled = dev.cli("rollback", "fraud")
+        assert rolled.returncode == 0 and "v1 (v1) 100%" in rolled.stderr
+        assert {dev.predict(f"user-{i}", features)["variant"] for i in range(20)} == {"v1"}
+        pids = dev.pids()
+        assert dev.stop() == 0
+    finally:
+        if dev.process.poll() is None:
+            dev.stop(signal.SIGKILL)
+    time.sleep(0.5)
+    assert [p for p in pids if alive(p)] == []  # no orphans
+    assert not (home / "dev.json").exists()
+
+    again = Dev(home)  # restarted: the same deployment comes back
+    try:
+        assert again.predict("u1", features)["variant"] == "v1"
+        assert again.cli("undeploy", "fraud").returncode == 0
+        time.sleep(1.5)
+        gone = httpx.post(
+            f"http://127.0.0.1:{again.port}/v1/predict", timeout=30, json={"model": "fraud", "features": features}
+        )
+        assert gone.status_code == 404
+        assert again.stop(signal.SIGTERM) == 0
+    finally:
+        if again.process.poll() is None:
+            again.stop(signal.SIGKILL)
