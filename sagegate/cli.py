@@ -165,18 +165,64 @@ def serve(
         raise typer.Exit(code)
 
 
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
 @app.command()
 def demo(
-    port: Annotated[int, typer.Option(help="port of the example inference server")] = 8080,
-    workdir: Annotated[Path, typer.Option(help="where the example package is written")] = Path(".sagegate/demo"),
+    requests: Annotated[int, typer.Option(help="predictions to send through the gateway")] = 3000,
+    port: Annotated[int, typer.Option(help="the gateway's port")] = 8000,
+    emulator_port: Annotated[int, typer.Option(help="the SageMaker runtime emulator's port")] = 8001,
+    serve: Annotated[
+        bool | None, typer.Option(help="keep the stack up after the report (default: on a terminal)")
+    ] = None,
 ) -> None:
-    """Train an example fraud model, package it, serve it, and send it predictions."""
-    from sagegate.local.quickstart import run_quickstart
+    """Train two fraud models, deploy them as an 80/20 A/B test, send traffic and feedback, report."""
+    import signal
 
+    from sagegate.local.demo import DemoResult, run_demo
+    from sagegate.targets import state_dir
+
+    out = Console() if sys.stdout.isatty() else Console(width=150)  # a log file gets the whole table
+    keep = sys.stdin.isatty() if serve is None else serve
+
+    def wait(result: DemoResult) -> None:
+        out.print(f"\nAPI docs: {result.docs_url}")
+        out.print(
+            "Try next:\n"
+            f"  curl -s {result.docs_url.removesuffix('/docs')}/v1/predict -H 'content-type: application/json' "
+            '-d \'{"model": "fraud", "features": {"amount": 950, "hour": 2, '
+            '"merchant_category": "gaming", "channel": "web"}, "user_id": "u1"}\'\n'
+            f"  SAGEGATE_HOME={state_dir() / 'demo'} sagegate models list\n"
+            "  sagegate package / register / deploy with your own model (README.md)"
+        )
+        if keep:
+            out.print("The demo stack keeps serving; Ctrl-C stops it.")
+            signal.signal(signal.SIGTERM, _interrupt)
+            try:
+                while True:
+                    time.sleep(1)
+            except KeyboardInterrupt:
+                pass
+
+    import time
+
+    started = time.monotonic()
     try:
-        run_quickstart(workdir=workdir, port=port, console=Console())
+        run_demo(
+            root=state_dir() / "demo",
+            console=out,
+            requests=requests,
+            port=port,
+            emulator_port=emulator_port,
+            keep_serving=wait,
+        )
     except RuntimeError as exc:
         fail(str(exc))
+    except KeyboardInterrupt:
+        fail("interrupted")
+    console.print(f"demo finished in {time.monotonic() - started:.0f} s", highlight=False)
 
 
 TargetOption = Annotated[str | None, typer.Option("--target", "-t", help="local (default), aws, or a profile")]
