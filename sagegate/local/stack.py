@@ -214,9 +214,10 @@ class DevStack:
             return
         binary = shutil.which("redis-server")
         if binary is None:
+            self.redis_url = "memory://"
             self.notes.append(
-                "redis-server is not installed: the gateway runs without a cache and online "
-                "features (install it, or set REDIS_URL)"
+                "redis-server is not installed: the gateway caches in its own memory "
+                "(install redis-server, or set REDIS_URL, for the real thing)"
             )
             return
         port = free_port()

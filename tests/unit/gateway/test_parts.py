@@ -136,3 +136,34 @@ def test_a_hanging_redis_costs_the_budget_once_then_is_skipped(silent_port: int)
     outcome = cache.get_or_compute("k", 60, compute)
     assert (outcome.value, outcome.hit, calls) == ({"prediction": 0.5}, False, [1])
     assert cache.unavailable >= 1
+
+
+def test_the_in_process_store_serves_the_cache_and_features_like_redis() -> None:
+    import threading as th
+
+    client = redis_client("memory://", budget_ms=20)
+    assert client is redis_client("memory://", budget_ms=20)  # one store per process
+    cache = PredictionCache(client, wait=2.0, clock=time.time)
+    calls: list[int] = []
+    gate = th.Event()
+
+    def compute() -> dict[str, Any]:
+        calls.append(1)
+        gate.wait(1)
+        return {"prediction": 0.25}
+
+    results: list[Any] = []
+    threads = [th.Thread(target=lambda: results.append(cache.get_or_compute("k-mem", 1, compute))) for _ in range(8)]
+    for t in threads:
+        t.start()
+    time.sleep(0.2)
+    gate.set()
+    for t in threads:
+        t.join()
+    assert len(calls) == 1 and sum(r.hit for r in results) == 7  # single-flight
+    time.sleep(1.1)
+    stale = cache.read("k-mem")
+    assert stale is not None and not stale.fresh  # past its TTL, kept for degraded answers
+    store = OnlineFeatureStore(client)
+    store.put("user_id", "u9", {"amount": 12.5, "channel": "web"})
+    assert store.fetch("user_id", "u9", {"amount"}).values == {"amount": 12.5}
