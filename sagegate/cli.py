@@ -495,6 +495,76 @@ def dev(
     console.print("local stack stopped", highlight=False)
 
 
+def _gateway(target: str | None, url: str | None, api_key: str | None, connections: int = 16) -> Any:
+    from sagegate.client import gateway_for
+
+    return _registry_call(
+        lambda: gateway_for(
+            target, url=url, api_key=api_key or os.environ.get("SAGEGATE_API_KEY"), connections=connections
+        )
+    )
+
+
+UrlOption = Annotated[str | None, typer.Option(help="the API's URL (default: the target's)")]
+ApiKeyOption = Annotated[str | None, typer.Option(help="API key (default: SAGEGATE_API_KEY; else SigV4)")]
+
+
+@app.command()
+def predict(
+    model: str,
+    features: Annotated[str, typer.Option(help="JSON object of features, or @FILE")],
+    user: Annotated[str | None, typer.Option(help="user id (sticky A/B variant, online features)")] = None,
+    version: Annotated[str | None, typer.Option(help="pin a version")] = None,
+    target: TargetOption = None,
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Ask the prediction API for one prediction."""
+    from sagegate.client import ApiError
+
+    text = Path(features[1:]).read_text() if features.startswith("@") else features
+    try:
+        parsed = json.loads(text)
+    except ValueError as exc:
+        fail(f"--features is not valid JSON: {exc}")
+    if not isinstance(parsed, dict):
+        fail("--features must be a JSON object of feature names to values")
+    client = _gateway(target, url, api_key)
+    try:
+        answer = client.predict(model, parsed, user_id=user, version=version)
+    except ApiError as exc:
+        fail(str(exc))
+    Console().print_json(json.dumps(answer))
+
+
+@app.command()
+def bench(
+    model: str,
+    requests: Annotated[int, typer.Option(help="predictions to send")] = 2000,
+    concurrency: Annotated[int, typer.Option(help="requests in flight")] = 16,
+    users: Annotated[int, typer.Option(help="distinct simulated users")] = 500,
+    target: TargetOption = None,
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Load the prediction API with the model's sample records; print throughput and a latency histogram."""
+    from sagegate.client import ApiError
+    from sagegate.local.loadtest import run_load, show_load
+
+    client = _gateway(target, url, api_key, connections=concurrency)
+    try:
+        samples = [m.get("sample", []) for m in client.model(model).get("manifests", {}).values()]
+    except ApiError as exc:
+        fail(str(exc))
+    records = [r for group in samples for r in group]
+    if not records:
+        fail(f"model {model!r} has no sample records to send")
+    result = run_load(client, model, records, requests=requests, concurrency=concurrency, users=users, console=console)
+    show_load(Console(), result)
+    if result.errors == requests:
+        fail("every request failed")
+
+
 def main() -> None:
     try:
         app()

@@ -96,6 +96,16 @@ def home(tmp_path: Path) -> Iterator[Path]:
     yield tmp_path / "state"
 
 
+def _predict_and_bench(dev: Dev, features: dict) -> None:  # type: ignore[type-arg]
+    asked = dev.cli("predict", "fraud", "--features", json.dumps(features), "--user", "u1")
+    assert asked.returncode == 0 and '"variant": "v1"' in asked.stdout, asked.stderr
+    bad = dev.cli("predict", "fraud", "--features", json.dumps({**features, "hour": 99}))
+    assert bad.returncode == 1 and bad.stderr.startswith("error: 422: invalid features: hour")
+    loaded = dev.cli("bench", "fraud", "--requests", "200", "--concurrency", "8")
+    assert loaded.returncode == 0, loaded.stderr
+    assert "200 answered, 0 failed" in loaded.stdout and "latency histogram" in loaded.stdout
+
+
 def test_deploy_ab_rollback_restart_and_a_clean_stop(
     home: Path, fraud_logreg: BuiltPackage, fraud_xgboost: BuiltPackage, tmp_path: Path
 ) -> None:
@@ -111,6 +121,7 @@ def test_deploy_ab_rollback_restart_and_a_clean_stop(
         assert "v1 (v1) 100%" in deployed.stderr
         first = dev.predict("u1", features)
         assert (first["variant"], first["model_version"]) == ("v1", "1")
+        _predict_and_bench(dev, features)
 
         xgb = tmp_path / "xgb"
         shutil.copytree(fraud_xgboost.path, xgb)
