@@ -403,6 +403,7 @@ def deploy(
     traffic: Annotated[float | None, typer.Option(help="percent of traffic for the new version (A/B, canary)")] = None,
     shadow: Annotated[bool, typer.Option(help="copy traffic to the new version, answers discarded")] = False,
     replace: Annotated[bool, typer.Option(help="send all traffic to the new version")] = False,
+    strategy: Annotated[str | None, typer.Option(help="AWS: canary | linear | ab | shadow | replace")] = None,
     target: TargetOption = None,
 ) -> None:
     """Deploy a version: a server for it, then the route and weights (local), or the workflow (AWS)."""
@@ -411,12 +412,34 @@ def deploy(
 
     chosen = _registry_call(lambda: resolve_target(target))
     if chosen.kind != "local":
-        fail("deploying to AWS starts the deployment workflow, which is not wired yet (issue 6)")
+        _deploy_aws(chosen, model, version, traffic=traffic, shadow=shadow, replace=replace, strategy=strategy)
+        return
     with console.status(f"deploying {model} v{version}"):
         route = _registry_call(
             lambda: deploy_local(_stack_paths(), model, version, traffic=traffic, shadow=shadow, replace=replace)
         )
     _print_route(route)
+
+
+def _deploy_aws(
+    target: Any, model: str, version: str, *, traffic: float | None, shadow: bool, replace: bool, strategy: str | None
+) -> None:
+    from botocore.session import get_session
+
+    from sagegate.deploy.aws import follow_rollout, rollout_input, start_rollout
+
+    if not target.state_machine_arn:
+        fail(f"target {target.name!r} has no state_machine_arn (the deployment workflow's ARN)")
+    chosen = strategy or ("shadow" if shadow else "replace" if replace else "ab" if traffic is not None else "canary")
+    payload = _registry_call(lambda: rollout_input(model, version, strategy=chosen, traffic=traffic))
+    sfn = get_session().create_client("stepfunctions", region_name=target.region)
+    arn = _registry_call(lambda: start_rollout(sfn, target.state_machine_arn, payload))
+    console.print(f"rollout started: {arn}", highlight=False)
+    with console.status("following the rollout") as status:
+        final = _registry_call(lambda: follow_rollout(sfn, arn, on_step=lambda name: status.update(f"rollout: {name}")))
+    if final != "SUCCEEDED":
+        fail(f"the rollout ended {final}: see {arn}")
+    console.print(f"[green]{model} v{version} rolled out ({chosen})[/]", highlight=False)
 
 
 def _print_route(route: Any) -> None:
