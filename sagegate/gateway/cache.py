@@ -108,6 +108,11 @@ class PredictionCache:
         while True:
             if self._call("set", lock, token, px=self._lock_ms, nx=True):
                 try:
+                    # The previous leader may have written the value and released the lock between
+                    # our first read and our lock: look again before calling the endpoint.
+                    now = self.read(key)
+                    if now is not None and now.fresh:
+                        return CacheOutcome(now.value, hit=True, stale=None)
                     value = compute()
                     self.write(key, value, ttl)
                     return CacheOutcome(value, hit=False, stale=first)
