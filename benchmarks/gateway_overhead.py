@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 
 from sagegate.endpoints import EndpointResponse  # noqa: E402
 from sagegate.local.data import generate_transactions  # noqa: E402
-from sagegate.local.process import free_port  # noqa: E402
+from sagegate.local.process import free_port, redis_server_command  # noqa: E402
 
 ANSWER = orjson.dumps({"predictions": [{"prediction": 0.12, "label": "legit", "confidence": 0.88}]})
 
@@ -136,10 +136,7 @@ def main() -> None:
 
     workdir = Path(tempfile.mkdtemp(prefix="sagegate-gw-bench-"))
     port = free_port()
-    redis_process = subprocess.Popen(
-        [binary, "--port", str(port), "--save", "", "--appendonly", "no", "--dir", str(workdir)],
-        stdout=subprocess.DEVNULL,
-    )
+    redis_process = subprocess.Popen(redis_server_command(binary, port, workdir), stdout=subprocess.DEVNULL)
     try:
         measure(args, workdir, f"redis://127.0.0.1:{port}/0")
     finally:

@@ -12,7 +12,7 @@ import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
-__all__ = ["ServerProcess", "free_port", "wait_healthy"]
+__all__ = ["ServerProcess", "free_port", "redis_server_command", "wait_healthy"]
 
 
 def free_port() -> int:
@@ -21,6 +21,23 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def redis_server_command(binary: str, port: int, directory: Path) -> list[str]:
+    """A throw-away redis-server on loopback: no snapshots, no append-only file."""
+    return [
+        binary,
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        str(directory),
+    ]
 
 
 def wait_healthy(url: str, timeout: float, process: subprocess.Popen[bytes] | None = None) -> None:

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from sagegate.deploy.routes import SqliteRouteStore
-from sagegate.local.process import free_port
+from sagegate.local.process import free_port, redis_server_command
 from sagegate.packaging.archive import extract_archive
 from sagegate.registry import LocalRegistry
 
@@ -223,19 +223,7 @@ class DevStack:
         port = free_port()
         self.children["redis"] = self._spawn(
             "redis",
-            [
-                binary,
-                "--port",
-                str(port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.paths.root.resolve()),
-            ],
+            redis_server_command(binary, port, self.paths.root.resolve()),
             f"redis://127.0.0.1:{port}/0",
         )
         self.redis_url = self.children["redis"].url

@@ -19,7 +19,7 @@ import pytest
 import redis
 
 from sagegate.local.data import Transactions
-from sagegate.local.process import ServerProcess, free_port, wait_healthy
+from sagegate.local.process import ServerProcess, free_port, redis_server_command, wait_healthy
 from sagegate.packaging import BuiltPackage
 from tests.integration.conftest import StartServer
 from tests.integration.helpers import metric
@@ -34,19 +34,7 @@ def redis_server(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]
         pytest.fail("redis-server is not installed: run `make services` (apt-get install redis-server)")
     port = free_port()
     process = subprocess.Popen(
-        [
-            binary,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(tmp_path),
-        ],
+        redis_server_command(binary, port, tmp_path),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

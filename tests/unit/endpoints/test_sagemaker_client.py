@@ -8,8 +8,6 @@ test (tests/integration/test_emulator.py) runs the same client against a real HT
 from __future__ import annotations
 
 import io
-import socket
-import threading
 from collections.abc import Iterator
 
 import pytest
@@ -91,34 +89,10 @@ def test_errors_are_classified(
         client.invoke("fraud-prod", b"{}")
 
 
-def test_a_silent_endpoint_times_out_as_unavailable() -> None:
-    # A real socket that accepts connections and never answers.
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen()
-    held: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        server.settimeout(0.1)
-        while not stop.is_set():
-            try:
-                held.append(server.accept()[0])
-            except TimeoutError:
-                continue
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    try:
-        url = f"http://127.0.0.1:{server.getsockname()[1]}"
-        client = SageMakerEndpointClient(
-            runtime_client(region="eu-west-1", endpoint_url=url, read_timeout=0.3, max_attempts=1)
-        )
-        with pytest.raises(EndpointUnavailable, match="Read timeout"):
-            client.invoke("fraud-prod", b"{}")
-    finally:
-        stop.set()
-        thread.join()
-        for conn in held:
-            conn.close()
-        server.close()
+def test_a_silent_endpoint_times_out_as_unavailable(silent_port: int) -> None:
+    url = f"http://127.0.0.1:{silent_port}"
+    client = SageMakerEndpointClient(
+        runtime_client(region="eu-west-1", endpoint_url=url, read_timeout=0.3, max_attempts=1)
+    )
+    with pytest.raises(EndpointUnavailable, match="Read timeout"):
+        client.invoke("fraud-prod", b"{}")

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import socket
-import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import orjson
@@ -87,33 +84,6 @@ def test_metrics_flush_one_emf_document_per_model_and_variant(capsys: pytest.Cap
         sorted(d, key=["model", "variant", "service"].index) for d in definition["Dimensions"]
     ]
     assert metrics.total("latency_ms", model="fraud") == 4.0
-
-
-@pytest.fixture
-def silent_port() -> Iterator[int]:
-    """A TCP port that accepts connections and never answers: a Redis that hangs."""
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen()
-    held: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        server.settimeout(0.05)
-        while not stop.is_set():
-            try:
-                held.append(server.accept()[0])
-            except TimeoutError:
-                continue
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    yield server.getsockname()[1]
-    stop.set()
-    thread.join()
-    for conn in held:
-        conn.close()
-    server.close()
 
 
 def test_a_hanging_redis_costs_the_budget_once_then_is_skipped(silent_port: int) -> None:
