@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 import tomllib
 from pathlib import Path
@@ -586,6 +587,90 @@ def bench(
     show_load(Console(), result)
     if result.errors == requests:
         fail("every request failed")
+
+
+@app.command()
+def batch(
+    source: Annotated[Path, typer.Argument(metavar="INPUT", help="a CSV, JSON Lines or Parquet file, or a folder")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="folder for predictions, errors and checkpoints")],
+    model: Annotated[str | None, typer.Option(help="a registered model (local registry)")] = None,
+    version: Annotated[str | None, typer.Option(help="its version (default: the latest approved)")] = None,
+    package_dir: Annotated[Path | None, typer.Option("--package", help="a model package folder instead")] = None,
+    id_column: Annotated[list[str] | None, typer.Option(help="input columns copied to the output")] = None,
+    chunk_rows: Annotated[int, typer.Option(help="rows per chunk (and per checkpoint)")] = 50_000,
+    threads: Annotated[int, typer.Option(help="ONNX Runtime threads (0: all cores)")] = 0,
+) -> None:
+    """Predict every record of a file or folder; a killed run resumes from its checkpoint."""
+    import tempfile
+
+    from rich.progress import BarColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.text import Text
+
+    class RowsPerSecond(ProgressColumn):
+        def render(self, task: Any) -> Text:
+            return Text(f"{task.speed:,.0f} rows/s" if task.speed else "")
+
+    from sagegate.batch.engine import count_rows, run_batch, shards
+    from sagegate.packaging.archive import extract_archive
+    from sagegate.registry import ApprovalStatus
+    from sagegate.server.exceptions import ModelLoadError
+    from sagegate.server.model import LoadedModel
+
+    if (model is None) == (package_dir is None):
+        fail("give --model (registered) or --package (a package folder)")
+    if chunk_rows < 1:
+        fail("--chunk-rows must be at least 1")
+    if not source.exists():
+        fail(f"no input at {source}")
+    scratch = Path(tempfile.mkdtemp(prefix="sagegate-batch-"))
+    try:
+        if model is not None:
+            registry = _registry("local")
+            versions = _registry_call(lambda: registry.versions(model))
+            chosen = [v for v in versions if version in (None, v.version)]
+            if version is None:
+                chosen = [v for v in chosen if v.status is ApprovalStatus.APPROVED]
+            if not chosen:
+                fail(f"model {model!r} has no {'version ' + version if version else 'approved version'}")
+            package_dir = extract_archive(Path(chosen[-1].artifact_uri), scratch / "package")
+        assert package_dir is not None
+        try:
+            loaded = LoadedModel.load("batch", package_dir, ["CPUExecutionProvider"], threads)
+            files = shards(source)
+        except (ModelLoadError, ValueError) as exc:
+            fail(getattr(exc, "message", str(exc)))
+        total = sum(count_rows(f) for f in files)
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.completed:,.0f} rows"),
+            RowsPerSecond(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+        ) as progress:
+            task = progress.add_task(
+                f"{loaded.manifest.name} v{loaded.manifest.version} over {len(files)} file(s)", total=total
+            )
+            summary = run_batch(
+                loaded,
+                source,
+                output,
+                chunk_rows=chunk_rows,
+                id_columns=id_column,
+                on_chunk=lambda n: progress.advance(task, n),
+            )
+            elapsed = progress.tasks[0].elapsed or 1e-9
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    console.print(
+        f"{summary.rows:,} rows: {summary.predicted:,} predicted, {summary.rejected:,} rejected "
+        f"(see {output / 'errors.jsonl'}), {summary.skipped_chunks} chunks already done; "
+        f"{summary.rows / elapsed:,.0f} rows/s",
+        highlight=False,
+    )
+    for path in summary.outputs:
+        console.print(f"  {path}", highlight=False)
 
 
 def main() -> None:

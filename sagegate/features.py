@@ -165,21 +165,38 @@ class FeaturePipeline:
 
     # -- transformation ---------------------------------------------------------------------
 
+    @property
+    def numeric_features(self) -> list[Feature]:
+        """The numeric features in the order of a row's numeric part (numbers first, then booleans)."""
+        return list(self._numeric)
+
+    @property
+    def categorical_features(self) -> list[Feature]:
+        return list(self._categorical)
+
     def transform(self, rows: Sequence[Row]) -> np.ndarray:
         """The float32 input matrix [len(rows), width] for a batch of validated rows."""
-        n = len(rows)
+        if not rows:
+            return np.zeros((0, self.width), dtype=np.float32)
+        block = np.array([r[0] for r in rows], dtype=np.float64) if self._numeric else None
+        return self.transform_block(block, [[r[1][j] for r in rows] for j in range(len(self._categorical))], len(rows))
+
+    def transform_block(
+        self, numeric: np.ndarray | None, categorical: Sequence[Sequence[str | None]], n: int
+    ) -> np.ndarray:
+        """The input matrix from validated columns: `numeric` [n, len(numeric_features)] (NaN = to
+        impute), one value list per categorical feature. Rows and columns share this one code path."""
         out = np.zeros((n, self.width), dtype=np.float32)
         if n == 0:
             return out
-        if self._numeric:
-            block = np.array([r[0] for r in rows], dtype=np.float64)
+        if numeric is not None and self._numeric:
             if self._affine is not None:
                 source, target, scale, shift = self._affine
-                out[:, target] = block[:, source] * scale + shift
+                out[:, target] = numeric[:, source] * scale + shift
             for j, feature in self._stepwise:
-                out[:, self._offsets[feature.name]] = _numeric_steps(feature, block[:, j])
-        for j, feature in enumerate(self._categorical):
-            _encode(feature, [r[1][j] for r in rows], out, self._offsets[feature.name])
+                out[:, self._offsets[feature.name]] = _numeric_steps(feature, numeric[:, j])
+        for feature, values in zip(self._categorical, categorical, strict=True):
+            _encode(feature, list(values), out, self._offsets[feature.name])
         return out
 
     def rows_from_array(self, array: np.ndarray, start: int = 0) -> list[Row]:

@@ -134,6 +134,29 @@ class LoadedModel:
             for b, q, probs in zip(best.tolist(), confidence.tolist(), out.tolist(), strict=True)
         ]
 
+    def postprocess_columns(self, out: np.ndarray) -> dict[str, Any]:
+        """The same answers as `postprocess`, as columns (prediction, label, confidence): the batch
+        engine writes them to columnar files without a Python object per record."""
+        outputs = self.manifest.outputs
+        if outputs.task is Task.REGRESSION:
+            values = out.reshape(-1).astype(np.float64)
+            return {"prediction": values, "label": [None] * len(values), "confidence": np.full(len(values), np.nan)}
+        labels = np.array(self._labels, dtype=object)
+        if outputs.task is Task.BINARY:
+            positive = out[:, 1].astype(np.float64)
+            chosen = positive >= outputs.threshold
+            return {
+                "prediction": positive,
+                "label": labels[chosen.astype(np.int64)],
+                "confidence": np.where(chosen, positive, 1.0 - positive),
+            }
+        best = np.argmax(out, axis=1)
+        return {
+            "prediction": labels[best],
+            "label": labels[best],
+            "confidence": out[np.arange(len(out)), best].astype(np.float64),
+        }
+
     def describe(self) -> dict[str, Any]:
         m = self.manifest
         return {

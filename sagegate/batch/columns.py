@@ -1,0 +1,143 @@
+"""Validation of whole Arrow columns against a manifest: the batch engine's path to the model.
+
+The rules are the server's (`sagegate.validation`) applied per column with numpy and Arrow compute
+instead of per value; a row that breaks one is set aside with the first reason found, and the
+valid rows go through the same `FeaturePipeline.transform_block` as real-time requests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from sagegate.features import FeaturePipeline
+from sagegate.manifest import Feature, FeatureType, Impute
+
+__all__ = ["ColumnBatch", "RowError", "validate_columns"]
+
+_TRUE = {"true", "1", "t", "yes"}
+_FALSE = {"false", "0", "f", "no"}
+
+
+@dataclass(frozen=True)
+class RowError:
+    row: int
+    field: str | None
+    reason: str
+
+
+@dataclass
+class ColumnBatch:
+    matrix: np.ndarray  # the model's input for the valid rows
+    valid: np.ndarray  # bool per input row
+    errors: list[RowError]
+
+
+class _Rejections:
+    def __init__(self, n: int) -> None:
+        self.valid = np.ones(n, dtype=bool)
+        self.errors: dict[int, RowError] = {}
+
+    def reject(self, mask: np.ndarray, field: str | None, reason: str | Callable[[int], str]) -> None:
+        """Sets aside the still-valid rows in `mask`; `reason` may be worded per row (only those)."""
+        for i in np.flatnonzero(mask & self.valid):
+            text = reason if isinstance(reason, str) else reason(int(i))
+            self.errors[int(i)] = RowError(int(i), field, text)
+        self.valid &= ~mask
+
+
+def _has_fill(feature: Feature) -> bool:
+    return feature.default is not None or any(isinstance(t, Impute) for t in feature.transforms)
+
+
+def _numbers(feature: Feature, column: pa.ChunkedArray | None, n: int, rejections: _Rejections) -> np.ndarray:
+    if column is None:
+        values, missing = np.full(n, np.nan), np.ones(n, dtype=bool)
+    else:
+        kind = column.type
+        missing = np.array(column.is_null().to_numpy(zero_copy_only=False), dtype=bool)  # writable
+        if pa.types.is_boolean(kind):
+            if feature.type is not FeatureType.BOOL:
+                rejections.reject(~missing, feature.name, "expected a number, got bool")
+            values = pc.cast(column, pa.float64()).to_numpy(zero_copy_only=False)
+        elif pa.types.is_integer(kind) or pa.types.is_floating(kind):
+            if feature.type is FeatureType.BOOL:
+                rejections.reject(~missing, feature.name, "expected a boolean")
+            values = pc.cast(column, pa.float64()).to_numpy(zero_copy_only=False)
+        else:
+            values = np.asarray(_parse_text(feature, column.cast(pa.string()).to_pylist(), missing, rejections))
+        values = np.asarray(values, dtype=np.float64)
+    if feature.default is not None:
+        values = np.where(missing, float(feature.default), values)
+    elif not _has_fill(feature):
+        rejections.reject(missing, feature.name, "is required")
+    present = ~missing | (feature.default is not None)
+    bad = present & ~np.isfinite(values)
+    rejections.reject(bad, feature.name, "must be a finite number")
+    if feature.type is FeatureType.INT:
+        rejections.reject(present & (values != np.floor(values)), feature.name, "expected an integer")
+    lo, hi = feature.minimum, feature.maximum
+    if lo is not None:
+        rejections.reject(present & (values < lo), feature.name, lambda i: f"{values[i]:g} is below the minimum {lo:g}")
+    if hi is not None:
+        rejections.reject(present & (values > hi), feature.name, lambda i: f"{values[i]:g} is above the maximum {hi:g}")
+    return values
+
+
+def _parse_text(feature: Feature, texts: list[str | None], missing: np.ndarray, rejections: _Rejections) -> list[float]:
+    values: list[float] = []
+    bad, reasons = np.zeros(len(texts), dtype=bool), [""] * len(texts)
+    for i, text in enumerate(texts):
+        if text is None or text == "":
+            missing[i] = True
+            values.append(np.nan)
+            continue
+        if feature.type is FeatureType.BOOL:
+            low = text.strip().lower()
+            if low in _TRUE or low in _FALSE:
+                values.append(1.0 if low in _TRUE else 0.0)
+                continue
+            bad[i], reasons[i] = True, f"expected a boolean, got {text!r}"
+        else:
+            try:
+                values.append(float(text))
+                continue
+            except ValueError:
+                bad[i], reasons[i] = True, f"expected a number, got {text!r}"
+        values.append(np.nan)
+    rejections.reject(bad, feature.name, reasons.__getitem__)
+    return values
+
+
+def _categories(feature: Feature, column: pa.ChunkedArray | None, n: int, rejections: _Rejections) -> list[str | None]:
+    values: list[str | None] = [None] * n if column is None else column.cast(pa.string()).to_pylist()
+    missing = np.fromiter((v is None or v == "" for v in values), dtype=bool, count=n)
+    if feature.default is not None:
+        values = [str(feature.default) if m else v for v, m in zip(values, missing, strict=True)]
+    elif not _has_fill(feature):
+        rejections.reject(missing, feature.name, "is required")
+    if feature.type is FeatureType.CATEGORICAL and feature.categories:
+        allowed = set(feature.categories)
+        unknown = np.fromiter((v is not None and v != "" and v not in allowed for v in values), dtype=bool, count=n)
+        shown = ", ".join(sorted(allowed)[:10])
+        rejections.reject(unknown, feature.name, lambda i: f"{values[i]!r} is not one of the categories ({shown})")
+    return [None if v == "" else v for v in values]
+
+
+def validate_columns(pipeline: FeaturePipeline, table: pa.Table) -> ColumnBatch:
+    """The model input for the rows of `table` that pass the manifest, and why the others did not."""
+    n = table.num_rows
+    rejections = _Rejections(n)
+    names = set(table.column_names)
+    column = {f.name: table.column(f.name) if f.name in names else None for f in pipeline.features}
+    numeric = [_numbers(f, column[f.name], n, rejections) for f in pipeline.numeric_features]
+    categorical = [_categories(f, column[f.name], n, rejections) for f in pipeline.categorical_features]
+    valid = rejections.valid
+    block = np.column_stack(numeric)[valid] if numeric else None
+    kept = [[v for v, ok in zip(values, valid, strict=True) if ok] for values in categorical]
+    matrix = pipeline.transform_block(block, kept, int(valid.sum()))
+    return ColumnBatch(matrix, valid, sorted(rejections.errors.values(), key=lambda e: e.row))

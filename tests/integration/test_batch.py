@@ -1,0 +1,128 @@
+"""The batch engine on every format, against the real-time server, with bad rows, and killed mid-run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+import pyarrow.parquet as pq
+import pytest
+
+from sagegate.batch.engine import run_batch
+from sagegate.local.data import Transactions
+from sagegate.packaging import BuiltPackage
+from sagegate.server.model import LoadedModel
+from tests.integration.conftest import StartServer
+from tests.toy_models import heavy_package
+
+pytestmark = pytest.mark.integration
+
+
+def write(table: pa.Table, path: Path) -> Path:
+    if path.suffix == ".parquet":
+        pq.write_table(table, path)
+    elif path.suffix == ".csv":
+        pa_csv.write_csv(table, path)
+    else:
+        path.write_text("".join(json.dumps(r) + "\n" for r in table.to_pylist()))
+    return path
+
+
+def read(path: Path) -> list[dict]:  # type: ignore[type-arg]
+    if path.suffix == ".parquet":
+        return pq.read_table(path).to_pylist()  # type: ignore[no-any-return]
+    if path.suffix == ".csv":
+        return pa_csv.read_csv(path).to_pylist()  # type: ignore[no-any-return]
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl", ".parquet"])
+def test_every_format_matches_the_real_time_server(
+    suffix: str, tmp_path: Path, fraud_xgboost: BuiltPackage, transactions: Transactions, start_server: StartServer
+) -> None:
+    records = [{"id": i, **r} for i, r in enumerate(transactions.records[:1500])]
+    source = write(pa.Table.from_pylist(records), tmp_path / f"in{suffix}")
+    model = LoadedModel.load("fraud", fraud_xgboost.path, ["CPUExecutionProvider"])
+    summary = run_batch(model, source, tmp_path / "out", chunk_rows=400, id_columns=["id"])
+    assert (summary.rows, summary.predicted, summary.rejected) == (1500, 1500, 0)
+    rows = read(Path(summary.outputs[0]))
+    assert [r["id"] for r in rows] == list(range(1500))
+
+    server = start_server(fraud_xgboost)
+    answer = httpx.post(f"{server.url}/invocations", json={"instances": transactions.records[:1000]}, timeout=60)
+    expected = [p["prediction"] for p in answer.json()["predictions"]]
+    np.testing.assert_allclose([r["prediction"] for r in rows[:1000]], expected, atol=1e-6)
+    assert [r["label"] for r in rows[:1000]] == [p["label"] for p in answer.json()["predictions"]]
+
+
+def test_bad_rows_go_to_the_errors_file_with_their_reason(
+    tmp_path: Path, fraud_logreg: BuiltPackage, transactions: Transactions
+) -> None:
+    records = [{"id": i, **r} for i, r in enumerate(transactions.records[:300])]
+    records[5]["hour"] = 99
+    records[17]["merchant_category"] = "casino"
+    records[40]["amount"] = None
+    records[41]["amount"] = -3.0
+    source = write(pa.Table.from_pylist(records), tmp_path / "in.parquet")
+    model = LoadedModel.load("fraud", fraud_logreg.path, ["CPUExecutionProvider"])
+    summary = run_batch(model, source, tmp_path / "out", chunk_rows=16, id_columns=["id"])
+    assert (summary.rows, summary.predicted, summary.rejected) == (300, 296, 4)
+    errors = {e["row"]: e for e in read(tmp_path / "out" / "errors.jsonl")}
+    assert errors[5]["field"] == "hour" and "above the maximum 23" in errors[5]["reason"]
+    assert errors[17]["field"] == "merchant_category" and "'casino' is not one of" in errors[17]["reason"]
+    assert (errors[40]["field"], errors[40]["reason"]) == ("amount", "is required")
+    assert "below the minimum 0" in errors[41]["reason"]
+    assert {r["id"] for r in read(Path(summary.outputs[0]))} == set(range(300)) - {5, 17, 40, 41}
+
+
+def test_a_killed_run_resumes_and_every_row_is_written_exactly_once(tmp_path: Path, packages_dir: Path) -> None:
+    package = heavy_package(packages_dir / "batch-mlp", hidden=512, layers=2, name="batch-mlp")
+    rng = np.random.default_rng(3)
+    n = 120_000
+    table = pa.table({"id": np.arange(n), **{f"f{i}": rng.normal(size=n) for i in range(30)}})
+    source = write(table, tmp_path / "big.parquet")
+    out = tmp_path / "out"
+    command = [
+        sys.executable,
+        "-m",
+        "sagegate",
+        "batch",
+        str(source),
+        "--output",
+        str(out),
+        "--package",
+        str(package.path),
+        "--id-column",
+        "id",
+        "--chunk-rows",
+        "2000",
+        "--threads",
+        "1",
+    ]
+    first = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    checkpoint = out / "_checkpoint.json"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if checkpoint.exists() and len(json.loads(checkpoint.read_text() or "{}").get("big.parquet", [])) >= 3:
+            break
+        time.sleep(0.005)
+    os.kill(first.pid, signal.SIGKILL)
+    first.wait()
+    assert not (out / "_summary.json").exists(), "the run finished before it could be killed"
+    done_before = len(json.loads(checkpoint.read_text())["big.parquet"])
+    assert 3 <= done_before < n // 2000
+
+    second = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+    assert second.returncode == 0, second.stderr
+    assert f"{done_before} chunks already done" in second.stderr.replace("\n", " ")
+    ids = pq.read_table(out / "big.predictions.parquet", columns=["id"]).column("id").to_numpy()
+    assert len(ids) == n and np.array_equal(np.sort(ids), np.arange(n))  # each row exactly once
