@@ -182,10 +182,11 @@ class FeaturePipeline:
         return self.transform_block(block, [[r[1][j] for r in rows] for j in range(len(self._categorical))], len(rows))
 
     def transform_block(
-        self, numeric: np.ndarray | None, categorical: Sequence[Sequence[str | None]], n: int
+        self, numeric: np.ndarray | None, categorical: Sequence[Sequence[str | None] | np.ndarray], n: int
     ) -> np.ndarray:
         """The input matrix from validated columns: `numeric` [n, len(numeric_features)] (NaN = to
-        impute), one value list per categorical feature. Rows and columns share this one code path."""
+        impute), per categorical feature its values or its category codes. Rows and columns share
+        this one code path."""
         out = np.zeros((n, self.width), dtype=np.float32)
         if n == 0:
             return out
@@ -196,7 +197,7 @@ class FeaturePipeline:
             for j, feature in self._stepwise:
                 out[:, self._offsets[feature.name]] = _numeric_steps(feature, numeric[:, j])
         for feature, values in zip(self._categorical, categorical, strict=True):
-            _encode(feature, list(values), out, self._offsets[feature.name])
+            _encode(feature, values, out, self._offsets[feature.name])
         return out
 
     def rows_from_array(self, array: np.ndarray, start: int = 0) -> list[Row]:
@@ -331,12 +332,19 @@ def _numeric_steps(feature: Feature, column: np.ndarray) -> np.ndarray:
     return column
 
 
-def _encode(feature: Feature, values: list[str | None], out: np.ndarray, offset: int) -> None:
-    impute = next((t.value for t in feature.transforms if isinstance(t, Impute)), None)
-    if impute is not None:
-        values = [str(impute) if v is None else v for v in values]
-    lookup = {c: i for i, c in enumerate(feature.encoded_categories)}
-    index = np.fromiter((lookup.get(v, -1) if v is not None else -1 for v in values), dtype=np.int64, count=len(values))
+def _encode(feature: Feature, values: Sequence[str | None] | np.ndarray, out: np.ndarray, offset: int) -> None:
+    """Writes one categorical feature's columns; `values` are strings, or already its category codes
+    (an integer array, -1 for a value outside the categories: the batch engine encodes with Arrow)."""
+    if isinstance(values, np.ndarray):
+        index = values
+    else:
+        impute = next((t.value for t in feature.transforms if isinstance(t, Impute)), None)
+        if impute is not None:
+            values = [str(impute) if v is None else v for v in values]
+        lookup = {c: i for i, c in enumerate(feature.encoded_categories)}
+        index = np.fromiter(
+            (lookup.get(v, -1) if v is not None else -1 for v in values), dtype=np.int64, count=len(values)
+        )
     encoding = feature.encoding
     if isinstance(encoding, OneHot):
         known = index >= 0

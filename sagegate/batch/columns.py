@@ -113,19 +113,36 @@ def _parse_text(feature: Feature, texts: list[str | None], missing: np.ndarray, 
     return values
 
 
-def _categories(feature: Feature, column: pa.ChunkedArray | None, n: int, rejections: _Rejections) -> list[str | None]:
-    values: list[str | None] = [None] * n if column is None else column.cast(pa.string()).to_pylist()
-    missing = np.fromiter((v is None or v == "" for v in values), dtype=bool, count=n)
-    if feature.default is not None:
-        values = [str(feature.default) if m else v for v, m in zip(values, missing, strict=True)]
-    elif not _has_fill(feature):
+def _categories(feature: Feature, column: pa.ChunkedArray | None, n: int, rejections: _Rejections) -> np.ndarray:
+    """The feature's category codes (-1: outside the categories), computed by Arrow, not per value."""
+    encoded = pa.array(feature.encoded_categories, type=pa.string())
+    if column is None:
+        strings = pa.nulls(n, type=pa.string())
+    else:
+        text = column.cast(pa.string())
+        strings = pc.if_else(pc.equal(text, ""), pa.scalar(None, pa.string()), text)
+    missing = np.array(pc.is_null(strings).to_numpy(zero_copy_only=False), dtype=bool)
+    codes = np.asarray(
+        pc.fill_null(pc.index_in(strings, value_set=encoded), -1).to_numpy(zero_copy_only=False), dtype=np.int64
+    )
+    fill = (
+        feature.default
+        if feature.default is not None
+        else next((t.value for t in feature.transforms if isinstance(t, Impute)), None)
+    )
+    if fill is not None:
+        position = feature.encoded_categories.index(str(fill)) if str(fill) in feature.encoded_categories else -1
+        codes = np.where(missing, position, codes)
+    else:
         rejections.reject(missing, feature.name, "is required")
     if feature.type is FeatureType.CATEGORICAL and feature.categories:
-        allowed = set(feature.categories)
-        unknown = np.fromiter((v is not None and v != "" and v not in allowed for v in values), dtype=bool, count=n)
-        shown = ", ".join(sorted(allowed)[:10])
-        rejections.reject(unknown, feature.name, lambda i: f"{values[i]!r} is not one of the categories ({shown})")
-    return [None if v == "" else v for v in values]
+        allowed = pc.index_in(strings, value_set=pa.array(feature.categories, type=pa.string()))
+        unknown = ~missing & np.array(pc.is_null(allowed).to_numpy(zero_copy_only=False), dtype=bool)
+        shown = ", ".join(sorted(feature.categories)[:10])
+        rejections.reject(
+            unknown, feature.name, lambda i: f"{strings[i].as_py()!r} is not one of the categories ({shown})"
+        )
+    return codes
 
 
 def validate_columns(pipeline: FeaturePipeline, table: pa.Table) -> ColumnBatch:
@@ -138,6 +155,6 @@ def validate_columns(pipeline: FeaturePipeline, table: pa.Table) -> ColumnBatch:
     categorical = [_categories(f, column[f.name], n, rejections) for f in pipeline.categorical_features]
     valid = rejections.valid
     block = np.column_stack(numeric)[valid] if numeric else None
-    kept = [[v for v, ok in zip(values, valid, strict=True) if ok] for values in categorical]
+    kept = [codes[valid] for codes in categorical]
     matrix = pipeline.transform_block(block, kept, int(valid.sum()))
     return ColumnBatch(matrix, valid, sorted(rejections.errors.values(), key=lambda e: e.row))

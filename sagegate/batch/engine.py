@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import shutil
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +28,7 @@ import pyarrow.csv as pa_csv
 import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 
-from sagegate.batch.columns import validate_columns
+from sagegate.batch.columns import ColumnBatch, validate_columns
 from sagegate.server.model import LoadedModel
 
 __all__ = ["FORMATS", "BatchSummary", "count_rows", "run_batch", "shards"]
@@ -101,7 +103,7 @@ def _chunks(path: Path, rows: int) -> Iterator[pa.Table]:
 def _write(table: pa.Table, path: Path, kind: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
     if kind == "parquet":
-        pq.write_table(table, tmp)
+        pq.write_table(table, tmp, compression="none")  # a part is read once more, by the join
     elif kind == "csv":
         pa_csv.write_csv(table, tmp, write_options=pa_csv.WriteOptions(include_header=False))
     else:
@@ -126,6 +128,45 @@ class _Checkpoint:
         os.replace(tmp, self.path)
 
 
+class _Writer:
+    """Writes parts on a thread of its own, one chunk behind the model (Arrow and file writes release
+    the GIL), and records each chunk in the checkpoint once its files are in place. At most two
+    chunks wait, so memory stays bounded."""
+
+    def __init__(self, checkpoint: _Checkpoint) -> None:
+        self._checkpoint = checkpoint
+        self._queue: queue.Queue[tuple[Any, ...] | None] = queue.Queue(maxsize=2)
+        self._failure: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="batch-writer", daemon=True)
+
+    def __enter__(self) -> _Writer:
+        self._thread.start()
+        return self
+
+    def submit(self, *job: Any) -> None:
+        if self._failure is not None:
+            raise self._failure
+        self._queue.put(job)
+
+    def _run(self) -> None:
+        while (job := self._queue.get()) is not None:
+            if self._failure is not None:
+                continue
+            table, part, kind, rejected, errors_file, shard, index = job
+            try:
+                _write(table, part, kind)
+                _write(rejected, errors_file, "jsonl")
+                self._checkpoint.record(shard, index)
+            except BaseException as exc:  # surfaced to the caller on its next submit or at the end
+                self._failure = exc
+
+    def __exit__(self, *exc: object) -> None:
+        self._queue.put(None)
+        self._thread.join()
+        if self._failure is not None and exc[0] is None:
+            raise self._failure
+
+
 def run_batch(
     model: LoadedModel,
     source: Path,
@@ -142,56 +183,106 @@ def run_batch(
     errors.mkdir(exist_ok=True)
     checkpoint = _Checkpoint(output / "_checkpoint.json")
     summary = BatchSummary()
-    for shard in shards(source):
-        kind = FORMATS[shard.suffix]
-        counts = summary.shards.setdefault(shard.name, {"rows": 0, "predicted": 0, "rejected": 0})
-        for index, chunk in enumerate(_chunks(shard, chunk_rows)):
-            if checkpoint.has(shard.name, index):
-                summary.skipped_chunks += 1
-            else:
-                batch = validate_columns(model.pipeline, chunk)
-                answers = (
-                    model.postprocess_columns(model.infer(batch.matrix))
-                    if batch.matrix.shape[0]
-                    else {"prediction": [], "label": [], "confidence": []}
-                )
-                kept = chunk.filter(pa.array(batch.valid))
-                ids = [c for c in (id_columns or []) if c in chunk.column_names]
-                table = pa.table(
-                    {
-                        **{c: kept.column(c) for c in ids},
-                        "prediction": _array(answers["prediction"]),
-                        "label": _array(answers["label"]),
-                        "confidence": _array(answers["confidence"]),
-                    }
-                )
-                _write(table, parts / f"{shard.name}.{index:06d}{_EXTENSIONS[kind]}", kind)
-                rejected = pa.table(
-                    {
-                        "shard": [shard.name] * len(batch.errors),
-                        "row": [index * chunk_rows + e.row for e in batch.errors],
-                        "field": [e.field for e in batch.errors],
-                        "reason": [e.reason for e in batch.errors],
-                    }
-                )
-                _write(rejected, errors / f"{shard.name}.{index:06d}.jsonl", "jsonl")
-                checkpoint.record(shard.name, index)
-            counts["rows"] += chunk.num_rows
-            if on_chunk is not None:
-                on_chunk(chunk.num_rows)
+    files = shards(source)
+    with _Writer(checkpoint) as writer:
+        for shard in files:
+            counts = summary.shards.setdefault(shard.name, {"rows": 0, "predicted": 0, "rejected": 0})
+            for index, chunk, batch in _prefetched(model, shard, chunk_rows, checkpoint):
+                if batch is None:
+                    summary.skipped_chunks += 1
+                else:
+                    table, rejected = _predict_chunk(
+                        model, chunk, batch, id_columns, first_row=index * chunk_rows, shard=shard.name
+                    )
+                    writer.submit(
+                        table,
+                        parts / f"{shard.name}.{index:06d}{_EXTENSIONS[FORMATS[shard.suffix]]}",
+                        FORMATS[shard.suffix],
+                        rejected,
+                        errors / f"{shard.name}.{index:06d}.jsonl",
+                        shard.name,
+                        index,
+                    )
+                counts["rows"] += chunk.num_rows
+                if on_chunk is not None:
+                    on_chunk(chunk.num_rows)
+    for shard in files:
         header = [*(c for c in (id_columns or []) if c in _columns(shard)), "prediction", "label", "confidence"]
-        summary.outputs.append(str(_join(shard, parts, output, kind, header)))
+        summary.outputs.append(str(_join(shard, parts, output, FORMATS[shard.suffix], header)))
     _join_errors(errors, output / "errors.jsonl")
+    rejected_per_shard: dict[str, int] = {}
+    for line in (output / "errors.jsonl").read_bytes().splitlines():
+        name = orjson.loads(line)["shard"]
+        rejected_per_shard[name] = rejected_per_shard.get(name, 0) + 1
     for name, counts in summary.shards.items():
         counts["predicted"] = _rows_in(output / _output_name(name, FORMATS[Path(name).suffix]))
-        counts["rejected"] = sum(
-            1 for line in (output / "errors.jsonl").read_bytes().splitlines() if orjson.loads(line)["shard"] == name
-        )
+        counts["rejected"] = rejected_per_shard.get(name, 0)
         summary.rows += counts["rows"]
         summary.predicted += counts["predicted"]
         summary.rejected += counts["rejected"]
     (output / "_summary.json").write_text(json.dumps({**summary.__dict__}, indent=2))
     return summary
+
+
+def _prefetched(
+    model: LoadedModel, shard: Path, chunk_rows: int, checkpoint: _Checkpoint
+) -> Iterator[tuple[int, pa.Table, ColumnBatch | None]]:
+    """Chunks read and validated on a thread of their own, one ahead of the model (Arrow and numpy
+    release the GIL), so reading and checking overlap with inference. None: the chunk is done."""
+    ready: queue.Queue[tuple[int, pa.Table, ColumnBatch | None] | BaseException | None] = queue.Queue(maxsize=2)
+
+    def produce() -> None:
+        try:
+            for index, chunk in enumerate(_chunks(shard, chunk_rows)):
+                done = checkpoint.has(shard.name, index)
+                ready.put((index, chunk, None if done else validate_columns(model.pipeline, chunk)))
+        except BaseException as exc:  # handed to the consumer, raised there
+            ready.put(exc)
+        else:
+            ready.put(None)
+
+    thread = threading.Thread(target=produce, name="batch-reader", daemon=True)
+    thread.start()
+    while (item := ready.get()) is not None:
+        if isinstance(item, BaseException):
+            raise item
+        yield item
+    thread.join()
+
+
+def _predict_chunk(
+    model: LoadedModel,
+    chunk: pa.Table,
+    batch: ColumnBatch,
+    id_columns: list[str] | None,
+    *,
+    first_row: int,
+    shard: str,
+) -> tuple[pa.Table, pa.Table]:
+    answers: dict[str, Any] = (
+        model.postprocess_columns(model.infer(batch.matrix))
+        if batch.matrix.shape[0]
+        else {"prediction": [], "label": [], "confidence": []}
+    )
+    kept = chunk.filter(pa.array(batch.valid))
+    ids = [c for c in (id_columns or []) if c in chunk.column_names]
+    table = pa.table(
+        {
+            **{c: kept.column(c) for c in ids},
+            "prediction": _array(answers["prediction"]),
+            "label": _array(answers["label"]),
+            "confidence": _array(answers["confidence"]),
+        }
+    )
+    rejected = pa.table(
+        {
+            "shard": [shard] * len(batch.errors),
+            "row": [first_row + e.row for e in batch.errors],
+            "field": [e.field for e in batch.errors],
+            "reason": [e.reason for e in batch.errors],
+        }
+    )
+    return table, rejected
 
 
 def _array(values: Any) -> pa.Array:

@@ -141,7 +141,7 @@ class LoadedModel:
         if outputs.task is Task.REGRESSION:
             values = out.reshape(-1).astype(np.float64)
             return {"prediction": values, "label": [None] * len(values), "confidence": np.full(len(values), np.nan)}
-        labels = np.array(self._labels, dtype=object)
+        labels = np.array(self._labels)  # a numpy string array: Arrow takes it without a Python object per row
         if outputs.task is Task.BINARY:
             positive = out[:, 1].astype(np.float64)
             chosen = positive >= outputs.threshold

@@ -1,0 +1,158 @@
+"""Batch engine throughput and memory, against in-process ONNX Runtime on the same arrays.
+
+    python benchmarks/batch_throughput.py [--rows 1000000] [--big-rows 4000000]
+
+Generates transactions straight into Parquet (row groups of 100k, never all in memory), trains the
+XGBoost fraud model, and in fresh processes runs: the engine end to end (read, validate,
+preprocess, infer, write) over 1M rows and over 4M rows (peak RSS of each), and bare
+`session.run` over the same rows already preprocessed (the limit). Prints rows/s, the ratio, the
+peak memories and the time 10M rows would take here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from sagegate.local.data import CATEGORIES, CHANNELS  # noqa: E402
+
+_ENGINE = """
+import json, resource, sys, time
+from pathlib import Path
+from sagegate.batch.engine import run_batch
+from sagegate.server.model import LoadedModel
+package, source, out = map(Path, sys.argv[1:4])
+model = LoadedModel.load("fraud", package, ["CPUExecutionProvider"])
+started = time.perf_counter()
+summary = run_batch(model, source, out, chunk_rows=int(sys.argv[4]), id_columns=["id"])
+seconds = time.perf_counter() - started
+print(json.dumps({"rows": summary.rows, "predicted": summary.predicted, "seconds": seconds,
+                  "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+_LIMIT = """
+import json, resource, sys, time
+import pyarrow.parquet as pq
+from pathlib import Path
+from sagegate.batch.columns import validate_columns
+from sagegate.server.model import LoadedModel
+package, source = map(Path, sys.argv[1:3])
+model = LoadedModel.load("fraud", package, ["CPUExecutionProvider"])
+matrices = [validate_columns(model.pipeline, pq.read_table(source).slice(i, int(sys.argv[3]))).matrix
+            for i in range(0, pq.ParquetFile(source).metadata.num_rows, int(sys.argv[3]))]
+started = time.perf_counter()
+rows = sum(len(model.infer(x)) for x in matrices)
+print(json.dumps({"rows": rows, "seconds": time.perf_counter() - started}))
+"""
+
+
+def generate(path: Path, rows: int, seed: int = 0) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(seed)
+    writer = None
+    for start in range(0, rows, 100_000):
+        n = min(100_000, rows - start)
+        table = pa.table(
+            {
+                "id": np.arange(start, start + n),
+                "amount": np.round(rng.lognormal(3.6, 1.1, n), 2),
+                "hour": rng.integers(0, 24, n),
+                "merchant_category": np.array(CATEGORIES)[rng.integers(0, len(CATEGORIES), n)],
+                "channel": np.array(CHANNELS)[rng.integers(0, len(CHANNELS), n)],
+                "account_age_days": rng.integers(0, 5000, n),
+                "transactions_24h": rng.poisson(2.0, n),
+                "distance_from_home_km": np.round(rng.lognormal(1.5, 1.2, n), 1),
+                "is_foreign": rng.random(n) < 0.07,
+                "card_present": rng.random(n) < 0.6,
+            }
+        )
+        writer = writer or pq.ParquetWriter(path, table.schema)
+        writer.write_table(table)
+    assert writer is not None
+    writer.close()
+
+
+def run(script: str, *args: str) -> dict[str, float]:
+    done = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, cwd=ROOT, check=True)
+    result: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--big-rows", type=int, default=4_000_000)
+    parser.add_argument("--chunk-rows", type=int, default=50_000)
+    args = parser.parse_args()
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from sagegate.local.examples import build_fraud_package
+
+    work = Path(tempfile.mkdtemp(prefix="sagegate-batch-bench-"))
+    try:
+        print("training the XGBoost fraud model and generating the inputs...", flush=True)
+        package = build_fraud_package(work / "model", "xgboost").path
+        small, big = work / "small.parquet", work / "big.parquet"
+        generate(small, args.rows)
+        generate(big, args.big_rows, seed=1)
+        chunk = str(args.chunk_rows)
+        engine = run(_ENGINE, str(package), str(small), str(work / "out-small"), chunk)
+        engine_big = run(_ENGINE, str(package), str(big), str(work / "out-big"), chunk)
+        limit = run(_LIMIT, str(package), str(small), chunk)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    engine_rate = engine["rows"] / engine["seconds"]
+    big_rate = engine_big["rows"] / engine_big["seconds"]
+    limit_rate = limit["rows"] / limit["seconds"]
+    table = Table(title="batch engine vs in-process ONNX Runtime (same model, same rows, same cores)")
+    for column in ("run", "rows", "seconds", "rows/s", "peak RSS MB"):
+        table.add_column(column, justify="right")
+    table.add_row(
+        "engine end to end",
+        f"{engine['rows']:,.0f}",
+        f"{engine['seconds']:.2f}",
+        f"{engine_rate:,.0f}",
+        f"{engine['peak_mb']:.0f}",
+    )
+    table.add_row(
+        "engine end to end",
+        f"{engine_big['rows']:,.0f}",
+        f"{engine_big['seconds']:.2f}",
+        f"{big_rate:,.0f}",
+        f"{engine_big['peak_mb']:.0f}",
+    )
+    table.add_row(
+        "ONNX Runtime only (preprocessed)", f"{limit['rows']:,.0f}", f"{limit['seconds']:.2f}", f"{limit_rate:,.0f}", ""
+    )
+    console = Console(width=120)
+    console.print(table)
+    ratio = engine_rate / limit_rate
+    growth = engine_big["peak_mb"] / engine["peak_mb"]
+    console.print(
+        f"end to end = {ratio:.0%} of the in-process limit; peak memory {args.big_rows / args.rows:.0f}x "
+        f"the rows -> {growth:.2f}x the memory; 10M rows would take {1e7 / engine_rate / 60:.1f} min here"
+    )
+    for text, ok in (
+        (f"end to end >= 70% of in-process ONNX Runtime ({ratio:.0%})", ratio >= 0.7),
+        (f"peak memory flat in input size ({growth:.2f}x for {args.big_rows / args.rows:.0f}x rows)", growth < 1.25),
+    ):
+        console.print(f"[{'green' if ok else 'red'}]{'PASS' if ok else 'FAIL'}[/] {text}")
+
+
+if __name__ == "__main__":
+    main()
