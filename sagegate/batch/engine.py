@@ -6,7 +6,8 @@ column by column, run through the model package with the server's own preprocess
 as one part file (atomically: a temporary name, then a rename), after which the checkpoint records
 the chunk. A run that is killed and started again skips the recorded chunks and rewrites any part
 that was renamed but not yet recorded (the same rows give the same bytes), so every row ends up
-in the output exactly once. At the end each shard's parts are joined into one file.
+in the output exactly once. At the end each shard's parts are joined: CSV and JSON Lines into one file, Parquet into one
+dataset folder (the parts renamed, not rewritten).
 """
 
 from __future__ import annotations
@@ -103,9 +104,17 @@ def _chunks(path: Path, rows: int) -> Iterator[pa.Table]:
 def _write(table: pa.Table, path: Path, kind: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
     if kind == "parquet":
-        pq.write_table(table, tmp, compression="none")  # a part is read once more, by the join
+        pq.write_table(table, tmp)
     elif kind == "csv":
-        pa_csv.write_csv(table, tmp, write_options=pa_csv.WriteOptions(include_header=False))
+        plain = table.cast(
+            pa.schema(
+                [
+                    pa.field(f.name, f.type.value_type if pa.types.is_dictionary(f.type) else f.type)
+                    for f in table.schema
+                ]
+            )
+        )
+        pa_csv.write_csv(plain, tmp, write_options=pa_csv.WriteOptions(include_header=False))
     else:
         with tmp.open("wb") as fh:
             for row in table.to_pylist():
@@ -262,16 +271,16 @@ def _predict_chunk(
     answers: dict[str, Any] = (
         model.postprocess_columns(model.infer(batch.matrix))
         if batch.matrix.shape[0]
-        else {"prediction": [], "label": [], "confidence": []}
+        else {"prediction": np.zeros(0), "label": None, "confidence": np.zeros(0)}
     )
     kept = chunk.filter(pa.array(batch.valid))
     ids = [c for c in (id_columns or []) if c in chunk.column_names]
     table = pa.table(
         {
             **{c: kept.column(c) for c in ids},
-            "prediction": _array(answers["prediction"]),
-            "label": _array(answers["label"]),
-            "confidence": _array(answers["confidence"]),
+            "prediction": _array(answers["prediction"], kept.num_rows),
+            "label": _array(answers["label"], kept.num_rows),
+            "confidence": _array(answers["confidence"], kept.num_rows),
         }
     )
     rejected = pa.table(
@@ -285,10 +294,14 @@ def _predict_chunk(
     return table, rejected
 
 
-def _array(values: Any) -> pa.Array:
-    if isinstance(values, np.ndarray) and values.dtype != object:
-        return pa.array(values)
-    return pa.array(list(values))
+def _array(values: Any, n: int) -> pa.Array:
+    """An Arrow column from the model's answers: a numpy array, (codes, names) for labels, or None."""
+    if values is None:
+        return pa.nulls(n, type=pa.string())
+    if isinstance(values, tuple):
+        codes, names = values
+        return pa.DictionaryArray.from_arrays(pa.array(codes, type=pa.int32()), pa.array(names, type=pa.string()))
+    return pa.array(values)
 
 
 def _output_name(shard: str, kind: str) -> str:
@@ -300,15 +313,13 @@ def _join(shard: Path, parts: Path, output: Path, kind: str, header: list[str]) 
     pieces = sorted(parts.glob(f"{shard.name}.*{_EXTENSIONS[kind]}"))
     tmp = target.with_name(target.name + ".tmp")
     if kind == "parquet":
-        writer = None
-        for piece in pieces:
-            table = pq.read_table(piece)
-            writer = writer or pq.ParquetWriter(tmp, table.schema)
-            writer.write_table(table)
-        if writer is not None:
-            writer.close()
-        else:
-            pq.write_table(pa.table({}), tmp)
+        # A Parquet dataset: the parts, renamed into one folder (read as one table by pyarrow, Spark,
+        # Athena, pandas), rather than every row read and written once more.
+        tmp.mkdir(exist_ok=True)
+        for number, piece in enumerate(pieces):
+            os.replace(piece, tmp / f"part-{number:06d}.parquet")
+        if target.exists():
+            shutil.rmtree(target)
     else:
         with tmp.open("wb") as out:
             if kind == "csv":
@@ -327,8 +338,8 @@ def _join_errors(errors: Path, target: Path) -> None:
 
 
 def _rows_in(path: Path) -> int:
-    if path.suffix == ".parquet":
-        return int(pq.ParquetFile(path).metadata.num_rows)
+    if path.is_dir():
+        return sum(int(pq.ParquetFile(p).metadata.num_rows) for p in path.glob("*.parquet"))
     lines = sum(1 for line in path.read_bytes().splitlines() if line.strip())
     return lines - 1 if path.suffix == ".csv" else lines
 

@@ -140,20 +140,20 @@ class LoadedModel:
         outputs = self.manifest.outputs
         if outputs.task is Task.REGRESSION:
             values = out.reshape(-1).astype(np.float64)
-            return {"prediction": values, "label": [None] * len(values), "confidence": np.full(len(values), np.nan)}
-        labels = np.array(self._labels)  # a numpy string array: Arrow takes it without a Python object per row
+            return {"prediction": values, "label": None, "confidence": np.full(len(values), np.nan)}
+        # Labels as (codes, names): a columnar writer stores them dictionary-encoded, no string per row.
         if outputs.task is Task.BINARY:
             positive = out[:, 1].astype(np.float64)
             chosen = positive >= outputs.threshold
             return {
                 "prediction": positive,
-                "label": labels[chosen.astype(np.int64)],
+                "label": (chosen.astype(np.int32), self._labels),
                 "confidence": np.where(chosen, positive, 1.0 - positive),
             }
         best = np.argmax(out, axis=1)
         return {
-            "prediction": labels[best],
-            "label": labels[best],
+            "prediction": np.array(self._labels)[best],
+            "label": (best.astype(np.int32), self._labels),
             "confidence": out[np.arange(len(out)), best].astype(np.float64),
         }
 
