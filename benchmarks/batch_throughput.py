@@ -5,7 +5,8 @@
 Generates transactions straight into Parquet (row groups of 100k, never all in memory), trains the
 XGBoost fraud model, and in fresh processes runs: the engine end to end (read, validate,
 preprocess, infer, write) over 1M rows and over 4M rows (peak RSS of each), and bare
-`session.run` over the same rows already preprocessed (the limit). Prints rows/s, the ratio, the
+`session.run` over the same rows already preprocessed (the limit). The 1M engine run and the limit
+are each measured twice, alternating, and the best of each kept. Prints rows/s, the ratio, the
 peak memories and the time 10M rows would take here.
 """
 
@@ -110,9 +111,14 @@ def main() -> None:
         generate(small, args.rows)
         generate(big, args.big_rows, seed=1)
         chunk = str(args.chunk_rows)
-        engine = run(_ENGINE, str(package), str(small), str(work / "out-small"), chunk)
+        # Best of two runs each, alternating (the machine is shared and noisy); a fresh output each time.
+        engines, limits = [], []
+        for attempt in range(2):
+            engines.append(run(_ENGINE, str(package), str(small), str(work / f"out-small-{attempt}"), chunk))
+            limits.append(run(_LIMIT, str(package), str(small), chunk))
+        engine = min(engines, key=lambda r: r["seconds"])
+        limit = min(limits, key=lambda r: r["seconds"])
         engine_big = run(_ENGINE, str(package), str(big), str(work / "out-big"), chunk)
-        limit = run(_LIMIT, str(package), str(small), chunk)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
