@@ -1,0 +1,1 @@
+"""Step Functions workflows: their definitions (stepfunctions/*.asl.json) and task code."""
