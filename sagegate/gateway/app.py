@@ -20,6 +20,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from sagegate.batch.jobs import BatchRequest, JobsProtocol
 from sagegate.gateway.cache import PredictionCache
 from sagegate.gateway.catalog import (
     CachedCatalog,
@@ -29,7 +30,7 @@ from sagegate.gateway.catalog import (
     RegistryCatalog,
 )
 from sagegate.gateway.config import GatewaySettings
-from sagegate.gateway.exceptions import GatewayError, ModelNotFound
+from sagegate.gateway.exceptions import GatewayError, ModelNotFound, NoPrediction
 from sagegate.gateway.metrics import GatewayMetrics
 from sagegate.gateway.online_features import OnlineFeatureStore
 from sagegate.gateway.prediction_log import FirehoseLog, JsonLinesLog, NullLog, PredictionLogProtocol
@@ -117,6 +118,38 @@ async def current_predictor() -> Predictor:
 
 
 PredictorDep = Annotated[Predictor, Depends(current_predictor)]
+
+
+@lru_cache
+def get_jobs() -> JobsProtocol | None:
+    """Batch jobs: Step Functions in AWS, the engine on a thread locally, or none configured."""
+    state = os.environ.get("SAGEGATE_GATEWAY_STATE_DIR")
+    machine = os.environ.get("SAGEGATE_GATEWAY_BATCH_STATE_MACHINE_ARN")
+    if machine:
+        from botocore.session import get_session
+
+        from sagegate.batch.jobs import StepFunctionsJobs
+
+        region = get_settings().region
+        session = get_session()
+        return StepFunctionsJobs(
+            session.create_client("stepfunctions", region_name=region),
+            session.create_client("s3", region_name=region),
+            machine,
+        )
+    if state:
+        from sagegate.batch.jobs import LocalJobs
+        from sagegate.registry.local import LocalRegistry
+
+        return LocalJobs(LocalRegistry(Path(state) / "registry"))
+    return None
+
+
+async def current_jobs() -> JobsProtocol | None:
+    return get_jobs()
+
+
+JobsDep = Annotated[JobsProtocol | None, Depends(current_jobs)]
 SettingsDep = Annotated[GatewaySettings, Depends(get_settings)]
 
 
@@ -300,6 +333,30 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             }
         )
         return {"status": "accepted", "prediction_id": body.prediction_id}
+
+    @app.post("/v1/batch_predict", status_code=202, responses={404: {}, 422: {}, 503: {}})
+    @route
+    def batch_predict(body: BatchRequest, predictor: PredictorDep, jobs: JobsDep) -> dict[str, Any]:
+        """Start a batch job over `input_uri`; poll GET /v1/jobs/{job_id}."""
+        if jobs is None:
+            raise NoPrediction("batch jobs are not configured on this gateway")
+        versions = predictor.catalog.versions(body.model)
+        version = body.version or (versions[-1] if versions else None)
+        if version is None or version not in versions:
+            raise ModelNotFound(
+                f"model {body.model!r} has no version {body.version or ''!s}".rstrip() + " to run", model=body.model
+            )
+        status = jobs.start(body, version)
+        return {"job_id": status.job_id, "status": status.status}
+
+    @app.get("/v1/jobs/{job_id}", responses={404: {}})
+    @route
+    def job(job_id: str, jobs: JobsDep) -> dict[str, Any]:
+        """A batch job's status, progress (%) and ETA."""
+        found = jobs.get(job_id) if jobs is not None else None
+        if found is None:
+            raise ModelNotFound(f"no batch job {job_id!r}", job_id=job_id)
+        return found.as_dict()
 
     @app.get("/health")
     def health(predictor: PredictorDep) -> dict[str, Any]:

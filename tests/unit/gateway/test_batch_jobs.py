@@ -1,0 +1,104 @@
+"""POST /v1/batch_predict and GET /v1/jobs/{id}: the local engine for real, Step Functions under moto."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import boto3
+import pyarrow as pa
+import pyarrow.parquet as pq
+from fastapi.testclient import TestClient
+from moto import mock_aws
+
+from sagegate.batch.jobs import BatchRequest, LocalJobs, StepFunctionsJobs
+from sagegate.deploy.routes import SqliteRouteStore
+from sagegate.gateway.app import create_app, current_jobs, current_predictor
+from sagegate.gateway.cache import PredictionCache
+from sagegate.gateway.catalog import RegistryCatalog
+from sagegate.gateway.config import GatewaySettings
+from sagegate.gateway.metrics import GatewayMetrics
+from sagegate.gateway.online_features import OnlineFeatureStore
+from sagegate.gateway.prediction_log import NullLog
+from sagegate.gateway.predictor import Predictor
+from sagegate.local.data import Transactions
+from sagegate.packaging import BuiltPackage
+from sagegate.registry import LocalRegistry
+from tests.unit.gateway.conftest import FakeEndpoints
+
+
+def test_a_local_batch_job_runs_and_reports_progress(
+    tmp_path: Path, fraud_logreg: BuiltPackage, transactions: Transactions
+) -> None:
+    registry = LocalRegistry(tmp_path / "registry")
+    registry.register(fraud_logreg.path)
+    predictor = Predictor(
+        catalog=RegistryCatalog(registry, SqliteRouteStore(tmp_path / "routes.sqlite3")),
+        endpoints=FakeEndpoints(),
+        cache=PredictionCache(None),
+        features=OnlineFeatureStore(None),
+        prediction_log=NullLog(),
+        metrics=GatewayMetrics(emit=False),
+    )
+    jobs = LocalJobs(registry)
+    app = create_app(GatewaySettings())
+    app.dependency_overrides[current_predictor] = lambda: predictor
+    app.dependency_overrides[current_jobs] = lambda: jobs
+    client = TestClient(app)
+    source = tmp_path / "in.parquet"
+    pq.write_table(pa.Table.from_pylist(transactions.records[:2000]), source)
+
+    started = client.post(
+        "/v1/batch_predict",
+        json={"model": "fraud", "input_uri": str(source), "output_uri": str(tmp_path / "out"), "batch_size": 300},
+    )
+    assert started.status_code == 202, started.text
+    job_id = started.json()["job_id"]
+    deadline = time.monotonic() + 60
+    while (status := client.get(f"/v1/jobs/{job_id}").json())["status"] == "RUNNING" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert status["status"] == "SUCCEEDED", status
+    assert (status["progress"], status["eta_seconds"], status["predicted"]) == (100.0, 0, 2000)
+    assert pq.read_table(status["outputs"][0]).num_rows == 2000
+    assert client.get("/v1/jobs/nope").status_code == 404
+    missing = client.post("/v1/batch_predict", json={"model": "churn", "input_uri": "x", "output_uri": "y"})
+    assert missing.status_code == 404
+    bad = client.post(
+        "/v1/batch_predict", json={"model": "fraud", "input_uri": "x", "output_uri": "y", "capacity": "cheap"}
+    )
+    assert bad.status_code == 422 and "capacity" in [f["field"] for f in bad.json()["fields"]]
+
+
+def test_step_functions_jobs_start_the_workflow_and_read_progress_from_s3() -> None:
+    with mock_aws():
+        sfn, s3 = boto3.client("stepfunctions", region_name="eu-west-1"), boto3.client("s3", region_name="eu-west-1")
+        role = boto3.client("iam", region_name="eu-west-1").create_role(RoleName="sfn", AssumeRolePolicyDocument="{}")[
+            "Role"
+        ]["Arn"]
+        machine = sfn.create_state_machine(
+            name="batch_inference",
+            roleArn=role,
+            definition=json.dumps({"StartAt": "Wait", "States": {"Wait": {"Type": "Pass", "End": True}}}),
+        )["stateMachineArn"]
+        for bucket in ("sg-in", "sg-out"):
+            s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+        for i in range(4):
+            s3.put_object(Bucket="sg-in", Key=f"tx/part-{i}.csv", Body=b"a,b\n1,2\n")
+        jobs = StepFunctionsJobs(sfn, s3, machine)
+        status = jobs.start(
+            BatchRequest(model="fraud", input_uri="s3://sg-in/tx/", output_uri="s3://sg-out/run/", capacity="spot"), "3"
+        )
+        started = json.loads(
+            sfn.describe_execution(executionArn=machine.replace(":stateMachine:", ":execution:") + f":{status.job_id}")[
+                "input"
+            ]
+        )
+        assert (started["capacity"], started["model_name"], started["chunk_rows"]) == ("spot", "fraud-v3", "50000")
+        s3.put_object(Bucket="sg-out", Key="run/part-0.csv.out", Body=b"x")
+        report = jobs.get(status.job_id)
+        assert report is not None and report.detail["capacity"] == "spot"
+        # moto does not run this machine (no execute flag): still RUNNING, one .out of four inputs.
+        assert (report.status, report.progress) == ("RUNNING", 25.0)
+        assert report.eta_seconds is not None
+        assert jobs.get("no-such-job") is None
