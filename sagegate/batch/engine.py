@@ -313,13 +313,14 @@ def _join(shard: Path, parts: Path, output: Path, kind: str, header: list[str]) 
     pieces = sorted(parts.glob(f"{shard.name}.*{_EXTENSIONS[kind]}"))
     tmp = target.with_name(target.name + ".tmp")
     if kind == "parquet":
-        # A Parquet dataset: the parts, renamed into one folder (read as one table by pyarrow, Spark,
-        # Athena, pandas), rather than every row read and written once more.
-        tmp.mkdir(exist_ok=True)
-        for number, piece in enumerate(pieces):
-            os.replace(piece, tmp / f"part-{number:06d}.parquet")
-        if target.exists():
-            shutil.rmtree(target)
+        # A Parquet dataset: the parts moved into one folder (read as one table by pyarrow, Spark,
+        # Athena, pandas), rather than every row read and written once more. Named by chunk, so a
+        # second join (a resumed or repeated run) adds or replaces parts and never loses one.
+        target.mkdir(exist_ok=True)
+        for piece in pieces:
+            chunk = piece.name.removeprefix(f"{shard.name}.").removesuffix(".parquet")
+            os.replace(piece, target / f"part-{chunk}.parquet")
+        return target
     else:
         with tmp.open("wb") as out:
             if kind == "csv":
