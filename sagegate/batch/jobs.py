@@ -19,7 +19,9 @@ from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["BatchRequest", "JobStatus", "JobsProtocol", "LocalJobs", "StepFunctionsJobs"]
+from sagegate.manifest import ModelManifest
+
+__all__ = ["BatchRequest", "JobStatus", "JobsProtocol", "LocalJobs", "StepFunctionsJobs", "transform_parameters"]
 
 
 class BatchRequest(BaseModel):
@@ -54,9 +56,31 @@ class JobStatus:
 
 
 class JobsProtocol(Protocol):
-    def start(self, request: BatchRequest, version: str) -> JobStatus: ...
+    def start(self, request: BatchRequest, manifest: ModelManifest) -> JobStatus: ...
 
     def get(self, job_id: str) -> JobStatus | None: ...
+
+
+# vCPUs of the usual inference instance sizes; MaxConcurrentTransforms = one per vCPU (the server
+# batches within a request, so more would only queue).
+_VCPUS = {
+    "large": 2,
+    "xlarge": 4,
+    "2xlarge": 8,
+    "4xlarge": 16,
+    "8xlarge": 32,
+    "12xlarge": 48,
+    "16xlarge": 64,
+    "24xlarge": 96,
+}
+
+
+def transform_parameters(record_bytes: int, instance_type: str, batch_size: int) -> tuple[int, int]:
+    """(MaxPayloadInMB, MaxConcurrentTransforms) for a model whose records take about `record_bytes`:
+    a payload holds `batch_size` records with 50% headroom, within Batch Transform's 1..100 MB."""
+    payload_mb = max(1, min(100, -(-int(record_bytes * batch_size * 1.5) // (1024 * 1024))))
+    concurrent = _VCPUS.get(instance_type.rsplit(".", 1)[-1], 2)
+    return payload_mb, concurrent
 
 
 def _eta(progress: float | None, elapsed: float) -> float | None:
@@ -75,8 +99,11 @@ class StepFunctionsJobs:
         self._instance_type = instance_type
         self._instance_count = instance_count
 
-    def start(self, request: BatchRequest, version: str) -> JobStatus:
+    def start(self, request: BatchRequest, manifest: ModelManifest) -> JobStatus:
+        version = manifest.version
         job_id = f"{request.model}-v{version}-{uuid.uuid4().hex[:12]}"
+        record_bytes = max(64, len(json.dumps(manifest.sample[0])))
+        payload_mb, concurrent = transform_parameters(record_bytes, self._instance_type, request.batch_size)
         payload = {
             "job_id": job_id,
             "model": request.model,
@@ -88,8 +115,8 @@ class StepFunctionsJobs:
             "content_type": "text/csv" if request.input_uri.endswith(".csv") else "application/jsonlines",
             "instance_type": self._instance_type,
             "instance_count": self._instance_count,
-            "max_payload_mb": 100,
-            "max_concurrent_transforms": 4,
+            "max_payload_mb": payload_mb,
+            "max_concurrent_transforms": concurrent,
             "poll_seconds": 60,
             "checkpoint_uri": request.output_uri.rstrip("/") + "/_checkpoints/",
             "chunk_rows": str(request.batch_size),
@@ -149,7 +176,8 @@ class LocalJobs:
         self._jobs: dict[str, JobStatus] = {}
         self._lock = threading.Lock()
 
-    def start(self, request: BatchRequest, version: str) -> JobStatus:
+    def start(self, request: BatchRequest, manifest: ModelManifest) -> JobStatus:
+        version = manifest.version
         job_id = f"{request.model}-v{version}-{uuid.uuid4().hex[:12]}"
         status = JobStatus(
             job_id,

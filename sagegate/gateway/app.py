@@ -342,11 +342,11 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             raise NoPrediction("batch jobs are not configured on this gateway")
         versions = predictor.catalog.versions(body.model)
         version = body.version or (versions[-1] if versions else None)
-        if version is None or version not in versions:
-            raise ModelNotFound(
-                f"model {body.model!r} has no version {body.version or ''!s}".rstrip() + " to run", model=body.model
-            )
-        status = jobs.start(body, version)
+        manifest = predictor.catalog.manifest(body.model, version) if version in versions else None
+        if version is None or manifest is None:
+            wanted = f"version {body.version}" if body.version else "registered version"
+            raise ModelNotFound(f"model {body.model!r} has no {wanted} to run", model=body.model)
+        status = jobs.start(body, manifest)
         return {"job_id": status.job_id, "status": status.status}
 
     @app.get("/v1/jobs/{job_id}", responses={404: {}})

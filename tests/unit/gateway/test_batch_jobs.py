@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 from fastapi.testclient import TestClient
 from moto import mock_aws
 
-from sagegate.batch.jobs import BatchRequest, LocalJobs, StepFunctionsJobs
+from sagegate.batch.jobs import BatchRequest, LocalJobs, StepFunctionsJobs, transform_parameters
 from sagegate.deploy.routes import SqliteRouteStore
 from sagegate.gateway.app import create_app, current_jobs, current_predictor
 from sagegate.gateway.cache import PredictionCache
@@ -25,7 +25,7 @@ from sagegate.gateway.predictor import Predictor
 from sagegate.local.data import Transactions
 from sagegate.packaging import BuiltPackage
 from sagegate.registry import LocalRegistry
-from tests.unit.gateway.conftest import FakeEndpoints
+from tests.unit.gateway.conftest import FakeEndpoints, manifest
 
 
 def test_a_local_batch_job_runs_and_reports_progress(
@@ -86,15 +86,22 @@ def test_step_functions_jobs_start_the_workflow_and_read_progress_from_s3() -> N
         for i in range(4):
             s3.put_object(Bucket="sg-in", Key=f"tx/part-{i}.csv", Body=b"a,b\n1,2\n")
         jobs = StepFunctionsJobs(sfn, s3, machine)
-        status = jobs.start(
-            BatchRequest(model="fraud", input_uri="s3://sg-in/tx/", output_uri="s3://sg-out/run/", capacity="spot"), "3"
+        request = BatchRequest(
+            model="fraud", input_uri="s3://sg-in/tx/", output_uri="s3://sg-out/run/", capacity="spot", batch_size=20_000
         )
+        status = jobs.start(request, manifest("3"))
         started = json.loads(
             sfn.describe_execution(executionArn=machine.replace(":stateMachine:", ":execution:") + f":{status.job_id}")[
                 "input"
             ]
         )
-        assert (started["capacity"], started["model_name"], started["chunk_rows"]) == ("spot", "fraud-v3", "50000")
+        assert (started["capacity"], started["model_name"], started["chunk_rows"]) == ("spot", "fraud-v3", "20000")
+        # the payload fits 20,000 of this model's records with headroom; one transform per vCPU of ml.m5.xlarge
+        record_bytes = len(json.dumps(manifest("3").sample[0]))
+        assert (started["max_payload_mb"], started["max_concurrent_transforms"]) == transform_parameters(
+            record_bytes, "ml.m5.xlarge", 20_000
+        )
+        assert 1 <= started["max_payload_mb"] <= 100 and started["max_concurrent_transforms"] == 4
         s3.put_object(Bucket="sg-out", Key="run/part-0.csv.out", Body=b"x")
         report = jobs.get(status.job_id)
         assert report is not None and report.detail["capacity"] == "spot"
@@ -102,3 +109,9 @@ def test_step_functions_jobs_start_the_workflow_and_read_progress_from_s3() -> N
         assert (report.status, report.progress) == ("RUNNING", 25.0)
         assert report.eta_seconds is not None
         assert jobs.get("no-such-job") is None
+
+
+def test_transform_parameters_stay_within_batch_transforms_limits() -> None:
+    assert transform_parameters(200, "ml.m5.xlarge", 1000) == (1, 4)
+    assert transform_parameters(2000, "ml.c5.4xlarge", 100_000) == (100, 16)  # capped at 100 MB
+    assert transform_parameters(500, "ml.g5.2xlarge", 50_000)[1] == 8
