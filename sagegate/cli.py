@@ -404,7 +404,14 @@ def deploy(
     traffic: Annotated[float | None, typer.Option(help="percent of traffic for the new version (A/B, canary)")] = None,
     shadow: Annotated[bool, typer.Option(help="copy traffic to the new version, answers discarded")] = False,
     replace: Annotated[bool, typer.Option(help="send all traffic to the new version")] = False,
-    strategy: Annotated[str | None, typer.Option(help="AWS: canary | linear | ab | shadow | replace")] = None,
+    strategy: Annotated[
+        str | None, typer.Option(help="canary | linear (a ramp with alarms); AWS also: ab, shadow, replace")
+    ] = None,
+    steps: Annotated[str | None, typer.Option(help="ramp steps in percent, e.g. 5,20,50,100")] = None,
+    bake_seconds: Annotated[int, typer.Option(help="time at each step, watching the alarms")] = 600,
+    max_error_rate: Annotated[float, typer.Option(help="5XX rate that rolls back")] = 0.01,
+    max_p99_ms: Annotated[float, typer.Option(help="p99 latency (ms) that rolls back")] = 250.0,
+    min_requests: Annotated[int, typer.Option(help="requests a bake needs for a verdict")] = 20,
     target: TargetOption = None,
 ) -> None:
     """Deploy a version: a server for it, then the route and weights (local), or the workflow (AWS)."""
@@ -415,6 +422,11 @@ def deploy(
     if chosen.kind != "local":
         _deploy_aws(chosen, model, version, traffic=traffic, shadow=shadow, replace=replace, strategy=strategy)
         return
+    if strategy in ("canary", "linear"):
+        _ramp_local(model, version, strategy, steps, bake_seconds, (max_error_rate, max_p99_ms, min_requests))
+        return
+    if strategy is not None:
+        fail("on the local stack --strategy is canary or linear; use --traffic, --shadow or --replace for the rest")
     with console.status(f"deploying {model} v{version}"):
         route = _registry_call(
             lambda: deploy_local(_stack_paths(), model, version, traffic=traffic, shadow=shadow, replace=replace)
@@ -441,6 +453,28 @@ def _deploy_aws(
     if final != "SUCCEEDED":
         fail(f"the rollout ended {final}: see {arn}")
     console.print(f"[green]{model} v{version} rolled out ({chosen})[/]", highlight=False)
+
+
+def _ramp_local(
+    model: str, version: str, strategy: str, steps: str | None, bake_seconds: int, alarms: tuple[float, float, int]
+) -> None:
+    from sagegate.deploy.canary import rollout
+    from sagegate.deploy.policy import AlarmThresholds, RolloutPolicy
+
+    try:
+        ramp = [float(s) for s in steps.split(",")] if steps else []
+        policy = RolloutPolicy(
+            strategy=strategy,
+            steps=ramp,
+            bake_seconds=bake_seconds,
+            alarms=AlarmThresholds(max_error_rate=alarms[0], max_p99_latency_ms=alarms[1], min_requests=alarms[2]),
+        )
+    except ValueError as exc:
+        message = exc.errors()[0]["msg"] if isinstance(exc, ValidationError) else str(exc)
+        fail(f"rollout policy: {message}")
+    with console.status(f"rolling out {model} v{version} ({strategy} {policy.steps})") as status:
+        route = _registry_call(lambda: rollout(_stack_paths(), model, version, policy, on_step=status.update))
+    _print_route(route)
 
 
 def _print_route(route: Any) -> None:

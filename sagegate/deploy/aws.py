@@ -24,18 +24,22 @@ def rollout_input(
     steps: list[float] | None = None,
     bake_seconds: int = 600,
 ) -> dict[str, Any]:
-    """The workflow's input: what to deploy and how (the contract of the deploy_model state machine)."""
+    """The workflow's input, from the one rollout policy (sagegate.deploy.policy)."""
+    from pydantic import ValidationError
+
+    from sagegate.deploy.policy import RolloutPolicy
+
     if strategy not in STRATEGIES:
         raise RegistryError(f"strategy must be one of {', '.join(STRATEGIES)}, not {strategy!r}")
     if strategy == "ab":
         if traffic is None or not 0 < traffic < 100:
             raise RegistryError("an A/B rollout needs --traffic between 0 and 100")
         steps = [traffic]
-    elif strategy in ("canary", "linear"):
-        steps = steps or ([5, 20, 50, 100] if strategy == "canary" else [25, 50, 75, 100])
-    else:
-        steps = []
-    return {"model": model, "version": version, "strategy": strategy, "steps": steps, "bake_seconds": bake_seconds}
+    try:
+        policy = RolloutPolicy(strategy=strategy, steps=steps or [], bake_seconds=bake_seconds)
+    except ValidationError as exc:
+        raise RegistryError(f"rollout policy: {exc.errors()[0]['msg']}") from None
+    return policy.workflow_input(model, version)
 
 
 def start_rollout(sfn: Any, state_machine_arn: str, payload: dict[str, Any]) -> str:

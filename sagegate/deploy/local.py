@@ -105,11 +105,11 @@ def deploy(
         )
     finally:
         pending_remove(paths, model, version)
-    _wait_for_emulator(paths, route, timeout)
+    wait_for_emulator(paths, route, timeout)
     return route
 
 
-def _wait_for_emulator(paths: StackPaths, route: Route, timeout: float) -> None:
+def wait_for_emulator(paths: StackPaths, route: Route, timeout: float) -> None:
     def applied() -> bool:
         status = read_status(paths)
         if status is None or not status.get("emulator_url"):
@@ -135,7 +135,7 @@ def rollback(paths: StackPaths, model: str, timeout: float = 60.0) -> Route:
     revision, route = earlier[-1]
     store.put(route, f"rollback to revision {revision}")
     if read_status(paths) is not None:
-        _wait_for_emulator(paths, route, timeout)
+        wait_for_emulator(paths, route, timeout)
     return route
 
 
