@@ -34,7 +34,7 @@ from sagegate.gateway.exceptions import GatewayError, ModelNotFound, NoPredictio
 from sagegate.gateway.metrics import GatewayMetrics
 from sagegate.gateway.online_features import OnlineFeatureStore
 from sagegate.gateway.prediction_log import FirehoseLog, JsonLinesLog, NullLog, PredictionLogProtocol
-from sagegate.gateway.predictor import Predictor, PredictRequest
+from sagegate.gateway.predictor import Predictor, PredictRequest, PredictResult
 from sagegate.gateway.redis_support import Breaker, redis_client
 
 __all__ = ["create_app", "current_predictor", "get_catalog", "get_predictor", "get_settings"]
@@ -165,19 +165,6 @@ class PredictBody(BaseModel):
     version: str | None = Field(default=None, min_length=1, max_length=64)
 
 
-class PredictResponse(BaseModel):
-    prediction_id: str
-    prediction: Any
-    label: str | None
-    confidence: float | None
-    latency_ms: float
-    model_version: str
-    variant: str | None
-    cache_hit: bool
-    degraded: bool
-    degraded_reason: str | None = None
-
-
 class FeedbackBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -290,12 +277,11 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.add_middleware(FlushAfter, app=app)
     route = _inline if settings.inline_handlers else _threaded
 
-    @app.post("/v1/predict", response_model=PredictResponse, responses={404: {}, 413: {}, 422: {}, 503: {}})
+    @app.post("/v1/predict", response_model=PredictResult, responses={404: {}, 413: {}, 422: {}, 503: {}})
     @route
-    def predict(body: PredictBody, predictor: PredictorDep) -> dict[str, Any]:
+    def predict(body: PredictBody, predictor: PredictorDep) -> PredictResult:
         """Validate, enrich from the feature store, route to a variant, answer from cache or the endpoint."""
-        result = predictor.predict(PredictRequest(body.model, body.features, body.user_id, body.version))
-        return result.as_dict()
+        return predictor.predict(PredictRequest(body.model, body.features, body.user_id, body.version))
 
     @app.get("/v1/models")
     @route

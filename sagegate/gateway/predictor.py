@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+from pydantic import BaseModel, ConfigDict, Field
 
 from sagegate.endpoints import EndpointClientProtocol, EndpointRejected, EndpointUnavailable
 from sagegate.gateway.cache import PredictionCache
@@ -40,8 +41,11 @@ class PredictRequest:
     version: str | None = None
 
 
-@dataclass(frozen=True)
-class PredictResult:
+class PredictResult(BaseModel):
+    """The answer of POST /v1/predict (the API's response model too: one definition)."""
+
+    model_config = ConfigDict(frozen=True)
+
     prediction_id: str
     prediction: Any
     label: str | None
@@ -52,13 +56,7 @@ class PredictResult:
     cache_hit: bool
     degraded: bool = False
     degraded_reason: str | None = None
-    features_defaulted: bool = False
-
-    def as_dict(self) -> dict[str, Any]:
-        answer = {k: v for k, v in self.__dict__.items() if k not in ("degraded_reason", "features_defaulted")}
-        if self.degraded:
-            answer["degraded_reason"] = self.degraded_reason
-        return answer
+    features_defaulted: bool = Field(default=False, exclude=True)
 
 
 class Predictor:
