@@ -180,6 +180,10 @@ def stack(
                 "SAGEGATE_GATEWAY_CATALOG_DIR": str(catalog),
                 "SAGEGATE_GATEWAY_PREDICTION_LOG_PATH": str(log_path),
                 "SAGEGATE_GATEWAY_REGION": "eu-west-1",
+                # Generous Redis budgets: these tests are about the cache's behaviour, and a busy
+                # 2-core machine must not trip the 20 ms production budget (tested on its own).
+                "SAGEGATE_GATEWAY_CACHE_BUDGET_MS": "1000",
+                "SAGEGATE_GATEWAY_FEATURE_BUDGET_MS": "1000",
             },
             tmp_path / "gateway.log",
             f"http://127.0.0.1:{port}",
