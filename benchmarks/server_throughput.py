@@ -102,7 +102,11 @@ class Service:
             cwd=ROOT,
             start_new_session=True,
         )
-        wait_healthy(f"{self.url}/ping", 180, self.process)
+        try:
+            wait_healthy(f"{self.url}/ping", 180, self.process)
+        except RuntimeError:
+            self.close()  # never leave a server behind
+            raise
 
     def close(self) -> None:
         self.process.terminate()

@@ -515,11 +515,14 @@ def dev(
 
     from rich.table import Table
 
-    from sagegate.local.stack import DevStack, read_status
+    from sagegate.local.stack import DevStack, read_status, reap_orphans
 
     paths = _stack_paths()
     if read_status(paths) is not None:
         fail(f"a local stack is already running from {paths.root} (see {paths.status})")
+    reaped = reap_orphans(paths)
+    if reaped:
+        console.print(f"stopped {len(reaped)} processes left by a local stack that was killed", highlight=False)
     stack = DevStack(paths, gateway_port=port, emulator_port=emulator_port, redis_url=os.environ.get("REDIS_URL"))
 
     def terminate(signum: int, frame: Any) -> None:

@@ -10,6 +10,7 @@ deployments back.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -31,7 +32,7 @@ from sagegate.local.process import free_port, redis_server_command
 from sagegate.packaging.archive import extract_archive
 from sagegate.registry import LocalRegistry
 
-__all__ = ["DevStack", "StackPaths", "pending_add", "pending_remove", "read_status"]
+__all__ = ["DevStack", "StackPaths", "pending_add", "pending_remove", "read_status", "reap_orphans"]
 
 
 @dataclass(frozen=True)
@@ -102,6 +103,32 @@ def read_status(paths: StackPaths) -> dict[str, Any] | None:
     except (OSError, KeyError, ValueError):
         return None
     return status
+
+
+def reap_orphans(paths: StackPaths) -> list[int]:
+    """Stops the processes a killed supervisor left behind (its dev.json names them); returns their pids.
+
+    Only processes that are still ours are signalled: a pid whose command line no longer mentions
+    sagegate, uvicorn or redis-server has been reused by something else."""
+    if read_status(paths) is not None or not paths.status.exists():
+        return []
+    try:
+        stale = json.loads(paths.status.read_text())
+    except ValueError:
+        return []
+    reaped = []
+    for process in stale.get("processes", {}).values():
+        pid = int(process.get("pid", 0))
+        try:
+            command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+        except OSError:
+            continue
+        if any(word in command for word in (b"sagegate", b"uvicorn", b"redis-server")):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGTERM)
+                reaped.append(pid)
+    paths.status.unlink(missing_ok=True)
+    return reaped
 
 
 # -- the supervisor -------------------------------------------------------------------------------
