@@ -16,11 +16,9 @@ import pyarrow.compute as pc
 
 from sagegate.features import FeaturePipeline
 from sagegate.manifest import Feature, FeatureType, Impute
+from sagegate.validation import InvalidValue, text_parser
 
 __all__ = ["ColumnBatch", "RowError", "validate_columns"]
-
-_TRUE = {"true", "1", "t", "yes"}
-_FALSE = {"false", "0", "f", "no"}
 
 
 @dataclass(frozen=True)
@@ -89,6 +87,8 @@ def _numbers(feature: Feature, column: pa.ChunkedArray | None, n: int, rejection
 
 
 def _parse_text(feature: Feature, texts: list[str | None], missing: np.ndarray, rejections: _Rejections) -> list[float]:
+    """Text cells as numbers, parsed by the server's own `text_parser` (same rules, same messages)."""
+    parse = text_parser(feature)
     values: list[float] = []
     bad, reasons = np.zeros(len(texts), dtype=bool), [""] * len(texts)
     for i, text in enumerate(texts):
@@ -96,19 +96,11 @@ def _parse_text(feature: Feature, texts: list[str | None], missing: np.ndarray, 
             missing[i] = True
             values.append(np.nan)
             continue
-        if feature.type is FeatureType.BOOL:
-            low = text.strip().lower()
-            if low in _TRUE or low in _FALSE:
-                values.append(1.0 if low in _TRUE else 0.0)
-                continue
-            bad[i], reasons[i] = True, f"expected a boolean, got {text!r}"
-        else:
-            try:
-                values.append(float(text))
-                continue
-            except ValueError:
-                bad[i], reasons[i] = True, f"expected a number, got {text!r}"
-        values.append(np.nan)
+        try:
+            values.append(float(parse(text)))
+        except InvalidValue as exc:
+            bad[i], reasons[i] = True, str(exc)
+            values.append(np.nan)
     rejections.reject(bad, feature.name, reasons.__getitem__)
     return values
 

@@ -8,7 +8,7 @@ import urllib.request
 from collections.abc import Callable
 
 from sagegate.deploy.routes import SqliteRouteStore
-from sagegate.local.stack import StackPaths, pending_add, pending_remove, read_status
+from sagegate.local.stack import StackPaths, read_status
 from sagegate.registry import ApprovalStatus, LocalRegistry, RegistryError
 from sagegate.routing import Route, Variant
 
@@ -88,7 +88,7 @@ def deploy(
     route = next_route(store.get(model), model, version, traffic=traffic, shadow=shadow, replace=replace)
     if read_status(paths) is None:
         raise RegistryError("the local stack is not running: start it with `sagegate dev`")
-    pending_add(paths, model, version)
+    store.want(model, version)
     try:
         key = f"{model}:{version}"
         _wait(
@@ -104,7 +104,7 @@ def deploy(
             + (" replacing" if replace else ""),
         )
     finally:
-        pending_remove(paths, model, version)
+        store.unwant(model, version)
     wait_for_emulator(paths, route, timeout)
     return route
 

@@ -15,14 +15,11 @@ import json
 import os
 import shutil
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,7 +29,7 @@ from sagegate.local.process import free_port, redis_server_command
 from sagegate.packaging.archive import extract_archive
 from sagegate.registry import LocalRegistry
 
-__all__ = ["DevStack", "StackPaths", "pending_add", "pending_remove", "read_status", "reap_orphans"]
+__all__ = ["DevStack", "StackPaths", "read_status", "reap_orphans"]
 
 
 @dataclass(frozen=True)
@@ -62,34 +59,6 @@ class StackPaths:
     @property
     def predictions(self) -> Path:
         return self.root / "predictions.jsonl"
-
-
-# -- pending deployments: servers wanted before their route points at them ----------------------
-
-
-@contextmanager
-def _pending_db(paths: StackPaths) -> Iterator[sqlite3.Connection]:
-    db = sqlite3.connect(paths.routes, timeout=30, isolation_level=None)
-    try:
-        db.execute("CREATE TABLE IF NOT EXISTS pending (model TEXT, version TEXT, PRIMARY KEY (model, version))")
-        yield db
-    finally:
-        db.close()
-
-
-def pending_add(paths: StackPaths, model: str, version: str) -> None:
-    with _pending_db(paths) as db:
-        db.execute("INSERT OR IGNORE INTO pending VALUES (?, ?)", (model, version))
-
-
-def pending_remove(paths: StackPaths, model: str, version: str) -> None:
-    with _pending_db(paths) as db:
-        db.execute("DELETE FROM pending WHERE model = ? AND version = ?", (model, version))
-
-
-def _pending(paths: StackPaths) -> set[tuple[str, str]]:
-    with _pending_db(paths) as db:
-        return {(m, v) for m, v in db.execute("SELECT model, version FROM pending")}
 
 
 def read_status(paths: StackPaths) -> dict[str, Any] | None:
@@ -268,7 +237,7 @@ class DevStack:
                 else:
                     child.healthy = _healthy(child.url + ("/ping" if child.name == "emulator" else "/health"))
         routes = {m: self.routes.get(m) for m in self.routes.models()}
-        wanted = {(m, v.model_version) for m, r in routes.items() if r for v in r.variants} | _pending(self.paths)
+        wanted = {(m, v.model_version) for m, r in routes.items() if r for v in r.variants} | self.routes.pending()
         for key in wanted - set(self.servers):
             self._start_server(*key)
         for key in set(self.servers) - wanted:

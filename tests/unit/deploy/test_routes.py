@@ -46,3 +46,12 @@ def test_the_gateway_catalog_reads_registry_and_routes(tmp_path: Path, fraud_log
     assert manifest is not None and manifest.sha256 == fraud_logreg.manifest.sha256
     assert catalog.manifest("fraud", "2") is None
     assert catalog.route("fraud") == route(100)
+
+
+def test_pending_versions_are_kept_until_released(tmp_path: Path) -> None:
+    store = SqliteRouteStore(tmp_path / "routes.sqlite3")
+    store.want("fraud", "2")
+    store.want("fraud", "2")
+    assert store.pending() == {("fraud", "2")}
+    store.unwant("fraud", "2")
+    assert store.pending() == set()
