@@ -34,6 +34,7 @@ lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy sagegate benchmarks functions/gateway/handler.py
+	$(VENV)/bin/mypy functions/deploy/handler.py
 
 bench: setup
 	bash scripts/ensure-tools.sh wrk redis-server

@@ -420,7 +420,24 @@ def deploy(
 
     chosen = _registry_call(lambda: resolve_target(target))
     if chosen.kind != "local":
-        _deploy_aws(chosen, model, version, traffic=traffic, shadow=shadow, replace=replace, strategy=strategy)
+        _deploy_aws(
+            chosen,
+            model,
+            version,
+            traffic=traffic,
+            shadow=shadow,
+            replace=replace,
+            strategy=strategy,
+            policy={
+                "steps": _steps(steps),
+                "bake_seconds": bake_seconds,
+                "alarms": {
+                    "max_error_rate": max_error_rate,
+                    "max_p99_latency_ms": max_p99_ms,
+                    "min_requests": min_requests,
+                },
+            },
+        )
         return
     if strategy in ("canary", "linear"):
         _ramp_local(model, version, strategy, steps, bake_seconds, (max_error_rate, max_p99_ms, min_requests))
@@ -434,8 +451,23 @@ def deploy(
     _print_route(route)
 
 
+def _steps(steps: str | None) -> list[float]:
+    try:
+        return [float(s) for s in steps.split(",")] if steps else []
+    except ValueError:
+        fail(f"--steps takes percentages separated by commas, e.g. 5,20,50,100, not {steps!r}")
+
+
 def _deploy_aws(
-    target: Any, model: str, version: str, *, traffic: float | None, shadow: bool, replace: bool, strategy: str | None
+    target: Any,
+    model: str,
+    version: str,
+    *,
+    traffic: float | None,
+    shadow: bool,
+    replace: bool,
+    strategy: str | None,
+    policy: dict[str, Any],
 ) -> None:
     from botocore.session import get_session
 
@@ -444,7 +476,7 @@ def _deploy_aws(
     if not target.state_machine_arn:
         fail(f"target {target.name!r} has no state_machine_arn (the deployment workflow's ARN)")
     chosen = strategy or ("shadow" if shadow else "replace" if replace else "ab" if traffic is not None else "canary")
-    payload = _registry_call(lambda: rollout_input(model, version, strategy=chosen, traffic=traffic))
+    payload = _registry_call(lambda: rollout_input(model, version, strategy=chosen, traffic=traffic, **policy))
     sfn = get_session().create_client("stepfunctions", region_name=target.region)
     arn = _registry_call(lambda: start_rollout(sfn, target.state_machine_arn, payload))
     console.print(f"rollout started: {arn}", highlight=False)

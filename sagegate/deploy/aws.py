@@ -23,6 +23,7 @@ def rollout_input(
     traffic: float | None = None,
     steps: list[float] | None = None,
     bake_seconds: int = 600,
+    alarms: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The workflow's input, from the one rollout policy (sagegate.deploy.policy)."""
     from pydantic import ValidationError
@@ -36,7 +37,7 @@ def rollout_input(
             raise RegistryError("an A/B rollout needs --traffic between 0 and 100")
         steps = [traffic]
     try:
-        policy = RolloutPolicy(strategy=strategy, steps=steps or [], bake_seconds=bake_seconds)
+        policy = RolloutPolicy(strategy=strategy, steps=steps or [], bake_seconds=bake_seconds, alarms=alarms or {})
     except ValidationError as exc:
         raise RegistryError(f"rollout policy: {exc.errors()[0]['msg']}") from None
     return policy.workflow_input(model, version)

@@ -7,56 +7,12 @@ import time
 import urllib.request
 from collections.abc import Callable
 
-from sagegate.deploy.routes import SqliteRouteStore
+from sagegate.deploy.routes import SqliteRouteStore, next_route
 from sagegate.local.stack import StackPaths, read_status
 from sagegate.registry import ApprovalStatus, LocalRegistry, RegistryError
-from sagegate.routing import Route, Variant
+from sagegate.routing import Route
 
 __all__ = ["deploy", "next_route", "rollback", "undeploy"]
-
-
-def next_route(
-    current: Route | None,
-    model: str,
-    version: str,
-    *,
-    traffic: float | None = None,
-    shadow: bool = False,
-    replace: bool = False,
-) -> Route:
-    """The route after deploying `version`: all traffic, a share of it, or a shadow copy."""
-    name = f"v{version}"
-    if sum((traffic is not None, shadow, replace)) > 1:
-        raise RegistryError("give one of --traffic, --shadow and --replace")
-    if current is None or replace:
-        if shadow or (traffic is not None and traffic < 100 and current is None):
-            raise RegistryError(f"model {model!r} has no live version to share traffic with: deploy it first")
-        endpoint = current.endpoint if current else f"{model}-local"
-        return Route(
-            model=model,
-            endpoint=endpoint,
-            variants=[Variant(name=name, model_version=version, weight=100)],
-            split=current.split if current else "user",
-            fallback=current.fallback if current else None,
-        )
-    others = [v for v in current.variants if v.name not in (name, current.shadow)]
-    if shadow:
-        variants = [*others, Variant(name=name, model_version=version, weight=0)]
-        return current.model_copy(update={"variants": variants, "shadow": name})
-    if traffic is None:
-        raise RegistryError(f"model {model!r} is live ({_describe(current)}): give --traffic P, --shadow or --replace")
-    if not 0 < traffic <= 100:
-        raise RegistryError("--traffic must be above 0 and at most 100")
-    total = sum(v.weight for v in others) or 1.0
-    rest = [v.model_copy(update={"weight": round(v.weight / total * (100 - traffic), 4)}) for v in others]
-    variants = [*rest, Variant(name=name, model_version=version, weight=traffic)]
-    return current.model_copy(update={"variants": variants, "shadow": None})
-
-
-def _describe(route: Route) -> str:
-    return ", ".join(
-        f"v{v.model_version} {v.weight:g}%" + (" shadow" if v.name == route.shadow else "") for v in route.variants
-    )
 
 
 def _wait(what: str, check: Callable[[], bool], timeout: float) -> None:

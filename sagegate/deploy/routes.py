@@ -12,9 +12,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
-from sagegate.routing import Route
+from sagegate.registry.protocol import RegistryError
+from sagegate.routing import Route, Variant
 
-__all__ = ["RouteStoreProtocol", "SqliteRouteStore"]
+__all__ = ["RouteStoreProtocol", "SqliteRouteStore", "describe_route", "next_route"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS routes (
@@ -112,3 +113,49 @@ class SqliteRouteStore:
                 "SELECT revision, route, reason FROM routes WHERE model = ? ORDER BY revision", (model,)
             ).fetchall()
         return [(int(rev), Route.model_validate_json(r) if r else None, reason) for rev, r, reason in rows]
+
+
+def next_route(
+    current: Route | None,
+    model: str,
+    version: str,
+    *,
+    traffic: float | None = None,
+    shadow: bool = False,
+    replace: bool = False,
+) -> Route:
+    """The route after deploying `version`: all traffic, a share of it, or a shadow copy."""
+    name = f"v{version}"
+    if sum((traffic is not None, shadow, replace)) > 1:
+        raise RegistryError("give one of --traffic, --shadow and --replace")
+    if current is None or replace:
+        if shadow or (traffic is not None and traffic < 100 and current is None):
+            raise RegistryError(f"model {model!r} has no live version to share traffic with: deploy it first")
+        endpoint = current.endpoint if current else f"{model}-local"
+        return Route(
+            model=model,
+            endpoint=endpoint,
+            variants=[Variant(name=name, model_version=version, weight=100)],
+            split=current.split if current else "user",
+            fallback=current.fallback if current else None,
+        )
+    others = [v for v in current.variants if v.name not in (name, current.shadow)]
+    if shadow:
+        variants = [*others, Variant(name=name, model_version=version, weight=0)]
+        return current.model_copy(update={"variants": variants, "shadow": name})
+    if traffic is None:
+        raise RegistryError(
+            f"model {model!r} is live ({describe_route(current)}): give --traffic P, --shadow or --replace"
+        )
+    if not 0 < traffic <= 100:
+        raise RegistryError("--traffic must be above 0 and at most 100")
+    total = sum(v.weight for v in others) or 1.0
+    rest = [v.model_copy(update={"weight": round(v.weight / total * (100 - traffic), 4)}) for v in others]
+    variants = [*rest, Variant(name=name, model_version=version, weight=traffic)]
+    return current.model_copy(update={"variants": variants, "shadow": None})
+
+
+def describe_route(route: Route) -> str:
+    return ", ".join(
+        f"v{v.model_version} {v.weight:g}%" + (" shadow" if v.name == route.shadow else "") for v in route.variants
+    )

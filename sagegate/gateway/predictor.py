@@ -224,6 +224,8 @@ class Predictor:
         self.metrics.add(model, variant, "cache_hits" if result.cache_hit else "cache_misses")
         if result.degraded:
             self.metrics.add(model, variant, "degraded")
+        elif result.confidence is not None:  # its mean per variant is the quality alarm's signal
+            self.metrics.add(model, variant, "confidence", result.confidence)
         self.log.record(
             {
                 "prediction_id": result.prediction_id,
