@@ -1,6 +1,7 @@
 """The route store: each model's current Route, with its history (for rollbacks).
 
-SQLite locally; the gateway reads it through `RegistryCatalog`, deployments write it.
+SQLite locally, DynamoDB in AWS; the gateway reads it through `RegistryCatalog`, deployments (the
+CLI, the local canary, the deployment workflow) write it.
 """
 
 from __future__ import annotations
@@ -10,12 +11,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from sagegate.registry.protocol import RegistryError
 from sagegate.routing import Route, Variant
 
-__all__ = ["RouteStoreProtocol", "SqliteRouteStore", "describe_route", "next_route"]
+__all__ = ["DynamoRouteStore", "RouteStoreProtocol", "SqliteRouteStore", "describe_route", "next_route"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS routes (
@@ -113,6 +114,83 @@ class SqliteRouteStore:
                 "SELECT revision, route, reason FROM routes WHERE model = ? ORDER BY revision", (model,)
             ).fetchall()
         return [(int(rev), Route.model_validate_json(r) if r else None, reason) for rev, r, reason in rows]
+
+
+class DynamoRouteStore:
+    """The route table in AWS: one item per model (kind "route": the current route and its revision),
+    beside its history items ("history#<revision>") and the deployment workflow's rollout claims
+    ("rollout#<version>"). The workflow writes the current item itself (UpdateItem ... ADD revision)."""
+
+    def __init__(self, client: Any, table: str) -> None:
+        self._db, self.table = client, table
+
+    def _key(self, model: str, kind: str = "route") -> dict[str, Any]:
+        return {"model": {"S": model}, "kind": {"S": kind}}
+
+    def _append(self, model: str, route: Route | None, reason: str) -> int:
+        now = datetime.now(UTC).isoformat()
+        values: dict[str, Any] = {":why": {"S": reason}, ":at": {"S": now}, ":one": {"N": "1"}}
+        if route is not None:
+            values[":route"] = {"S": route.model_dump_json()}
+            update = "SET #route = :route, #reason = :why, changed_at = :at ADD revision :one"
+        else:
+            update = "SET #reason = :why, changed_at = :at REMOVE #route ADD revision :one"
+        answer = self._db.update_item(
+            TableName=self.table,
+            Key=self._key(model),
+            UpdateExpression=update,
+            ExpressionAttributeNames={"#route": "route", "#reason": "reason"},
+            ExpressionAttributeValues=values,
+            ReturnValues="UPDATED_NEW",
+        )
+        revision = int(answer["Attributes"]["revision"]["N"])
+        item = {**self._key(model, f"history#{revision:010d}"), "reason": {"S": reason}, "changed_at": {"S": now}}
+        if route is not None:
+            item["route"] = {"S": route.model_dump_json()}
+        self._db.put_item(TableName=self.table, Item=item)
+        return revision
+
+    def get(self, model: str) -> Route | None:
+        item = self._db.get_item(TableName=self.table, Key=self._key(model), ConsistentRead=True).get("Item")
+        return Route.model_validate_json(item["route"]["S"]) if item and "route" in item else None
+
+    def put(self, route: Route, reason: str) -> int:
+        return self._append(route.model, route, reason)
+
+    def delete(self, model: str, reason: str) -> None:
+        self._append(model, None, reason)
+
+    def models(self) -> list[str]:
+        found: set[str] = set()
+        kwargs: dict[str, Any] = {
+            "TableName": self.table,
+            "FilterExpression": "#kind = :route AND attribute_exists(#route)",
+            "ExpressionAttributeNames": {"#kind": "kind", "#route": "route"},
+            "ExpressionAttributeValues": {":route": {"S": "route"}},
+            "ProjectionExpression": "model",
+        }
+        while True:
+            page = self._db.scan(**kwargs)
+            found.update(item["model"]["S"] for item in page.get("Items", []))
+            if "LastEvaluatedKey" not in page:
+                return sorted(found)
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def history(self, model: str) -> list[tuple[int, Route | None, str]]:
+        items = self._db.query(
+            TableName=self.table,
+            KeyConditionExpression="model = :m AND begins_with(kind, :h)",
+            ExpressionAttributeValues={":m": {"S": model}, ":h": {"S": "history#"}},
+            ConsistentRead=True,
+        ).get("Items", [])
+        return [
+            (
+                int(i["kind"]["S"].removeprefix("history#")),
+                Route.model_validate_json(i["route"]["S"]) if "route" in i else None,
+                i["reason"]["S"],
+            )
+            for i in items
+        ]
 
 
 def next_route(

@@ -60,6 +60,24 @@ def get_catalog() -> CatalogProtocol:
         source = RegistryCatalog(
             LocalRegistry(Path(state) / "registry"), SqliteRouteStore(Path(state) / "routes.sqlite3")
         )
+    elif os.environ.get("SAGEGATE_ROUTE_TABLE"):  # AWS: the Model Registry and the route table
+        from botocore.config import Config
+        from botocore.session import get_session
+
+        from sagegate.deploy.routes import DynamoRouteStore
+        from sagegate.registry.sagemaker import SageMakerRegistry
+
+        session, region = get_session(), get_settings().region
+        config = Config(retries={"mode": "standard", "max_attempts": 3}, connect_timeout=2, read_timeout=5)
+        registry = SageMakerRegistry(
+            session.create_client("sagemaker", region_name=region, config=config),
+            session.create_client("s3", region_name=region, config=config),
+            bucket=os.environ.get("SAGEGATE_REGISTRY_BUCKET", ""),
+            image_uri="",  # the gateway only reads
+        )
+        table = os.environ["SAGEGATE_ROUTE_TABLE"]
+        routes = DynamoRouteStore(session.create_client("dynamodb", region_name=region, config=config), table)
+        source = RegistryCatalog(registry, routes)
     elif root:
         source = DirectoryCatalog(Path(root))
     else:

@@ -1,8 +1,14 @@
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
-from sagegate.deploy.routes import SqliteRouteStore
+import boto3
+import pytest
+from moto import mock_aws
+
+from sagegate.deploy.routes import DynamoRouteStore, SqliteRouteStore
 from sagegate.gateway.catalog import RegistryCatalog
 from sagegate.packaging import BuiltPackage
 from sagegate.registry import LocalRegistry
@@ -21,8 +27,26 @@ def route(*weights: int) -> Route:
     )
 
 
-def test_routes_keep_their_history(tmp_path: Path) -> None:
-    store = SqliteRouteStore(tmp_path / "routes.sqlite3")
+@pytest.fixture(params=["sqlite", "dynamodb"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+    if request.param == "sqlite":
+        yield SqliteRouteStore(tmp_path / "routes.sqlite3")
+        return
+    with mock_aws():
+        client = boto3.client("dynamodb", region_name="eu-west-1")
+        client.create_table(
+            TableName="routes",
+            KeySchema=[{"AttributeName": "model", "KeyType": "HASH"}, {"AttributeName": "kind", "KeyType": "RANGE"}],
+            AttributeDefinitions=[
+                {"AttributeName": "model", "AttributeType": "S"},
+                {"AttributeName": "kind", "AttributeType": "S"},
+            ],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        yield DynamoRouteStore(client, "routes")
+
+
+def test_routes_keep_their_history(store: Any) -> None:
     assert store.get("fraud") is None
     assert store.put(route(100), "deploy v1") == 1
     assert store.put(route(80, 20), "a/b v2") == 2
@@ -55,3 +79,31 @@ def test_pending_versions_are_kept_until_released(tmp_path: Path) -> None:
     assert store.pending() == {("fraud", "2")}
     store.unwant("fraud", "2")
     assert store.pending() == set()
+
+
+def test_the_gateway_reads_routes_from_the_route_table_in_aws(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sagegate.gateway import app as gateway_app
+
+    with mock_aws():
+        client = boto3.client("dynamodb", region_name="eu-west-1")
+        client.create_table(
+            TableName="sagegate-dev-routes",
+            KeySchema=[{"AttributeName": "model", "KeyType": "HASH"}, {"AttributeName": "kind", "KeyType": "RANGE"}],
+            AttributeDefinitions=[
+                {"AttributeName": "model", "AttributeType": "S"},
+                {"AttributeName": "kind", "AttributeType": "S"},
+            ],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        DynamoRouteStore(client, "sagegate-dev-routes").put(route(70, 30), "a/b")
+        monkeypatch.setenv("SAGEGATE_ROUTE_TABLE", "sagegate-dev-routes")
+        monkeypatch.setenv("AWS_REGION", "eu-west-1")
+        gateway_app.get_settings.cache_clear()
+        gateway_app.get_catalog.cache_clear()
+        try:
+            catalog = gateway_app.get_catalog()
+            assert catalog.route("fraud") == route(70, 30)
+            assert "fraud" in catalog.models()
+        finally:
+            gateway_app.get_settings.cache_clear()
+            gateway_app.get_catalog.cache_clear()
