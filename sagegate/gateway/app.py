@@ -85,6 +85,21 @@ def get_catalog() -> CatalogProtocol:
     return CachedCatalog(source, get_settings().catalog_ttl_s)
 
 
+def _redis_url(settings: GatewaySettings) -> str | None:
+    """The Redis URL, with the AUTH token from Secrets Manager where one is named (ElastiCache):
+    read once per execution environment, never kept in the function's configuration."""
+    if not settings.redis_url or not settings.redis_auth_secret_arn:
+        return settings.redis_url
+    from urllib.parse import quote, urlsplit, urlunsplit
+
+    from botocore.session import get_session
+
+    secrets = get_session().create_client("secretsmanager", region_name=settings.region)
+    token = secrets.get_secret_value(SecretId=settings.redis_auth_secret_arn)["SecretString"]
+    parts = urlsplit(settings.redis_url)
+    return urlunsplit(parts._replace(netloc=f":{quote(token, safe='')}@{parts.hostname}:{parts.port or 6379}"))
+
+
 @lru_cache
 def get_predictor() -> Predictor:
     from sagegate.endpoints.sagemaker import SageMakerEndpointClient, runtime_client
@@ -100,8 +115,9 @@ def get_predictor() -> Predictor:
         )
     )
     breaker = Breaker()
-    feature_client = redis_client(settings.redis_url, settings.feature_budget_ms) if settings.redis_url else None
-    cache_client = redis_client(settings.redis_url, settings.cache_budget_ms) if settings.redis_url else None
+    redis_url = _redis_url(settings)
+    feature_client = redis_client(redis_url, settings.feature_budget_ms) if redis_url else None
+    cache_client = redis_client(redis_url, settings.cache_budget_ms) if redis_url else None
     return Predictor(
         catalog=get_catalog(),
         endpoints=endpoints,

@@ -14,6 +14,7 @@ class GatewaySettings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     redis_url: str | None = Field(default=None, description="online features and prediction cache; none: off")
+    redis_auth_secret_arn: str | None = Field(default=None, description="Secrets Manager secret: the Redis AUTH token")
     endpoint_url: str | None = Field(default=None, description="sagemaker-runtime URL (the local emulator)")
     region: str | None = None
     feature_budget_ms: float = Field(default=20.0, gt=0, description="time allowed for the feature store")

@@ -18,7 +18,7 @@ import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from pydantic import Field, ValidationError
+from pydantic import ConfigDict, Field, ValidationError
 
 from sagegate.deploy.policy import AlarmThresholds, RolloutPolicy
 from sagegate.deploy.routes import next_route
@@ -50,7 +50,10 @@ class SmokeTestFailed(Exception):
 
 
 class DeployRequest(RolloutPolicy):
-    """The workflow's input: the rollout policy plus what it applies to."""
+    """The workflow's input: the rollout policy plus what it applies to. EventBridge passes the
+    package version as a number; it is a string everywhere else."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, coerce_numbers_to_str=True)
 
     model: str
     version: str

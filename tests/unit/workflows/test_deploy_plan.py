@@ -126,3 +126,10 @@ def test_every_aws_call_of_the_workflow_retries_throttling() -> None:
     for name, task in tasks:
         errors = {e for r in task.get("Retry", []) for e in r["ErrorEquals"]}
         assert {"SageMaker.ThrottlingException", "DynamoDB.ThrottlingException"} <= errors, name
+
+
+def test_the_version_may_come_as_a_number_from_eventbridge() -> None:
+    s = state()
+    s["input"]["version"] = 4
+    p = plan(s, execution="e", manifest_reader=lambda uri: {"sample": SAMPLE})
+    assert p["input"]["version"] == "4" and p["plan"]["variant"] == "v4"

@@ -1,0 +1,91 @@
+"""Per-environment settings, read from cdk.json's context ("sagegate:environments") into typed
+models: a typo or a missing field fails the synth with the environment and the field named."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from sagegate.deploy.policy import AlarmThresholds, RolloutPolicy
+
+__all__ = ["ConfigError", "EnvConfig", "ModelConfig", "VariantConfig", "load_environments"]
+
+CONTEXT_KEY = "sagegate:environments"
+
+
+class ConfigError(Exception):
+    pass
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Autoscaling(_Strict):
+    min_instances: int = Field(default=1, ge=1)
+    max_instances: int = Field(default=4, ge=1)
+    invocations_per_instance: int = Field(default=1000, ge=1, description="target of the tracking policy, per minute")
+    gpu_utilization_percent: float = Field(
+        default=70, gt=0, le=100, description="per GPU; the metric goes to 100 x GPU count"
+    )
+
+    @model_validator(mode="after")
+    def _bounds(self) -> Autoscaling:
+        if self.max_instances < self.min_instances:
+            raise ValueError("max_instances is below min_instances")
+        return self
+
+
+class VariantConfig(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9](-*[A-Za-z0-9]){0,62}$")
+    model_package_arn: str = Field(pattern=r"^arn:aws[a-z-]*:sagemaker:[a-z0-9-]+:\d{12}:model-package/.+/\d+$")
+    instance_type: str = Field(pattern=r"^ml\.[a-z0-9]+\.[a-z0-9]+$")
+    instance_count: int = Field(default=1, ge=1)
+    weight: float = Field(default=100, gt=0)
+    gpus: int = Field(default=0, ge=0, description="GPUs per instance (GPU instance types get a utilization policy)")
+
+
+class ModelConfig(_Strict):
+    name: str = Field(pattern=r"^[a-z0-9](-*[a-z0-9]){0,40}$")
+    variants: list[VariantConfig] = Field(min_length=1)
+    autoscaling: Autoscaling = Field(default_factory=Autoscaling)
+    data_capture_percent: int = Field(default=20, ge=0, le=100)
+
+
+class EnvConfig(_Strict):
+    name: str
+    account: str = Field(pattern=r"^\d{12}$")
+    region: str = Field(pattern=r"^[a-z]{2}(-[a-z]+)+-\d$")
+    models: list[ModelConfig] = Field(default_factory=list)
+    cache_node_type: str = "cache.t4g.small"
+    cache_replicas: int = Field(default=1, ge=1, le=5, description="replicas per shard; >= 1 gives Multi-AZ failover")
+    alarms: AlarmThresholds = Field(default_factory=AlarmThresholds)
+    rollout: RolloutPolicy = Field(default_factory=RolloutPolicy)
+    log_retention_days: Literal[7, 14, 30, 60, 90, 180, 365, 731, 1827, 3653] = 30
+    removal: Literal["destroy", "retain"] = "retain"
+    api_auth: Literal["api_key", "iam"] = "api_key"
+    throttle_rate: float = Field(default=100, gt=0, description="requests per second, steady")
+    throttle_burst: int = Field(default=200, ge=1)
+    provisioned_concurrency: int = Field(default=0, ge=0)
+    lambda_memory_mb: int = Field(default=1024, ge=128, le=10240)
+    tracing: bool = False
+    alarm_email: str | None = None
+    max_azs: int = Field(default=2, ge=2, le=3)
+
+    @property
+    def prefix(self) -> str:
+        return f"sagegate-{self.name}"
+
+
+def load_environments(context: dict[str, Any] | None) -> dict[str, EnvConfig]:
+    if not context:
+        raise ConfigError(f"cdk.json has no context {CONTEXT_KEY!r}")
+    found: dict[str, EnvConfig] = {}
+    for name, values in context.items():
+        try:
+            found[name] = EnvConfig.model_validate({"name": name, **values})
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            raise ConfigError(f"environment {name!r}: {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+    return found

@@ -1,0 +1,72 @@
+"""The Lambda code asset, built on this machine without Docker: pip installs the `gateway` extra's
+dependencies as manylinux wheels for the Lambda's Python and architecture, then the sagegate
+package and the handlers are copied beside them."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import jsii
+from aws_cdk import BundlingOptions, DockerImage, ILocalBundling
+from aws_cdk import aws_lambda as lambda_
+
+ROOT = Path(__file__).resolve().parents[2]
+HANDLERS = {"gateway_handler.py": "functions/gateway/handler.py", "deploy_handler.py": "functions/deploy/handler.py"}
+
+
+def lambda_requirements() -> list[str]:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    return [*project["dependencies"], *project["optional-dependencies"]["gateway"]]
+
+
+@jsii.implements(ILocalBundling)
+class LocalPip:
+    def __init__(self, python_version: str = "3.12", platform: str = "manylinux2014_x86_64") -> None:
+        self.python_version, self.platform = python_version, platform
+
+    def try_bundle(self, output_dir: str, *, image: Any = None, **_: Any) -> bool:
+        out = Path(output_dir)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--target",
+                str(out),
+                "--platform",
+                self.platform,
+                "--implementation",
+                "cp",
+                "--python-version",
+                self.python_version,
+                "--only-binary=:all:",
+                "--upgrade",
+                *lambda_requirements(),
+            ],
+            check=True,
+        )
+        shutil.copytree(
+            ROOT / "sagegate",
+            out / "sagegate",
+            dirs_exist_ok=True,
+            ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
+        )
+        for target, source in HANDLERS.items():
+            shutil.copy(ROOT / source, out / target)
+        return True
+
+
+def lambda_code() -> lambda_.Code:
+    """One asset for the gateway and the deployment Lambdas (same package, two handlers)."""
+    return lambda_.Code.from_asset(
+        str(ROOT),
+        exclude=["*", "!sagegate/**", "!functions/**", "!pyproject.toml", "**/__pycache__"],
+        bundling=BundlingOptions(image=DockerImage.from_registry("unused-local-bundling"), local=LocalPip()),
+    )

@@ -1,0 +1,196 @@
+"""SageMaker endpoints per configured model: a Model per variant (from its model package), an
+endpoint config with data capture and KMS, the endpoint, Application Auto Scaling per variant
+(invocations per instance, plus GPU utilization on GPU instances) and the per-variant alarms that
+deployments read (named as sagegate.workflows.deploy.alarm_name names them)."""
+
+from __future__ import annotations
+
+from aws_cdk import ArnFormat, Duration, Stack
+from aws_cdk import aws_applicationautoscaling as autoscaling
+from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_sagemaker as sagemaker
+from constructs import Construct
+
+from infra.config import AlarmThresholds, ModelConfig
+from sagegate.workflows.deploy import alarm_name
+
+
+def variant_metric(endpoint: str, variant: str, name: str, statistic: str) -> cloudwatch.Metric:
+    return cloudwatch.Metric(
+        namespace="AWS/SageMaker" if name != "GPUUtilization" else "/aws/sagemaker/Endpoints",
+        metric_name=name,
+        dimensions_map={"EndpointName": endpoint, "VariantName": variant},
+        statistic=statistic,
+        period=Duration.minutes(1),
+    )
+
+
+class Serving(Construct):
+    def __init__(
+        self,
+        scope: Construct,
+        id: str,
+        *,
+        prefix: str,
+        models: list[ModelConfig],
+        key: kms.IKey,
+        artifacts: s3.IBucket,
+        capture: s3.IBucket,
+        thresholds: AlarmThresholds,
+    ) -> None:
+        super().__init__(scope, id)
+        stack = Stack.of(self)
+        self.role = iam.Role(
+            self,
+            "ExecutionRole",
+            assumed_by=iam.ServicePrincipal("sagemaker.amazonaws.com"),
+            description=f"{prefix}: what the inference containers may do",
+        )
+        artifacts.grant_read(self.role)
+        capture.grant_put(self.role)
+        key.grant_encrypt_decrypt(self.role)
+        self.role.add_to_policy(
+            iam.PolicyStatement(
+                actions=["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer", "ecr:BatchCheckLayerAvailability"],
+                resources=[stack.format_arn(service="ecr", resource="repository", resource_name="sagegate-*")],
+            )
+        )
+        self.role.add_to_policy(iam.PolicyStatement(actions=["ecr:GetAuthorizationToken"], resources=["*"]))
+        self.role.add_to_policy(
+            iam.PolicyStatement(
+                actions=["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"],
+                resources=[
+                    stack.format_arn(
+                        service="logs",
+                        resource="log-group",
+                        resource_name="/aws/sagemaker/Endpoints/*",
+                        arn_format=ArnFormat.COLON_RESOURCE_NAME,
+                    )
+                ],
+            )
+        )
+        self.role.add_to_policy(
+            iam.PolicyStatement(
+                actions=["cloudwatch:PutMetricData"],
+                resources=["*"],
+                conditions={"StringEquals": {"cloudwatch:namespace": ["/aws/sagemaker/Endpoints", "sagegate"]}},
+            )
+        )
+        self.endpoints: dict[str, str] = {}
+        self.alarms: list[cloudwatch.Alarm] = []
+        for model in models:
+            self._endpoint(prefix, model, key, capture, thresholds)
+
+    def _endpoint(
+        self, prefix: str, model: ModelConfig, key: kms.IKey, capture: s3.IBucket, thresholds: AlarmThresholds
+    ) -> None:
+        endpoint_name = f"{prefix}-{model.name}"
+        scope = Construct(self, model.name)
+        variants = []
+        for v in model.variants:
+            cfn_model = sagemaker.CfnModel(
+                scope,
+                f"Model{v.name}",
+                execution_role_arn=self.role.role_arn,
+                enable_network_isolation=True,
+                primary_container=sagemaker.CfnModel.ContainerDefinitionProperty(
+                    model_package_name=v.model_package_arn
+                ),
+            )
+            variants.append(
+                sagemaker.CfnEndpointConfig.ProductionVariantProperty(
+                    variant_name=v.name,
+                    model_name=cfn_model.attr_model_name,
+                    instance_type=v.instance_type,
+                    initial_instance_count=v.instance_count,
+                    initial_variant_weight=v.weight,
+                )
+            )
+        config = sagemaker.CfnEndpointConfig(
+            scope,
+            "Config",
+            production_variants=variants,
+            kms_key_id=key.key_arn,
+            data_capture_config=sagemaker.CfnEndpointConfig.DataCaptureConfigProperty(
+                enable_capture=model.data_capture_percent > 0,
+                initial_sampling_percentage=model.data_capture_percent,
+                destination_s3_uri=capture.s3_url_for_object("capture"),
+                kms_key_id=key.key_arn,
+                capture_options=[
+                    sagemaker.CfnEndpointConfig.CaptureOptionProperty(capture_mode="Input"),
+                    sagemaker.CfnEndpointConfig.CaptureOptionProperty(capture_mode="Output"),
+                ],
+            ),
+        )
+        endpoint = sagemaker.CfnEndpoint(
+            scope,
+            "Endpoint",
+            endpoint_name=endpoint_name,
+            endpoint_config_name=config.attr_endpoint_config_name,
+        )
+        self.endpoints[model.name] = endpoint_name
+        for v in model.variants:
+            target = autoscaling.ScalableTarget(
+                scope,
+                f"Scaling{v.name}",
+                service_namespace=autoscaling.ServiceNamespace.SAGEMAKER,
+                resource_id=f"endpoint/{endpoint_name}/variant/{v.name}",
+                scalable_dimension="sagemaker:variant:DesiredInstanceCount",
+                min_capacity=model.autoscaling.min_instances,
+                max_capacity=model.autoscaling.max_instances,
+            )
+            target.node.add_dependency(endpoint)
+            target.scale_to_track_metric(
+                "Invocations",
+                target_value=model.autoscaling.invocations_per_instance,
+                predefined_metric=autoscaling.PredefinedMetric.SAGEMAKER_VARIANT_INVOCATIONS_PER_INSTANCE,
+                scale_in_cooldown=Duration.minutes(5),
+                scale_out_cooldown=Duration.minutes(1),
+            )
+            if v.gpus:  # GPUUtilization is summed over the instance's GPUs: 100 x GPU count at saturation
+                target.scale_to_track_metric(
+                    "GpuUtilization",
+                    target_value=model.autoscaling.gpu_utilization_percent * v.gpus,
+                    custom_metric=variant_metric(endpoint_name, v.name, "GPUUtilization", "Average"),
+                    scale_in_cooldown=Duration.minutes(5),
+                    scale_out_cooldown=Duration.minutes(1),
+                )
+            self._alarms(scope, endpoint_name, v.name, thresholds)
+
+    def _alarms(self, scope: Construct, endpoint: str, variant: str, thresholds: AlarmThresholds) -> None:
+        errors = variant_metric(endpoint, variant, "Invocation5XXErrors", "Sum")
+        invocations = variant_metric(endpoint, variant, "Invocations", "Sum")
+        rate = cloudwatch.MathExpression(
+            expression=f"IF(invocations >= {thresholds.min_requests}, errors / invocations, 0)",
+            using_metrics={"errors": errors, "invocations": invocations},
+            label="5XX rate",
+            period=Duration.minutes(1),
+        )
+        common = {
+            "evaluation_periods": 1,
+            "datapoints_to_alarm": 1,
+            "treat_missing_data": cloudwatch.TreatMissingData.NOT_BREACHING,
+        }
+        self.alarms.append(
+            rate.create_alarm(
+                scope,
+                f"Errors{variant}",
+                alarm_name=alarm_name(endpoint, variant, "errors"),
+                threshold=thresholds.max_error_rate,
+                comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+                **common,
+            )
+        )
+        self.alarms.append(
+            variant_metric(endpoint, variant, "ModelLatency", "p99").create_alarm(
+                scope,
+                f"Latency{variant}",
+                alarm_name=alarm_name(endpoint, variant, "latency"),
+                threshold=thresholds.max_p99_latency_ms * 1000,  # microseconds
+                comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+                **common,
+            )
+        )

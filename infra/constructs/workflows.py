@@ -1,0 +1,222 @@
+"""The state machines of stepfunctions/ (deploy_model, batch_inference) with their ${...}
+substitutions, the deployment workflow's Lambda, IAM scoped to this environment's resources, and
+the EventBridge rule that starts a rollout when a model package is Approved."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_cdk import ArnFormat, Duration, RemovalPolicy, Stack
+from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_events as events
+from aws_cdk import aws_events_targets as targets
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_sns as sns
+from aws_cdk import aws_stepfunctions as sfn
+from constructs import Construct
+
+from sagegate.deploy.policy import RolloutPolicy
+from sagegate.workflows.definitions import DEFINITIONS
+
+
+class Workflows(Construct):
+    def __init__(
+        self,
+        scope: Construct,
+        id: str,
+        *,
+        prefix: str,
+        code: lambda_.Code,
+        key: kms.IKey,
+        routes: dynamodb.ITable,
+        topic: sns.ITopic,
+        sagemaker_role: iam.IRole,
+        artifacts: s3.IBucket,
+        batch: s3.IBucket,
+        batch_image_uri: str,
+        models: list[str],
+        rollout: RolloutPolicy,
+        log_retention: logs.RetentionDays,
+        removal: RemovalPolicy,
+    ) -> None:
+        super().__init__(scope, id)
+        stack = Stack.of(self)
+
+        def arn(resource: str, name: str) -> str:
+            return stack.format_arn(service="sagemaker", resource=resource, resource_name=name)
+
+        def machine(name: str, substitutions: dict[str, str], timeout: Duration) -> sfn.StateMachine:
+            log_group = logs.LogGroup(self, f"{name}Logs", retention=log_retention, removal_policy=removal)
+            return sfn.StateMachine(
+                self,
+                name,
+                state_machine_name=f"{prefix}-{name.replace('_', '-')}",
+                definition_body=sfn.DefinitionBody.from_file(str(DEFINITIONS / f"{name}.asl.json")),
+                definition_substitutions=substitutions,
+                timeout=timeout,
+                tracing_enabled=True,
+                logs=sfn.LogOptions(destination=log_group, level=sfn.LogLevel.ALL, include_execution_data=True),
+            )
+
+        self.deploy_function = lambda_.Function(
+            self,
+            "DeployLogic",
+            function_name=f"{prefix}-deploy",
+            runtime=lambda_.Runtime.PYTHON_3_12,
+            handler="deploy_handler.handler",
+            code=code,
+            memory_size=512,
+            timeout=Duration.minutes(5),
+            environment={
+                "SAGEGATE_KMS_KEY_ARN": key.key_arn,
+                "SAGEGATE_TOPIC_ARN": topic.topic_arn,
+                "SAGEGATE_REPORT_BUCKET": batch.bucket_name,
+                "POWERTOOLS_SERVICE_NAME": "sagegate-deploy",
+            },
+            log_group=logs.LogGroup(self, "DeployLogicLogs", retention=log_retention, removal_policy=removal),
+        )
+        artifacts.grant_read(self.deploy_function)  # the manifest's sample
+        batch.grant_read_write(self.deploy_function, "shadow-reports/*")
+        self.deploy_function.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=["cloudwatch:GetMetricData"],
+                resources=["*"],  # GetMetricData has no resource-level scope
+            )
+        )
+
+        self.deploy = machine(
+            "deploy_model",
+            {
+                "EndpointPrefix": f"{prefix}-",
+                "ModelPackageArnPrefix": stack.format_arn(service="sagemaker", resource="model-package"),
+                "RouteTable": routes.table_name,
+                "TopicArn": topic.topic_arn,
+                "DeployFunctionArn": self.deploy_function.function_arn,
+                "SageMakerRoleArn": sagemaker_role.role_arn,
+            },
+            Duration.hours(24),
+        )
+        role = self.deploy.role
+        role.add_to_principal_policy(
+            iam.PolicyStatement(
+                actions=["sagemaker:DescribeModelPackage", "sagemaker:UpdateModelPackage"],
+                resources=[arn("model-package", f"{m}/*") for m in models] or [arn("model-package", "*/*")],
+            )
+        )
+        role.add_to_principal_policy(
+            iam.PolicyStatement(
+                actions=["sagemaker:CreateModel", "sagemaker:DeleteModel", "sagemaker:AddTags"],
+                resources=[arn("model", f"{prefix}-*")],
+            )
+        )
+        role.add_to_principal_policy(
+            iam.PolicyStatement(
+                actions=[
+                    "sagemaker:CreateEndpointConfig",
+                    "sagemaker:DeleteEndpointConfig",
+                    "sagemaker:DescribeEndpointConfig",
+                ],
+                resources=[arn("endpoint-config", f"{prefix}-*")],
+            )
+        )
+        role.add_to_principal_policy(
+            iam.PolicyStatement(
+                actions=[
+                    "sagemaker:DescribeEndpoint",
+                    "sagemaker:UpdateEndpoint",
+                    "sagemaker:UpdateEndpointWeightsAndCapacities",
+                    "sagemaker:InvokeEndpoint",
+                ],
+                resources=[arn("endpoint", f"{prefix}-*")],
+            )
+        )
+        role.add_to_principal_policy(
+            iam.PolicyStatement(
+                actions=["cloudwatch:PutMetricAlarm", "cloudwatch:DeleteAlarms", "cloudwatch:DescribeAlarms"],
+                resources=[
+                    stack.format_arn(
+                        service="cloudwatch",
+                        resource="alarm",
+                        resource_name=f"{prefix}-*",
+                        arn_format=ArnFormat.COLON_RESOURCE_NAME,
+                    )
+                ],
+            )
+        )
+        role.add_to_principal_policy(
+            iam.PolicyStatement(
+                actions=["iam:PassRole"],
+                resources=[sagemaker_role.role_arn],
+                conditions={"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}},
+            )
+        )
+        key.grant(role, "kms:CreateGrant", "kms:DescribeKey")  # endpoint configs name the key
+        routes.grant_read_write_data(role)
+        topic.grant_publish(role)
+        self.deploy_function.grant_invoke(role)
+
+        self.batch = machine(
+            "batch_inference",
+            {
+                "KmsKeyArn": key.key_arn,
+                "BatchImageUri": batch_image_uri,
+                "SageMakerRoleArn": sagemaker_role.role_arn,
+                "ManifestBucket": batch.bucket_name,
+                "TopicArn": topic.topic_arn,
+            },
+            Duration.hours(48),
+        )
+        batch_role = self.batch.role
+        batch_role.add_to_principal_policy(
+            iam.PolicyStatement(
+                actions=[
+                    "sagemaker:CreateTransformJob",
+                    "sagemaker:DescribeTransformJob",
+                    "sagemaker:CreateTrainingJob",
+                    "sagemaker:DescribeTrainingJob",
+                    "sagemaker:AddTags",
+                ],
+                resources=[arn("transform-job", "*"), arn("training-job", "*")],
+            )
+        )
+        batch_role.add_to_principal_policy(
+            iam.PolicyStatement(
+                actions=["iam:PassRole"],
+                resources=[sagemaker_role.role_arn],
+                conditions={"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}},
+            )
+        )
+        key.grant(batch_role, "kms:CreateGrant", "kms:DescribeKey", "kms:GenerateDataKey", "kms:Decrypt")
+        batch.grant_put(batch_role, "manifests/*")
+        topic.grant_publish(batch_role)
+
+        # A version Approved in the registry starts its rollout with the environment's policy.
+        policy: dict[str, Any] = rollout.workflow_input("<model>", "<version>")
+        policy.pop("model")
+        policy.pop("version")
+        self.on_approval = events.Rule(
+            self,
+            "OnApproval",
+            description=f"{prefix}: a model package approved -> deploy_model",
+            event_pattern=events.EventPattern(
+                source=["aws.sagemaker"],
+                detail_type=["SageMaker Model Package State Change"],
+                detail={"ModelApprovalStatus": ["Approved"], **({"ModelPackageGroupName": models} if models else {})},
+            ),
+        )
+        self.on_approval.add_target(
+            targets.SfnStateMachine(
+                self.deploy,
+                input=events.RuleTargetInput.from_object(
+                    {
+                        "model": events.EventField.from_path("$.detail.ModelPackageGroupName"),
+                        "version": events.EventField.from_path("$.detail.ModelPackageVersion"),
+                        **policy,
+                    }
+                ),
+            )
+        )

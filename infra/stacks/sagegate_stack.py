@@ -1,0 +1,148 @@
+"""One environment of sagegate: the constructs wired together, grants and settings between them."""
+
+from __future__ import annotations
+
+from aws_cdk import RemovalPolicy, Stack
+from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_logs as logs
+from constructs import Construct
+
+from infra.config import EnvConfig
+from infra.constructs.api import Api
+from infra.constructs.bundling import lambda_code
+from infra.constructs.data import REDIS_PORT, Data
+from infra.constructs.monitoring import Monitoring
+from infra.constructs.network import Network
+from infra.constructs.serving import Serving
+from infra.constructs.workflows import Workflows
+from infra.nag import acknowledge_stack
+
+
+class SagegateStack(Stack):
+    def __init__(self, scope: Construct, id: str, *, config: EnvConfig, **kwargs: object) -> None:
+        super().__init__(scope, id, **kwargs)  # type: ignore[arg-type]
+        removal = RemovalPolicy.DESTROY if config.removal == "destroy" else RemovalPolicy.RETAIN
+        retention = logs.RetentionDays(logs.RetentionDays[_RETENTION[config.log_retention_days]])
+        prefix = config.prefix
+        code = lambda_code()  # one asset per stack, shared by its Lambdas
+
+        network = Network(self, "Network", max_azs=config.max_azs, log_retention=retention, removal=removal)
+        data = Data(
+            self,
+            "Data",
+            prefix=prefix,
+            vpc=network.vpc,
+            cache_node_type=config.cache_node_type,
+            cache_replicas=config.cache_replicas,
+            removal=removal,
+            log_retention=retention,
+        )
+        monitoring = Monitoring(self, "Monitoring", prefix=prefix, key=data.key, email=config.alarm_email)
+        serving = Serving(
+            self,
+            "Serving",
+            prefix=prefix,
+            models=config.models,
+            key=data.key,
+            artifacts=data.artifacts,
+            capture=data.capture,
+            thresholds=config.alarms,
+        )
+        workflows = Workflows(
+            self,
+            "Workflows",
+            prefix=prefix,
+            code=code,
+            key=data.key,
+            routes=data.routes,
+            topic=monitoring.topic,
+            sagemaker_role=serving.role,
+            artifacts=data.artifacts,
+            batch=data.batch,
+            batch_image_uri=f"{config.account}.dkr.ecr.{config.region}.amazonaws.com/sagegate-batch:latest",
+            models=[m.name for m in config.models],
+            rollout=config.rollout,
+            log_retention=retention,
+            removal=removal,
+        )
+        api = Api(
+            self,
+            "Api",
+            prefix=prefix,
+            vpc=network.vpc,
+            code=code,
+            auth=config.api_auth,
+            throttle_rate=config.throttle_rate,
+            throttle_burst=config.throttle_burst,
+            provisioned_concurrency=config.provisioned_concurrency,
+            memory_mb=config.lambda_memory_mb,
+            tracing=config.tracing,
+            log_retention=retention,
+            removal=removal,
+            environment={
+                "SAGEGATE_ROUTE_TABLE": data.routes.table_name,
+                "SAGEGATE_REGISTRY_BUCKET": data.artifacts.bucket_name,
+                "SAGEGATE_GATEWAY_REDIS_URL": (f"rediss://{data.cache.attr_primary_end_point_address}:{REDIS_PORT}/0"),
+                "SAGEGATE_GATEWAY_REDIS_AUTH_SECRET_ARN": data.cache_secret.secret_arn,
+                "SAGEGATE_GATEWAY_PREDICTION_LOG_STREAM": data.predictions.delivery_stream_name,
+                "SAGEGATE_GATEWAY_BATCH_STATE_MACHINE_ARN": workflows.batch.state_machine_arn,
+            },
+        )
+        # Grants between the parts.
+        data.cache_security_group.add_ingress_rule(
+            ec2.Peer.security_group_id(api.security_group.security_group_id),
+            ec2.Port.tcp(REDIS_PORT),
+            "the gateway Lambda",
+        )
+        data.cache_secret.grant_read(api.function)
+        data.routes.grant_read_data(api.function)
+        data.artifacts.grant_read(api.function)
+        data.predictions.grant_put_records(api.function)
+        workflows.batch.grant_start_execution(api.function)
+        workflows.batch.grant_read(api.function)
+        for name in serving.endpoints.values():
+            api.function.add_to_role_policy(_invoke(self, name))
+        api.function.add_to_role_policy(_read_registry(self))
+
+        monitoring.notify(serving.alarms)
+        monitoring.add_models(config.models, serving.endpoints)
+        monitoring.add_batch(workflows.batch)
+        acknowledge_stack(self, data=data, api=api, workflows=workflows, serving=serving, network=network)
+        self.api, self.workflows, self.serving, self.data = api, workflows, serving, data
+
+
+def _invoke(stack: Stack, endpoint: str) -> iam.PolicyStatement:
+    return iam.PolicyStatement(
+        actions=["sagemaker:InvokeEndpoint"],
+        resources=[stack.format_arn(service="sagemaker", resource="endpoint", resource_name=endpoint)],
+    )
+
+
+def _read_registry(stack: Stack) -> iam.PolicyStatement:
+    return iam.PolicyStatement(
+        actions=[
+            "sagemaker:DescribeModelPackage",
+            "sagemaker:ListModelPackages",
+            "sagemaker:ListModelPackageGroups",
+            "sagemaker:DescribeModelPackageGroup",
+        ],
+        resources=[
+            stack.format_arn(service="sagemaker", resource="model-package", resource_name="*"),
+            stack.format_arn(service="sagemaker", resource="model-package-group", resource_name="*"),
+        ],
+    )
+
+
+_RETENTION = {
+    7: "ONE_WEEK",
+    14: "TWO_WEEKS",
+    30: "ONE_MONTH",
+    60: "TWO_MONTHS",
+    90: "THREE_MONTHS",
+    180: "SIX_MONTHS",
+    365: "ONE_YEAR",
+    731: "TWO_YEARS",
+    1827: "FIVE_YEARS",
+    3653: "TEN_YEARS",
+}

@@ -1,0 +1,177 @@
+"""The CDK app synthesized for every environment of cdk.json, checked with aws_cdk.assertions.
+
+Lambda bundling is skipped here (context aws:cdk:bundling-stacks = []): it runs pip for the Lambda's
+platform, which `cdk synth` does for real."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
+
+import aws_cdk as cdk
+from aws_cdk.assertions import Capture, Match, Template
+
+from infra.app import build
+from infra.config import CONTEXT_KEY, ConfigError, load_environments
+from sagegate.workflows.definitions import placeholders
+
+ROOT = Path(__file__).resolve().parents[2]
+CONTEXT = json.loads((ROOT / "cdk.json").read_text())["context"]
+
+
+@pytest.fixture(scope="module")
+def templates(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Template]:
+    app = cdk.App(context={**CONTEXT, "aws:cdk:bundling-stacks": []}, outdir=str(tmp_path_factory.mktemp("cdk.out")))
+    stacks = build(app, nag=False)
+    return {name: Template.from_stack(stack) for name, stack in stacks.items()}
+
+
+def test_every_environment_synthesizes(templates: dict[str, Template]) -> None:
+    assert set(templates) == {"dev", "staging", "prod"}
+    envs = load_environments(CONTEXT[CONTEXT_KEY])
+    for name, template in templates.items():
+        template.resource_count_is("AWS::SageMaker::Endpoint", len(envs[name].models))
+
+
+def test_a_bad_setting_names_the_environment_and_the_field() -> None:
+    broken = json.loads(json.dumps(CONTEXT[CONTEXT_KEY]))
+    broken["dev"]["models"][0]["variants"][0]["instance_type"] = "m5.large"
+    with pytest.raises(ConfigError, match=r"environment 'dev': models.0.variants.0.instance_type"):
+        load_environments(broken)
+
+
+def test_endpoints_encrypt_capture_and_scale(templates: dict[str, Template]) -> None:
+    prod = templates["prod"]
+    prod.has_resource_properties(
+        "AWS::SageMaker::EndpointConfig",
+        {
+            "KmsKeyId": Match.any_value(),
+            "DataCaptureConfig": Match.object_like({"EnableCapture": True, "InitialSamplingPercentage": 20}),
+        },
+    )
+    prod.has_resource_properties("AWS::SageMaker::Model", {"EnableNetworkIsolation": True})
+    prod.has_resource_properties(
+        "AWS::ApplicationAutoScaling::ScalingPolicy",
+        {
+            "TargetTrackingScalingPolicyConfiguration": Match.object_like(
+                {
+                    "PredefinedMetricSpecification": {"PredefinedMetricType": "SageMakerVariantInvocationsPerInstance"},
+                    "TargetValue": 3000,
+                }
+            )
+        },
+    )
+    # The GPU variant (1 GPU) tracks GPUUtilization at 70 x GPU count.
+    prod.has_resource_properties(
+        "AWS::ApplicationAutoScaling::ScalingPolicy",
+        {
+            "TargetTrackingScalingPolicyConfiguration": Match.object_like(
+                {
+                    "CustomizedMetricSpecification": Match.object_like({"MetricName": "GPUUtilization"}),
+                    "TargetValue": 70,
+                }
+            )
+        },
+    )
+    prod.has_resource_properties(
+        "AWS::CloudWatch::Alarm", {"AlarmName": "sagegate-prod-fraud-v1-latency", "Threshold": 150_000}
+    )
+
+
+def test_storage_is_encrypted_private_and_tls_only(templates: dict[str, Template]) -> None:
+    dev = templates["dev"]
+    buckets = dev.find_resources("AWS::S3::Bucket")
+    assert len(buckets) == 5
+    for bucket in buckets.values():
+        props = bucket["Properties"]
+        assert props["PublicAccessBlockConfiguration"] == {
+            "BlockPublicAcls": True,
+            "BlockPublicPolicy": True,
+            "IgnorePublicAcls": True,
+            "RestrictPublicBuckets": True,
+        }
+        assert props["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+    policies = dev.find_resources("AWS::S3::BucketPolicy")
+    denies = [
+        s
+        for p in policies.values()
+        for s in p["Properties"]["PolicyDocument"]["Statement"]
+        if s["Effect"] == "Deny" and s.get("Condition", {}).get("Bool", {}).get("aws:SecureTransport") == "false"
+    ]
+    assert len(denies) == 5
+    dev.has_resource_properties(
+        "AWS::ElastiCache::ReplicationGroup",
+        {
+            "TransitEncryptionEnabled": True,
+            "AtRestEncryptionEnabled": True,
+            "AuthToken": Match.any_value(),
+            "MultiAZEnabled": True,
+        },
+    )
+    dev.has_resource_properties(
+        "AWS::DynamoDB::GlobalTable", {"SSESpecification": Match.object_like({"SSEEnabled": True})}
+    )
+
+
+def test_the_api_authenticates_throttles_and_runs_the_gateway_in_the_vpc(templates: dict[str, Template]) -> None:
+    dev, prod = templates["dev"], templates["prod"]
+    dev.has_resource_properties("AWS::ApiGateway::Method", {"ApiKeyRequired": True, "HttpMethod": "ANY"})
+    prod.has_resource_properties("AWS::ApiGateway::Method", {"AuthorizationType": "AWS_IAM"})
+    dev.has_resource_properties(
+        "AWS::ApiGateway::Stage",
+        {
+            "MethodSettings": Match.array_with(
+                [Match.object_like({"ThrottlingRateLimit": 50, "ThrottlingBurstLimit": 100})]
+            ),
+            "AccessLogSetting": Match.any_value(),
+        },
+    )
+    env = Capture()
+    dev.has_resource_properties(
+        "AWS::Lambda::Function",
+        {
+            "Handler": "gateway_handler.handler",
+            "Runtime": "python3.12",
+            "VpcConfig": Match.any_value(),
+            "Environment": {"Variables": env},
+        },
+    )
+    assert {"SAGEGATE_ROUTE_TABLE", "SAGEGATE_GATEWAY_REDIS_URL", "SAGEGATE_GATEWAY_REDIS_AUTH_SECRET_ARN"} <= set(
+        env.as_object()
+    )
+    prod.has_resource_properties(
+        "AWS::Lambda::Alias", {"ProvisionedConcurrencyConfig": {"ProvisionedConcurrentExecutions": 10}}
+    )
+
+
+def test_state_machines_get_every_placeholder_of_their_definition(templates: dict[str, Template]) -> None:
+    machines = templates["staging"].find_resources("AWS::StepFunctions::StateMachine")
+    by_name: dict[str, Any] = {}
+    for machine in machines.values():
+        props = machine["Properties"]
+        by_name[props["StateMachineName"]] = props
+    assert set(by_name) == {"sagegate-staging-deploy-model", "sagegate-staging-batch-inference"}
+    for name, definition in (("deploy_model", "deploy-model"), ("batch_inference", "batch-inference")):
+        props = by_name[f"sagegate-staging-{definition}"]
+        assert set(props["DefinitionSubstitutions"]) == placeholders(name)
+        assert props["LoggingConfiguration"]["Level"] == "ALL" and props["TracingConfiguration"]["Enabled"]
+    assert by_name["sagegate-staging-deploy-model"]["DefinitionSubstitutions"]["EndpointPrefix"] == "sagegate-staging-"
+
+
+def test_an_approved_package_starts_the_rollout_with_the_environments_policy(templates: dict[str, Template]) -> None:
+    pattern, target = Capture(), Capture()
+    templates["dev"].has_resource_properties("AWS::Events::Rule", {"EventPattern": pattern, "Targets": [target]})
+    assert pattern.as_object()["detail"] == {"ModelApprovalStatus": ["Approved"], "ModelPackageGroupName": ["fraud"]}
+    transformer = target.as_object()["InputTransformer"]
+    assert transformer["InputPathsMap"] == {
+        "detail-ModelPackageGroupName": "$.detail.ModelPackageGroupName",
+        "detail-ModelPackageVersion": "$.detail.ModelPackageVersion",
+    }
+    template = transformer["InputTemplate"]
+    assert '"steps":[20,100]' in template.replace(" ", "") and '"bake_seconds":300' in template.replace(" ", "")
