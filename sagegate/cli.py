@@ -494,10 +494,9 @@ def _ramp_local(
     from sagegate.deploy.policy import AlarmThresholds, RolloutPolicy
 
     try:
-        ramp = [float(s) for s in steps.split(",")] if steps else []
         policy = RolloutPolicy(
             strategy=strategy,
-            steps=ramp,
+            steps=_steps(steps),
             bake_seconds=bake_seconds,
             alarms=AlarmThresholds(max_error_rate=alarms[0], max_p99_latency_ms=alarms[1], min_requests=alarms[2]),
         )

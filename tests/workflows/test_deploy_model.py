@@ -37,6 +37,7 @@ from moto.stepfunctions.parser.asl.component.state.exec.state_task.service impor
 from sagegate.routing import Route
 from sagegate.workflows.definitions import load_definition
 from sagegate.workflows.deploy import alarm_name, handle
+from tests.route_tables import create_route_table
 
 REGION = "eu-west-1"
 ACCOUNT = "123456789012"
@@ -141,15 +142,7 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[SimpleNamespace]:
         env.s3, env.sm = s3, sm
         env.cloudwatch = boto3.client("cloudwatch")
         env.ddb = boto3.client("dynamodb")
-        env.ddb.create_table(
-            TableName="sagegate-dev-routes",
-            KeySchema=[{"AttributeName": "model", "KeyType": "HASH"}, {"AttributeName": "kind", "KeyType": "RANGE"}],
-            AttributeDefinitions=[
-                {"AttributeName": "model", "AttributeType": "S"},
-                {"AttributeName": "kind", "AttributeType": "S"},
-            ],
-            BillingMode="PAY_PER_REQUEST",
-        )
+        create_route_table(env.ddb, "sagegate-dev-routes")
         sns, sqs = boto3.client("sns"), boto3.client("sqs")
         topic = sns.create_topic(Name="sagegate-dev")["TopicArn"]
         env.queue = sqs.create_queue(QueueName="notifications")["QueueUrl"]

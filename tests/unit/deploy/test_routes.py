@@ -13,6 +13,7 @@ from sagegate.gateway.catalog import RegistryCatalog
 from sagegate.packaging import BuiltPackage
 from sagegate.registry import LocalRegistry
 from sagegate.routing import Route
+from tests.route_tables import create_route_table
 
 
 def route(*weights: int) -> Route:
@@ -34,15 +35,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
         return
     with mock_aws():
         client = boto3.client("dynamodb", region_name="eu-west-1")
-        client.create_table(
-            TableName="routes",
-            KeySchema=[{"AttributeName": "model", "KeyType": "HASH"}, {"AttributeName": "kind", "KeyType": "RANGE"}],
-            AttributeDefinitions=[
-                {"AttributeName": "model", "AttributeType": "S"},
-                {"AttributeName": "kind", "AttributeType": "S"},
-            ],
-            BillingMode="PAY_PER_REQUEST",
-        )
+        create_route_table(client, "routes")
         yield DynamoRouteStore(client, "routes")
 
 
@@ -86,15 +79,7 @@ def test_the_gateway_reads_routes_from_the_route_table_in_aws(monkeypatch: pytes
 
     with mock_aws():
         client = boto3.client("dynamodb", region_name="eu-west-1")
-        client.create_table(
-            TableName="sagegate-dev-routes",
-            KeySchema=[{"AttributeName": "model", "KeyType": "HASH"}, {"AttributeName": "kind", "KeyType": "RANGE"}],
-            AttributeDefinitions=[
-                {"AttributeName": "model", "AttributeType": "S"},
-                {"AttributeName": "kind", "AttributeType": "S"},
-            ],
-            BillingMode="PAY_PER_REQUEST",
-        )
+        create_route_table(client, "sagegate-dev-routes")
         DynamoRouteStore(client, "sagegate-dev-routes").put(route(70, 30), "a/b")
         monkeypatch.setenv("SAGEGATE_ROUTE_TABLE", "sagegate-dev-routes")
         monkeypatch.setenv("AWS_REGION", "eu-west-1")
