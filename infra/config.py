@@ -70,8 +70,11 @@ class EnvConfig(_Strict):
     provisioned_concurrency: int = Field(default=0, ge=0)
     lambda_memory_mb: int = Field(default=1024, ge=128, le=10240)
     tracing: bool = False
+    waf: bool = Field(default=True, description="AWS WAF with managed rules in front of the API stage")
+    waf_rate_limit: int | None = Field(default=None, ge=10, description="requests per IP per 5 minutes, blocked above")
     alarm_email: str | None = None
     max_azs: int = Field(default=2, ge=2, le=3)
+    vpc_cidr: str = Field(default="10.40.0.0/16", pattern=r"^10\.\d{1,3}\.0\.0/16$", description="private, /16")
 
     @property
     def prefix(self) -> str:

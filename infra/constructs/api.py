@@ -1,5 +1,7 @@
 """The prediction API: a regional REST API in front of the gateway Lambda (in the VPC, beside the
-cache), with API keys and a usage plan or IAM auth, throttling, request validation and access logs."""
+cache). Only the gateway's own routes exist at the edge, path parameters are required there and a
+body that is not a JSON object is answered 422 without invoking the Lambda. Auth is IAM (SigV4) or
+API keys with a usage plan; throttling per stage and per key; access logs; JSON error bodies."""
 
 from __future__ import annotations
 
@@ -9,6 +11,27 @@ from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from constructs import Construct
+
+from infra.constructs.functions import python_function
+from infra.nag import acknowledge
+
+STAGE = "api"  # https://<id>.execute-api.<region>.amazonaws.com/api/v1/predict
+# The gateway's routes (tests/infra checks them against the FastAPI app); nothing else reaches the Lambda.
+ROUTES: dict[str, list[str]] = {
+    "/v1/predict": ["POST"],
+    "/v1/models": ["GET"],
+    "/v1/models/{name}": ["GET"],
+    "/v1/feedback": ["POST"],
+    "/v1/batch_predict": ["POST"],
+    "/v1/jobs/{job_id}": ["GET"],
+    "/health": ["GET"],
+    "/openapi.json": ["GET"],
+}
+# What the edge checks of a body: that it is a JSON object. The fields are the gateway's to check,
+# because its 422 names each field and reason; a gateway response can only substitute variables.
+JSON_OBJECT = apigw.JsonSchema(
+    schema=apigw.JsonSchemaVersion.DRAFT4, title="JsonObject", type=apigw.JsonSchemaType.OBJECT
+)
 
 
 class Api(Construct):
@@ -38,18 +61,17 @@ class Api(Construct):
             description="the gateway Lambda: out to Redis and the VPC endpoints",
             allow_all_outbound=True,
         )
-        self.function = lambda_.Function(
+        self.function = python_function(
             self,
             "Gateway",
             function_name=f"{prefix}-gateway",
-            runtime=lambda_.Runtime.PYTHON_3_12,
-            architecture=lambda_.Architecture.X86_64,
             handler="gateway_handler.handler",
             code=code,
+            log_retention=log_retention,
+            removal=removal,
             memory_size=memory_mb,
             timeout=Duration.seconds(29),
             vpc=vpc,
-            vpc_subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_ISOLATED),
             security_groups=[self.security_group],
             environment={
                 **environment,
@@ -57,7 +79,6 @@ class Api(Construct):
                 "POWERTOOLS_TRACE_DISABLED": "false" if tracing else "true",
             },
             tracing=lambda_.Tracing.ACTIVE if tracing else lambda_.Tracing.DISABLED,
-            log_group=logs.LogGroup(self, "GatewayLogs", retention=log_retention, removal_policy=removal),
         )
         target: lambda_.IFunction = self.function
         if provisioned_concurrency:
@@ -80,7 +101,7 @@ class Api(Construct):
             cloud_watch_role=True,
             cloud_watch_role_removal_policy=removal,
             deploy_options=apigw.StageOptions(
-                stage_name="v1",
+                stage_name=STAGE,
                 throttling_rate_limit=throttle_rate,
                 throttling_burst_limit=throttle_burst,
                 logging_level=apigw.MethodLoggingLevel.INFO,
@@ -101,12 +122,28 @@ class Api(Construct):
             default_method_options=apigw.MethodOptions(
                 authorization_type=apigw.AuthorizationType.IAM if iam_auth else apigw.AuthorizationType.NONE,
                 api_key_required=not iam_auth,
-                request_validator_options=apigw.RequestValidatorOptions(
-                    validate_request_body=False, validate_request_parameters=True
-                ),
             ),
         )
-        self.api.root.add_proxy(any_method=True)
+        acknowledge(
+            self.api,
+            "IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AmazonAPIGatewayPushToCloudWatchLogs]",
+            "API Gateway's account-level logging role (one per account and region) for the stage's execution"
+            " logs; the managed policy is the one API Gateway documents for it",
+        )
+        acknowledge(
+            self.api,
+            "COG4",
+            "the callers are services, not people signing in: they authenticate with SigV4 (api_auth: iam) or"
+            " an API key of a usage plan (api_auth: api_key); there is no user pool to point an authorizer at",
+        )
+        if not iam_auth:
+            acknowledge(
+                self.api,
+                "APIG4",
+                "api_auth: api_key for this environment: every method requires an API key of the usage plan"
+                " (throttled per key); environments that need caller identity set api_auth: iam (SigV4)",
+            )
+        self._routes()
         self.usage_plan = None
         if not iam_auth:
             key = self.api.add_api_key("ApiKey", api_key_name=f"{prefix}-default")
@@ -117,3 +154,31 @@ class Api(Construct):
             )
             self.usage_plan.add_api_key(key)
             self.usage_plan.add_api_stage(stage=self.api.deployment_stage)
+
+    def _routes(self) -> None:
+        validator = self.api.add_request_validator(
+            "Validator", validate_request_body=True, validate_request_parameters=True
+        )
+        json_object = self.api.add_model("JsonObject", content_type="application/json", schema=JSON_OBJECT)
+        for path, methods in ROUTES.items():
+            resource = self.api.root.resource_for_path(path)
+            params = {f"method.request.path.{p.strip('{}')}": True for p in path.split("/") if p.startswith("{")}
+            for method in methods:
+                resource.add_method(
+                    method,
+                    request_validator=validator,
+                    request_parameters=params or None,
+                    request_models={"application/json": json_object} if method == "POST" else None,
+                )
+        # The edge's own refusals read like the gateway's: JSON, and 422 for a body that fails its schema.
+        self.api.add_gateway_response(
+            "InvalidBody",
+            type=apigw.ResponseType.BAD_REQUEST_BODY,
+            status_code="422",
+            templates={"application/json": '{"error": "invalid request: the body must be a JSON object"}'},
+        )
+        self.api.add_gateway_response(
+            "Refused",
+            type=apigw.ResponseType.DEFAULT_4_XX,
+            templates={"application/json": '{"error": $context.error.messageString}'},
+        )

@@ -16,6 +16,8 @@ from aws_cdk import BundlingOptions, DockerImage, ILocalBundling
 from aws_cdk import aws_lambda as lambda_
 
 ROOT = Path(__file__).resolve().parents[2]
+# The Lambdas' runtime; the bundle's wheels are built for its Python (LocalPip below).
+RUNTIME = lambda_.Runtime.PYTHON_3_12
 HANDLERS = {"gateway_handler.py": "functions/gateway/handler.py", "deploy_handler.py": "functions/deploy/handler.py"}
 
 
@@ -26,7 +28,9 @@ def lambda_requirements() -> list[str]:
 
 @jsii.implements(ILocalBundling)
 class LocalPip:
-    def __init__(self, python_version: str = "3.12", platform: str = "manylinux2014_x86_64") -> None:
+    def __init__(
+        self, python_version: str = RUNTIME.name.removeprefix("python"), platform: str = "manylinux2014_x86_64"
+    ) -> None:
         self.python_version, self.platform = python_version, platform
 
     def try_bundle(self, output_dir: str, *, image: Any = None, **_: Any) -> bool:

@@ -16,6 +16,8 @@ from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
+from infra.nag import acknowledge, acknowledge_key_grant, objects, wildcard_action, wildcard_resource
+
 REDIS_PORT = 6390  # not the default port
 
 
@@ -160,3 +162,16 @@ class Data(Construct):
             ),
             encryption=firehose.StreamEncryption.customer_managed_key(self.key),
         )
+        for action in ("s3:Abort*", "s3:DeleteObject*", "s3:GetBucket*", "s3:GetObject*", "s3:List*"):
+            acknowledge(
+                self.predictions,
+                wildcard_action(action),
+                "the role CDK builds for Firehose's S3 destination: the action set Firehose documents for"
+                " delivery (retries, multipart), on the prediction-log bucket only",
+            )
+        acknowledge(
+            self.predictions,
+            wildcard_resource(objects(self.prediction_logs)),
+            "Firehose names the objects it delivers (time-partitioned); this bucket holds nothing else",
+        )
+        acknowledge_key_grant(self.predictions, "the delivery stream and its bucket")

@@ -21,12 +21,20 @@ INTERFACE_ENDPOINTS = {
 
 class Network(Construct):
     def __init__(
-        self, scope: Construct, id: str, *, max_azs: int, log_retention: logs.RetentionDays, removal: RemovalPolicy
+        self,
+        scope: Construct,
+        id: str,
+        *,
+        cidr: str,
+        max_azs: int,
+        log_retention: logs.RetentionDays,
+        removal: RemovalPolicy,
     ) -> None:
         super().__init__(scope, id)
         self.vpc = ec2.Vpc(
             self,
             "Vpc",
+            ip_addresses=ec2.IpAddresses.cidr(cidr),
             max_azs=max_azs,
             nat_gateways=0,
             subnet_configuration=[
@@ -44,10 +52,12 @@ class Network(Construct):
             description="interface endpoints: HTTPS from inside the VPC",
             allow_all_outbound=False,
         )
-        self.endpoint_security_group.add_ingress_rule(
-            ec2.Peer.ipv4(self.vpc.vpc_cidr_block), ec2.Port.tcp(443), "HTTPS from the VPC"
-        )
+        self.endpoint_security_group.add_ingress_rule(ec2.Peer.ipv4(cidr), ec2.Port.tcp(443), "HTTPS from the VPC")
         for name, service in INTERFACE_ENDPOINTS.items():
             self.vpc.add_interface_endpoint(
-                name, service=service, private_dns_enabled=True, security_groups=[self.endpoint_security_group]
+                name,
+                service=service,
+                private_dns_enabled=True,
+                security_groups=[self.endpoint_security_group],
+                open=False,  # the rule above, with a literal CIDR
             )

@@ -15,7 +15,12 @@ from aws_cdk import aws_sagemaker as sagemaker
 from constructs import Construct
 
 from infra.config import AlarmThresholds, ModelConfig
+from infra.constructs.access import list_objects, read_objects, write_objects
+from infra.nag import acknowledge, arn, wildcard_resource
+from sagegate.registry.sagemaker import DEFAULT_PREFIX as REGISTRY_PREFIX
 from sagegate.workflows.deploy import alarm_name
+
+CAPTURE_PREFIX = "capture"  # data capture under s3://<capture bucket>/capture/<endpoint>/<variant>/...
 
 
 def variant_metric(endpoint: str, variant: str, name: str, statistic: str) -> cloudwatch.Metric:
@@ -39,6 +44,7 @@ class Serving(Construct):
         key: kms.IKey,
         artifacts: s3.IBucket,
         capture: s3.IBucket,
+        batch: s3.IBucket,
         thresholds: AlarmThresholds,
     ) -> None:
         super().__init__(scope, id)
@@ -49,9 +55,14 @@ class Serving(Construct):
             assumed_by=iam.ServicePrincipal("sagemaker.amazonaws.com"),
             description=f"{prefix}: what the inference containers may do",
         )
-        artifacts.grant_read(self.role)
-        capture.grant_put(self.role)
-        key.grant_encrypt_decrypt(self.role)
+        # Inference containers read their package; endpoints write captures; batch jobs (transform
+        # and managed-spot training run as this role) read their input and write outputs/checkpoints.
+        read_objects(self.role, artifacts, f"{REGISTRY_PREFIX}/", why="the model packages")
+        write_objects(self.role, capture, f"{CAPTURE_PREFIX}/", why="data capture of the endpoints")
+        list_objects(self.role, batch)
+        read_objects(self.role, batch, why="batch inputs (batch jobs read and write in the batch bucket)")
+        write_objects(self.role, batch, why="batch outputs and spot checkpoints")
+        key.grant(self.role, "kms:Encrypt", "kms:DescribeKey")  # capture and job outputs name the key
         self.role.add_to_policy(
             iam.PolicyStatement(
                 actions=["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer", "ecr:BatchCheckLayerAvailability"],
@@ -59,6 +70,7 @@ class Serving(Construct):
             )
         )
         self.role.add_to_policy(iam.PolicyStatement(actions=["ecr:GetAuthorizationToken"], resources=["*"]))
+        log_groups = [f"/aws/sagemaker/{kind}/*" for kind in ("Endpoints", "TransformJobs", "TrainingJobs")]
         self.role.add_to_policy(
             iam.PolicyStatement(
                 actions=["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"],
@@ -66,9 +78,10 @@ class Serving(Construct):
                     stack.format_arn(
                         service="logs",
                         resource="log-group",
-                        resource_name="/aws/sagemaker/Endpoints/*",
+                        resource_name=name,
                         arn_format=ArnFormat.COLON_RESOURCE_NAME,
                     )
+                    for name in log_groups
                 ],
             )
         )
@@ -79,6 +92,23 @@ class Serving(Construct):
                 conditions={"StringEquals": {"cloudwatch:namespace": ["/aws/sagemaker/Endpoints", "sagegate"]}},
             )
         )
+        acknowledge(
+            self.role,
+            wildcard_resource(arn(self, "ecr", "repository/sagegate-*")),
+            "the project's container images (inference, batch), one repository per image, named sagegate-*",
+        )
+        acknowledge(
+            self.role,
+            wildcard_resource("*"),
+            "ecr:GetAuthorizationToken has no resource-level scope; cloudwatch:PutMetricData has none either"
+            " and is limited to the SageMaker and sagegate namespaces by condition",
+        )
+        for name in log_groups:
+            acknowledge(
+                self.role,
+                wildcard_resource(arn(self, "logs", f"log-group:{name}")),
+                "SageMaker names the log streams of endpoints and jobs at run time, under this fixed group",
+            )
         self.endpoints: dict[str, str] = {}
         self.alarms: list[cloudwatch.Alarm] = []
         for model in models:
@@ -117,7 +147,7 @@ class Serving(Construct):
             data_capture_config=sagemaker.CfnEndpointConfig.DataCaptureConfigProperty(
                 enable_capture=model.data_capture_percent > 0,
                 initial_sampling_percentage=model.data_capture_percent,
-                destination_s3_uri=capture.s3_url_for_object("capture"),
+                destination_s3_uri=capture.s3_url_for_object(CAPTURE_PREFIX),
                 kms_key_id=key.key_arn,
                 capture_options=[
                     sagemaker.CfnEndpointConfig.CaptureOptionProperty(capture_mode="Input"),

@@ -19,7 +19,12 @@ from aws_cdk import aws_sns as sns
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
+from infra.constructs.access import list_objects, read_objects, write_objects
+from infra.constructs.functions import python_function
+from infra.constructs.serving import CAPTURE_PREFIX
+from infra.nag import acknowledge, acknowledge_key_grant, arn, attribute, policy_holder, wildcard_resource
 from sagegate.deploy.policy import RolloutPolicy
+from sagegate.registry.sagemaker import DEFAULT_PREFIX as REGISTRY_PREFIX
 from sagegate.workflows.definitions import DEFINITIONS
 
 
@@ -36,6 +41,7 @@ class Workflows(Construct):
         topic: sns.ITopic,
         sagemaker_role: iam.IRole,
         artifacts: s3.IBucket,
+        capture: s3.IBucket,
         batch: s3.IBucket,
         batch_image_uri: str,
         models: list[str],
@@ -46,7 +52,7 @@ class Workflows(Construct):
         super().__init__(scope, id)
         stack = Stack.of(self)
 
-        def arn(resource: str, name: str) -> str:
+        def sagemaker_arn(resource: str, name: str) -> str:
             return stack.format_arn(service="sagemaker", resource=resource, resource_name=name)
 
         def machine(name: str, substitutions: dict[str, str], timeout: Duration) -> sfn.StateMachine:
@@ -62,13 +68,14 @@ class Workflows(Construct):
                 logs=sfn.LogOptions(destination=log_group, level=sfn.LogLevel.ALL, include_execution_data=True),
             )
 
-        self.deploy_function = lambda_.Function(
+        self.deploy_function = python_function(
             self,
             "DeployLogic",
             function_name=f"{prefix}-deploy",
-            runtime=lambda_.Runtime.PYTHON_3_12,
             handler="deploy_handler.handler",
             code=code,
+            log_retention=log_retention,
+            removal=removal,
             memory_size=512,
             timeout=Duration.minutes(5),
             environment={
@@ -77,16 +84,14 @@ class Workflows(Construct):
                 "SAGEGATE_REPORT_BUCKET": batch.bucket_name,
                 "POWERTOOLS_SERVICE_NAME": "sagegate-deploy",
             },
-            log_group=logs.LogGroup(self, "DeployLogicLogs", retention=log_retention, removal_policy=removal),
         )
-        artifacts.grant_read(self.deploy_function)  # the manifest's sample
-        batch.grant_read_write(self.deploy_function, "shadow-reports/*")
-        self.deploy_function.add_to_role_policy(
-            iam.PolicyStatement(
-                actions=["cloudwatch:GetMetricData"],
-                resources=["*"],  # GetMetricData has no resource-level scope
-            )
-        )
+        logic = self.deploy_function
+        read_objects(logic, artifacts, f"{REGISTRY_PREFIX}/", why="a manifest's sample for the smoke test")
+        list_objects(logic, capture, f"{CAPTURE_PREFIX}/")
+        read_objects(logic, capture, f"{CAPTURE_PREFIX}/", why="captured answers of a shadow run, to compare")
+        write_objects(logic, batch, "shadow-reports/", why="the shadow comparison's report")
+        logic.add_to_role_policy(iam.PolicyStatement(actions=["cloudwatch:GetMetricData"], resources=["*"]))
+        acknowledge(logic.role, wildcard_resource("*"), "cloudwatch:GetMetricData has no resource-level scope")
 
         self.deploy = machine(
             "deploy_model",
@@ -101,16 +106,17 @@ class Workflows(Construct):
             Duration.hours(24),
         )
         role = self.deploy.role
+        packages = [f"{m}/*" for m in models] or ["*/*"]
         role.add_to_principal_policy(
             iam.PolicyStatement(
                 actions=["sagemaker:DescribeModelPackage", "sagemaker:UpdateModelPackage"],
-                resources=[arn("model-package", f"{m}/*") for m in models] or [arn("model-package", "*/*")],
+                resources=[sagemaker_arn("model-package", name) for name in packages],
             )
         )
         role.add_to_principal_policy(
             iam.PolicyStatement(
                 actions=["sagemaker:CreateModel", "sagemaker:DeleteModel", "sagemaker:AddTags"],
-                resources=[arn("model", f"{prefix}-*")],
+                resources=[sagemaker_arn("model", f"{prefix}-*")],
             )
         )
         role.add_to_principal_policy(
@@ -120,7 +126,7 @@ class Workflows(Construct):
                     "sagemaker:DeleteEndpointConfig",
                     "sagemaker:DescribeEndpointConfig",
                 ],
-                resources=[arn("endpoint-config", f"{prefix}-*")],
+                resources=[sagemaker_arn("endpoint-config", f"{prefix}-*")],
             )
         )
         role.add_to_principal_policy(
@@ -131,7 +137,7 @@ class Workflows(Construct):
                     "sagemaker:UpdateEndpointWeightsAndCapacities",
                     "sagemaker:InvokeEndpoint",
                 ],
-                resources=[arn("endpoint", f"{prefix}-*")],
+                resources=[sagemaker_arn("endpoint", f"{prefix}-*")],
             )
         )
         role.add_to_principal_policy(
@@ -158,6 +164,27 @@ class Workflows(Construct):
         routes.grant_read_write_data(role)
         topic.grant_publish(role)
         self.deploy_function.grant_invoke(role)
+        for name in packages:
+            acknowledge(
+                role,
+                wildcard_resource(arn(self, "sagemaker", f"model-package/{name}")),
+                "every version of this environment's configured models: versions are made after deploy",
+            )
+        for name in (f"model/{prefix}-*", f"endpoint-config/{prefix}-*", f"endpoint/{prefix}-*", f"alarm:{prefix}-*"):
+            service = "cloudwatch" if name.startswith("alarm") else "sagemaker"
+            acknowledge(
+                role,
+                wildcard_resource(arn(self, service, name)),
+                "the workflow names the models, configs and alarms of each rollout at run time, under this"
+                " environment's prefix; nothing outside it",
+            )
+        acknowledge(
+            role,
+            wildcard_resource(attribute(self.deploy_function, ":*")),
+            "CDK's grant_invoke covers the versions of the workflow's own Lambda",
+        )
+        acknowledge_key_grant(role, "the route table and the topic")
+        _acknowledge_machine(role)
 
         self.batch = machine(
             "batch_inference",
@@ -180,7 +207,7 @@ class Workflows(Construct):
                     "sagemaker:DescribeTrainingJob",
                     "sagemaker:AddTags",
                 ],
-                resources=[arn("transform-job", "*"), arn("training-job", "*")],
+                resources=[sagemaker_arn("transform-job", "*"), sagemaker_arn("training-job", "*")],
             )
         )
         batch_role.add_to_principal_policy(
@@ -190,9 +217,25 @@ class Workflows(Construct):
                 conditions={"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}},
             )
         )
-        key.grant(batch_role, "kms:CreateGrant", "kms:DescribeKey", "kms:GenerateDataKey", "kms:Decrypt")
-        batch.grant_put(batch_role, "manifests/*")
+        key.grant(batch_role, "kms:CreateGrant", "kms:DescribeKey")  # job volumes and outputs name the key
+        write_objects(batch_role, batch, "manifests/", why="the manifest a finished job writes")
         topic.grant_publish(batch_role)
+        for kind in ("transform-job", "training-job"):
+            acknowledge(
+                batch_role,
+                wildcard_resource(arn(self, "sagemaker", f"{kind}/*")),
+                "job names are made per request at run time (job id); the jobs run as the SageMaker role",
+            )
+        acknowledge_key_grant(batch_role, "the topic")
+        _acknowledge_machine(batch_role)
+
+        self._batch_name = f"{prefix}-batch-inference"
+        self._batch_executions = stack.format_arn(
+            service="states",
+            resource="execution",
+            resource_name=f"{self._batch_name}:*",
+            arn_format=ArnFormat.COLON_RESOURCE_NAME,
+        )
 
         # A version Approved in the registry starts its rollout with the environment's policy.
         policy: dict[str, Any] = rollout.workflow_input("<model>", "<version>")
@@ -220,3 +263,22 @@ class Workflows(Construct):
                 ),
             )
         )
+
+    def grant_describe_batch_jobs(self, grantee: iam.IGrantable) -> None:
+        """A batch job's status: DescribeExecution on the batch machine's executions (named by job id)."""
+        iam.Grant.add_to_principal(
+            grantee=grantee, actions=["states:DescribeExecution"], resource_arns=[self._batch_executions]
+        )
+        acknowledge(
+            policy_holder(grantee),
+            wildcard_resource(arn(self, "states", f"execution:{self._batch_name}:*")),
+            "execution names are the batch job ids, made per request",
+        )
+
+
+def _acknowledge_machine(role: iam.IRole) -> None:
+    acknowledge(
+        role,
+        wildcard_resource("*"),
+        "the state machine's own X-Ray tracing and CloudWatch Logs delivery: those actions have no resource scope",
+    )

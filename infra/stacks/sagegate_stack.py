@@ -5,18 +5,22 @@ from __future__ import annotations
 from aws_cdk import RemovalPolicy, Stack
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
 from infra.config import EnvConfig
+from infra.constructs.access import list_objects, read_objects
 from infra.constructs.api import Api
 from infra.constructs.bundling import lambda_code
 from infra.constructs.data import REDIS_PORT, Data
+from infra.constructs.firewall import Firewall
 from infra.constructs.monitoring import Monitoring
 from infra.constructs.network import Network
 from infra.constructs.serving import Serving
 from infra.constructs.workflows import Workflows
-from infra.nag import acknowledge_stack
+from infra.nag import acknowledge, arn, wildcard_resource
+from sagegate.registry.sagemaker import DEFAULT_PREFIX as REGISTRY_PREFIX
 
 
 class SagegateStack(Stack):
@@ -27,7 +31,9 @@ class SagegateStack(Stack):
         prefix = config.prefix
         code = lambda_code()  # one asset per stack, shared by its Lambdas
 
-        network = Network(self, "Network", max_azs=config.max_azs, log_retention=retention, removal=removal)
+        network = Network(
+            self, "Network", cidr=config.vpc_cidr, max_azs=config.max_azs, log_retention=retention, removal=removal
+        )
         data = Data(
             self,
             "Data",
@@ -47,6 +53,7 @@ class SagegateStack(Stack):
             key=data.key,
             artifacts=data.artifacts,
             capture=data.capture,
+            batch=data.batch,
             thresholds=config.alarms,
         )
         workflows = Workflows(
@@ -59,6 +66,7 @@ class SagegateStack(Stack):
             topic=monitoring.topic,
             sagemaker_role=serving.role,
             artifacts=data.artifacts,
+            capture=data.capture,
             batch=data.batch,
             batch_image_uri=f"{config.account}.dkr.ecr.{config.region}.amazonaws.com/sagegate-batch:latest",
             models=[m.name for m in config.models],
@@ -89,6 +97,15 @@ class SagegateStack(Stack):
                 "SAGEGATE_GATEWAY_BATCH_STATE_MACHINE_ARN": workflows.batch.state_machine_arn,
             },
         )
+        if config.waf:
+            Firewall(self, "Firewall", prefix=prefix, stage=api.api.deployment_stage, rate_limit=config.waf_rate_limit)
+        else:
+            acknowledge(
+                api.api.deployment_stage,
+                "APIG3",
+                f"waf: false in {config.name}'s settings (its fixed monthly cost); auth, per-key and stage"
+                " throttling still apply",
+            )
         # Grants between the parts.
         data.cache_security_group.add_ingress_rule(
             ec2.Peer.security_group_id(api.security_group.security_group_id),
@@ -97,18 +114,18 @@ class SagegateStack(Stack):
         )
         data.cache_secret.grant_read(api.function)
         data.routes.grant_read_data(api.function)
-        data.artifacts.grant_read(api.function)
+        read_objects(api.function, data.artifacts, f"{REGISTRY_PREFIX}/", why="the registry's manifests")
+        list_objects(api.function, data.batch)  # a batch job's progress: its output objects over its input objects
         data.predictions.grant_put_records(api.function)
         workflows.batch.grant_start_execution(api.function)
-        workflows.batch.grant_read(api.function)
+        workflows.grant_describe_batch_jobs(api.function)
         for name in serving.endpoints.values():
             api.function.add_to_role_policy(_invoke(self, name))
-        api.function.add_to_role_policy(_read_registry(self))
+        _read_registry(api.function)
 
         monitoring.notify(serving.alarms)
         monitoring.add_models(config.models, serving.endpoints)
         monitoring.add_batch(workflows.batch)
-        acknowledge_stack(self, data=data, api=api, workflows=workflows, serving=serving, network=network)
         self.api, self.workflows, self.serving, self.data = api, workflows, serving, data
 
 
@@ -119,19 +136,27 @@ def _invoke(stack: Stack, endpoint: str) -> iam.PolicyStatement:
     )
 
 
-def _read_registry(stack: Stack) -> iam.PolicyStatement:
-    return iam.PolicyStatement(
-        actions=[
-            "sagemaker:DescribeModelPackage",
-            "sagemaker:ListModelPackages",
-            "sagemaker:ListModelPackageGroups",
-            "sagemaker:DescribeModelPackageGroup",
-        ],
-        resources=[
-            stack.format_arn(service="sagemaker", resource="model-package", resource_name="*"),
-            stack.format_arn(service="sagemaker", resource="model-package-group", resource_name="*"),
-        ],
+def _read_registry(function: lambda_.Function) -> None:
+    """The gateway lists every model of the account's registry and reads their versions (read only)."""
+    stack = Stack.of(function)
+    function.add_to_role_policy(
+        iam.PolicyStatement(
+            actions=["sagemaker:ListModelPackageGroups", "sagemaker:ListModelPackages"], resources=["*"]
+        )
     )
+    function.add_to_role_policy(
+        iam.PolicyStatement(
+            actions=["sagemaker:DescribeModelPackage", "sagemaker:DescribeModelPackageGroup"],
+            resources=[
+                stack.format_arn(service="sagemaker", resource="model-package", resource_name="*"),
+                stack.format_arn(service="sagemaker", resource="model-package-group", resource_name="*"),
+            ],
+        )
+    )
+    why = "the registry is read, never written; the gateway serves whatever model it holds"
+    acknowledge(function.role, wildcard_resource("*"), f"sagemaker:List* have no resource-level scope; {why}")
+    for resource in ("model-package/*", "model-package-group/*"):
+        acknowledge(function.role, wildcard_resource(arn(function, "sagemaker", resource)), why)
 
 
 _RETENTION = {

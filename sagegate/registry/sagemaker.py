@@ -19,9 +19,12 @@ from sagegate.packaging.archive import ARCHIVE_FILE, sha256_file, write_archive
 from sagegate.registry.package_reader import checked_package
 from sagegate.registry.protocol import ApprovalStatus, ModelVersion, RegistryError, Stage, VersionNotFound
 
-__all__ = ["SageMakerRegistry"]
+__all__ = ["DEFAULT_PREFIX", "SageMakerRegistry"]
 
 _CONTENT_TYPES = ["application/json", "application/jsonlines", "text/csv", "application/x-npy"]
+
+
+DEFAULT_PREFIX = "models"  # where packages land in the artifacts bucket (the stack grants reads under it)
 
 
 class SageMakerRegistry:
@@ -32,7 +35,7 @@ class SageMakerRegistry:
         *,
         bucket: str,
         image_uri: str,
-        prefix: str = "models",
+        prefix: str = DEFAULT_PREFIX,
         kms_key_id: str | None = None,
     ) -> None:
         self._sm = sagemaker

@@ -18,6 +18,7 @@ import aws_cdk as cdk
 from aws_cdk.assertions import Capture, Match, Template
 
 from infra.app import build
+from infra.constructs.api import ROUTES
 from infra.config import CONTEXT_KEY, ConfigError, load_environments
 from sagegate.workflows.definitions import placeholders
 
@@ -121,8 +122,10 @@ def test_storage_is_encrypted_private_and_tls_only(templates: dict[str, Template
 
 def test_the_api_authenticates_throttles_and_runs_the_gateway_in_the_vpc(templates: dict[str, Template]) -> None:
     dev, prod = templates["dev"], templates["prod"]
-    dev.has_resource_properties("AWS::ApiGateway::Method", {"ApiKeyRequired": True, "HttpMethod": "ANY"})
-    prod.has_resource_properties("AWS::ApiGateway::Method", {"AuthorizationType": "AWS_IAM"})
+    for method in dev.find_resources("AWS::ApiGateway::Method").values():
+        assert method["Properties"]["ApiKeyRequired"] is True
+    for method in prod.find_resources("AWS::ApiGateway::Method").values():
+        assert method["Properties"]["AuthorizationType"] == "AWS_IAM"
     dev.has_resource_properties(
         "AWS::ApiGateway::Stage",
         {
@@ -148,6 +151,68 @@ def test_the_api_authenticates_throttles_and_runs_the_gateway_in_the_vpc(templat
     prod.has_resource_properties(
         "AWS::Lambda::Alias", {"ProvisionedConcurrencyConfig": {"ProvisionedConcurrentExecutions": 10}}
     )
+
+
+def test_the_edge_serves_the_gateways_routes_only_and_checks_requests(templates: dict[str, Template]) -> None:
+    from fastapi.routing import APIRoute
+
+    from sagegate.gateway.app import create_app
+    from sagegate.gateway.config import GatewaySettings
+
+    app = create_app(GatewaySettings())
+    served = {(r.path, m) for r in app.routes if isinstance(r, APIRoute) for m in r.methods}
+    # Plus the OpenAPI document; the Swagger UI (/docs, assets from a CDN) stays off the edge.
+    assert {(path, m) for path, methods in ROUTES.items() for m in methods} == served | {("/openapi.json", "GET")}
+
+    dev = templates["dev"]
+    paths = {r["Properties"]["PathPart"] for r in dev.find_resources("AWS::ApiGateway::Resource").values()}
+    assert "{proxy+}" not in paths and {"predict", "{name}", "{job_id}"} <= paths
+    dev.has_resource_properties(
+        "AWS::ApiGateway::RequestValidator", {"ValidateRequestBody": True, "ValidateRequestParameters": True}
+    )
+    dev.has_resource_properties(
+        "AWS::ApiGateway::Method",
+        {"HttpMethod": "GET", "RequestParameters": {"method.request.path.job_id": True}},
+    )
+    schema = Capture()
+    dev.has_resource_properties("AWS::ApiGateway::Model", {"Schema": schema})
+    assert schema.as_object()["type"] == "object"
+    posts = [
+        m for m in dev.find_resources("AWS::ApiGateway::Method").values() if m["Properties"]["HttpMethod"] == "POST"
+    ]
+    assert len(posts) == 3 and all("application/json" in m["Properties"]["RequestModels"] for m in posts)
+    dev.has_resource_properties(
+        "AWS::ApiGateway::GatewayResponse", {"ResponseType": "BAD_REQUEST_BODY", "StatusCode": "422"}
+    )
+
+
+def test_prod_puts_waf_with_managed_rules_in_front_of_the_stage(templates: dict[str, Template]) -> None:
+    templates["dev"].resource_count_is("AWS::WAFv2::WebACL", 0)  # dev: waf false
+    prod = templates["prod"]
+    rules = Capture()
+    prod.has_resource_properties("AWS::WAFv2::WebACL", {"Scope": "REGIONAL", "Rules": rules})
+    groups = {r["Name"] for r in rules.as_array()}
+    assert {"AWSManagedRulesCommonRuleSet", "AWSManagedRulesKnownBadInputsRuleSet", "RatePerIp"} <= groups
+    rate = next(r for r in rules.as_array() if r["Name"] == "RatePerIp")
+    assert rate["Statement"]["RateBasedStatement"]["Limit"] == 100000
+    prod.resource_count_is("AWS::WAFv2::WebACLAssociation", 1)
+
+
+def test_roles_are_written_out_not_managed_or_wildcard_actions(templates: dict[str, Template]) -> None:
+    dev = templates["dev"]
+    for name, role in dev.find_resources("AWS::IAM::Role").items():
+        managed = role["Properties"].get("ManagedPolicyArns", [])
+        # The exceptions: API Gateway's account-level logging role (acknowledged) and, where buckets
+        # are destroyed with the stack (dev), CDK's own auto-delete-objects provider.
+        assert not managed or "CloudWatchRole" in name or name.startswith("CustomS3AutoDeleteObjects"), name
+    actions = Capture()
+    dev.has_resource_properties(
+        "AWS::IAM::Policy",
+        {"Roles": [{"Ref": Match.string_like_regexp("ApiGatewayRole")}], "PolicyDocument": {"Statement": actions}},
+    )
+    granted = {a for s in actions.as_array() for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])}
+    assert "s3:GetObject" in granted and not any(a.endswith("*") for a in granted)
+    assert {"logs:CreateLogStream", "logs:PutLogEvents", "sagemaker:InvokeEndpoint"} <= granted
 
 
 def test_state_machines_get_every_placeholder_of_their_definition(templates: dict[str, Template]) -> None:
