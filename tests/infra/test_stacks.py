@@ -18,8 +18,8 @@ import aws_cdk as cdk
 from aws_cdk.assertions import Capture, Match, Template
 
 from infra.app import build
-from infra.constructs.api import ROUTES
 from infra.config import CONTEXT_KEY, ConfigError, load_environments
+from infra.constructs.api import ROUTES
 from sagegate.workflows.definitions import placeholders
 
 ROOT = Path(__file__).resolve().parents[2]
