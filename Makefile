@@ -33,8 +33,9 @@ test-integration: setup services
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy sagegate benchmarks functions/gateway/handler.py
+	$(VENV)/bin/mypy sagegate benchmarks infra functions/gateway/handler.py
 	$(VENV)/bin/mypy functions/deploy/handler.py
+	$(VENV)/bin/mypy functions/rotation/handler.py
 
 bench: setup
 	bash scripts/ensure-tools.sh wrk redis-server

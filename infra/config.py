@@ -60,6 +60,7 @@ class EnvConfig(_Strict):
     models: list[ModelConfig] = Field(default_factory=list)
     cache_node_type: str = "cache.t4g.small"
     cache_replicas: int = Field(default=1, ge=1, le=5, description="replicas per shard; >= 1 gives Multi-AZ failover")
+    cache_token_rotation_days: int = Field(default=30, ge=1, le=365, description="AUTH token rotation period")
     alarms: AlarmThresholds = Field(default_factory=AlarmThresholds)
     rollout: RolloutPolicy = Field(default_factory=RolloutPolicy)
     log_retention_days: Literal[7, 14, 30, 60, 90, 180, 365, 731, 1827, 3653] = 30
@@ -74,11 +75,27 @@ class EnvConfig(_Strict):
     waf_rate_limit: int | None = Field(default=None, ge=10, description="requests per IP per 5 minutes, blocked above")
     alarm_email: str | None = None
     max_azs: int = Field(default=2, ge=2, le=3)
+    availability_zones: list[str] | None = Field(
+        default=None, description="pinned, so a synth needs no AWS lookup; default: the region's a, b (, c)"
+    )
     vpc_cidr: str = Field(default="10.40.0.0/16", pattern=r"^10\.\d{1,3}\.0\.0/16$", description="private, /16")
 
     @property
     def prefix(self) -> str:
         return f"sagegate-{self.name}"
+
+    @property
+    def zones(self) -> list[str]:
+        return self.availability_zones or [f"{self.region}{letter}" for letter in "abc"[: self.max_azs]]
+
+    @model_validator(mode="after")
+    def _zones_in_region(self) -> EnvConfig:
+        if self.availability_zones is not None:
+            if len(self.availability_zones) != self.max_azs:
+                raise ValueError(f"availability_zones names {len(self.availability_zones)}, max_azs is {self.max_azs}")
+            if any(not zone.startswith(self.region) for zone in self.availability_zones):
+                raise ValueError(f"availability_zones must be zones of {self.region}")
+        return self
 
 
 def load_environments(context: dict[str, Any] | None) -> dict[str, EnvConfig]:

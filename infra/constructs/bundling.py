@@ -18,7 +18,11 @@ from aws_cdk import aws_lambda as lambda_
 ROOT = Path(__file__).resolve().parents[2]
 # The Lambdas' runtime; the bundle's wheels are built for its Python (LocalPip below).
 RUNTIME = lambda_.Runtime.PYTHON_3_12
-HANDLERS = {"gateway_handler.py": "functions/gateway/handler.py", "deploy_handler.py": "functions/deploy/handler.py"}
+HANDLERS = {
+    "gateway_handler.py": "functions/gateway/handler.py",
+    "deploy_handler.py": "functions/deploy/handler.py",
+    "rotation_handler.py": "functions/rotation/handler.py",
+}
 
 
 def lambda_requirements() -> list[str]:
@@ -68,7 +72,7 @@ class LocalPip:
 
 
 def lambda_code() -> lambda_.Code:
-    """One asset for the gateway and the deployment Lambdas (same package, two handlers)."""
+    """One asset for every Lambda of the stack (same package, one handler each)."""
     return lambda_.Code.from_asset(
         str(ROOT),
         exclude=["*", "!sagegate/**", "!functions/**", "!pyproject.toml", "**/__pycache__"],

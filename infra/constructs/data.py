@@ -52,7 +52,7 @@ class Data(Construct):
             block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
             enforce_ssl=True,
             versioned=True,
-            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_PREFERRED,
+            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,  # no ACLs: log delivery by bucket policy
             lifecycle_rules=[s3.LifecycleRule(expiration=Duration.days(365))],
             removal_policy=removal,
             auto_delete_objects=auto_delete,
@@ -127,6 +127,7 @@ class Data(Construct):
         self.cache = elasticache.CfnReplicationGroup(
             self,
             "Cache",
+            replication_group_id=f"{prefix}-cache",
             replication_group_description=f"{prefix}: prediction cache and online features",
             engine="redis",
             engine_version="7.1",

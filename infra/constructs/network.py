@@ -16,6 +16,7 @@ INTERFACE_ENDPOINTS = {
     "Monitoring": ec2.InterfaceVpcEndpointAwsService.CLOUDWATCH_MONITORING,
     "Firehose": ec2.InterfaceVpcEndpointAwsService.KINESIS_FIREHOSE,
     "SecretsManager": ec2.InterfaceVpcEndpointAwsService.SECRETS_MANAGER,
+    "ElastiCache": ec2.InterfaceVpcEndpointAwsService.ELASTICACHE,  # the token rotation's API calls
 }
 
 
@@ -26,7 +27,7 @@ class Network(Construct):
         id: str,
         *,
         cidr: str,
-        max_azs: int,
+        zones: list[str],
         log_retention: logs.RetentionDays,
         removal: RemovalPolicy,
     ) -> None:
@@ -35,7 +36,7 @@ class Network(Construct):
             self,
             "Vpc",
             ip_addresses=ec2.IpAddresses.cidr(cidr),
-            max_azs=max_azs,
+            availability_zones=zones,
             nat_gateways=0,
             subnet_configuration=[
                 ec2.SubnetConfiguration(name="private", subnet_type=ec2.SubnetType.PRIVATE_ISOLATED, cidr_mask=22)

@@ -14,9 +14,10 @@ from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_sagemaker as sagemaker
 from constructs import Construct
 
-from infra.config import AlarmThresholds, ModelConfig
+from infra.config import ModelConfig
 from infra.constructs.access import list_objects, read_objects, write_objects
 from infra.nag import acknowledge, arn, wildcard_resource
+from sagegate.deploy.policy import AlarmThresholds
 from sagegate.registry.sagemaker import DEFAULT_PREFIX as REGISTRY_PREFIX
 from sagegate.workflows.deploy import alarm_name
 
@@ -199,28 +200,19 @@ class Serving(Construct):
             label="5XX rate",
             period=Duration.minutes(1),
         )
-        common = {
-            "evaluation_periods": 1,
-            "datapoints_to_alarm": 1,
-            "treat_missing_data": cloudwatch.TreatMissingData.NOT_BREACHING,
-        }
-        self.alarms.append(
-            rate.create_alarm(
-                scope,
-                f"Errors{variant}",
-                alarm_name=alarm_name(endpoint, variant, "errors"),
-                threshold=thresholds.max_error_rate,
-                comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
-                **common,
+        for kind, metric, threshold in (
+            ("errors", rate, thresholds.max_error_rate),
+            ("latency", variant_metric(endpoint, variant, "ModelLatency", "p99"), thresholds.max_p99_latency_ms * 1000),
+        ):  # ModelLatency is in microseconds
+            self.alarms.append(
+                metric.create_alarm(
+                    scope,
+                    f"{kind.capitalize()}{variant}",
+                    alarm_name=alarm_name(endpoint, variant, kind),
+                    threshold=threshold,
+                    comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+                    evaluation_periods=1,
+                    datapoints_to_alarm=1,
+                    treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+                )
             )
-        )
-        self.alarms.append(
-            variant_metric(endpoint, variant, "ModelLatency", "p99").create_alarm(
-                scope,
-                f"Latency{variant}",
-                alarm_name=alarm_name(endpoint, variant, "latency"),
-                threshold=thresholds.max_p99_latency_ms * 1000,  # microseconds
-                comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
-                **common,
-            )
-        )

@@ -91,7 +91,9 @@ class Workflows(Construct):
         read_objects(logic, capture, f"{CAPTURE_PREFIX}/", why="captured answers of a shadow run, to compare")
         write_objects(logic, batch, "shadow-reports/", why="the shadow comparison's report")
         logic.add_to_role_policy(iam.PolicyStatement(actions=["cloudwatch:GetMetricData"], resources=["*"]))
-        acknowledge(logic.role, wildcard_resource("*"), "cloudwatch:GetMetricData has no resource-level scope")
+        acknowledge(
+            policy_holder(logic), wildcard_resource("*"), "cloudwatch:GetMetricData has no resource-level scope"
+        )
 
         self.deploy = machine(
             "deploy_model",

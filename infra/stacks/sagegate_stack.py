@@ -13,13 +13,14 @@ from infra.config import EnvConfig
 from infra.constructs.access import list_objects, read_objects
 from infra.constructs.api import Api
 from infra.constructs.bundling import lambda_code
+from infra.constructs.cache_rotation import CacheRotation
 from infra.constructs.data import REDIS_PORT, Data
 from infra.constructs.firewall import Firewall
 from infra.constructs.monitoring import Monitoring
 from infra.constructs.network import Network
 from infra.constructs.serving import Serving
 from infra.constructs.workflows import Workflows
-from infra.nag import acknowledge, arn, wildcard_resource
+from infra.nag import acknowledge, arn, policy_holder, wildcard_resource
 from sagegate.registry.sagemaker import DEFAULT_PREFIX as REGISTRY_PREFIX
 
 
@@ -32,7 +33,7 @@ class SagegateStack(Stack):
         code = lambda_code()  # one asset per stack, shared by its Lambdas
 
         network = Network(
-            self, "Network", cidr=config.vpc_cidr, max_azs=config.max_azs, log_retention=retention, removal=removal
+            self, "Network", cidr=config.vpc_cidr, zones=config.zones, log_retention=retention, removal=removal
         )
         data = Data(
             self,
@@ -43,6 +44,20 @@ class SagegateStack(Stack):
             cache_replicas=config.cache_replicas,
             removal=removal,
             log_retention=retention,
+        )
+        CacheRotation(
+            self,
+            "CacheRotation",
+            prefix=prefix,
+            vpc=network.vpc,
+            code=code,
+            secret=data.cache_secret,
+            cache=data.cache,
+            cache_security_group=data.cache_security_group,
+            port=REDIS_PORT,
+            days=config.cache_token_rotation_days,
+            log_retention=retention,
+            removal=removal,
         )
         monitoring = Monitoring(self, "Monitoring", prefix=prefix, key=data.key, email=config.alarm_email)
         serving = Serving(
@@ -154,9 +169,9 @@ def _read_registry(function: lambda_.Function) -> None:
         )
     )
     why = "the registry is read, never written; the gateway serves whatever model it holds"
-    acknowledge(function.role, wildcard_resource("*"), f"sagemaker:List* have no resource-level scope; {why}")
+    acknowledge(policy_holder(function), wildcard_resource("*"), f"sagemaker:List* have no resource-level scope; {why}")
     for resource in ("model-package/*", "model-package-group/*"):
-        acknowledge(function.role, wildcard_resource(arn(function, "sagemaker", resource)), why)
+        acknowledge(policy_holder(function), wildcard_resource(arn(function, "sagemaker", resource)), why)
 
 
 _RETENTION = {

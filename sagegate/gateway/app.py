@@ -95,7 +95,7 @@ def _redis_url(settings: GatewaySettings) -> str | None:
     from botocore.session import get_session
 
     secrets = get_session().create_client("secretsmanager", region_name=settings.region)
-    token = secrets.get_secret_value(SecretId=settings.redis_auth_secret_arn)["SecretString"]
+    token = secrets.get_secret_value(SecretId=settings.redis_auth_secret_arn, VersionStage="AWSCURRENT")["SecretString"]
     parts = urlsplit(settings.redis_url)
     return urlunsplit(parts._replace(netloc=f":{quote(token, safe='')}@{parts.hostname}:{parts.port or 6379}"))
 

@@ -45,6 +45,10 @@ def test_a_bad_setting_names_the_environment_and_the_field() -> None:
     broken["dev"]["models"][0]["variants"][0]["instance_type"] = "m5.large"
     with pytest.raises(ConfigError, match=r"environment 'dev': models.0.variants.0.instance_type"):
         load_environments(broken)
+    zones = json.loads(json.dumps(CONTEXT[CONTEXT_KEY]))
+    zones["prod"]["availability_zones"] = ["eu-west-1a", "us-east-1b", "eu-west-1c"]
+    with pytest.raises(ConfigError, match=r"environment 'prod': .*zones of eu-west-1"):
+        load_environments(zones)
 
 
 def test_endpoints_encrypt_capture_and_scale(templates: dict[str, Template]) -> None:
@@ -115,6 +119,21 @@ def test_storage_is_encrypted_private_and_tls_only(templates: dict[str, Template
             "MultiAZEnabled": True,
         },
     )
+    # The AUTH token rotates every 30 days by our Lambda (in the VPC, allowed to modify this group only).
+    dev.has_resource_properties(
+        "AWS::SecretsManager::RotationSchedule",
+        {"RotationLambdaARN": Match.any_value(), "RotationRules": {"ScheduleExpression": "rate(30 days)"}},
+    )
+    statements = Capture()
+    dev.has_resource_properties(
+        "AWS::IAM::Policy",
+        {
+            "Roles": [{"Ref": Match.string_like_regexp("CacheRotationRotationRole")}],
+            "PolicyDocument": {"Statement": statements},
+        },
+    )
+    modify = next(s for s in statements.as_array() if "elasticache:ModifyReplicationGroup" in s["Action"])
+    assert "replicationgroup:sagegate-dev-cache" in json.dumps(modify["Resource"])
     dev.has_resource_properties(
         "AWS::DynamoDB::GlobalTable", {"SSESpecification": Match.object_like({"SSEEnabled": True})}
     )

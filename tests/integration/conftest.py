@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+import redis
 
-from sagegate.local.process import ServerProcess, free_port
+from sagegate.local.process import ServerProcess, free_port, redis_server_command
 from sagegate.packaging import BuiltPackage
 from tests.toy_models import heavy_package
 
@@ -53,3 +56,28 @@ def start_server(tmp_path: Path) -> Iterator[StartServer]:
 def client() -> Iterator[httpx.Client]:
     with httpx.Client(timeout=60) as c:
         yield c
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """A real redis-server on loopback for one test: its URL and process."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.fail("redis-server is not installed: run `make services` (apt-get install redis-server)")
+    port = free_port()
+    process = subprocess.Popen(
+        redis_server_command(binary, port, tmp_path),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    client = redis.Redis.from_url(url)
+    for _ in range(200):
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            time.sleep(0.02)
+    yield url, process
+    process.kill()
+    process.wait()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -19,38 +18,12 @@ import pytest
 import redis
 
 from sagegate.local.data import Transactions
-from sagegate.local.process import ServerProcess, free_port, redis_server_command, wait_healthy
+from sagegate.local.process import ServerProcess, free_port, wait_healthy
 from sagegate.packaging import BuiltPackage
 from tests.integration.conftest import StartServer
 from tests.integration.helpers import metric
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.fail("redis-server is not installed: run `make services` (apt-get install redis-server)")
-    port = free_port()
-    process = subprocess.Popen(
-        redis_server_command(binary, port, tmp_path),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"redis://127.0.0.1:{port}/0"
-    client = redis.Redis.from_url(url)
-    for _ in range(200):
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            import time
-
-            time.sleep(0.02)
-    yield url, process
-    process.kill()
-    process.wait()
 
 
 class Service:
