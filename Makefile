@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-unit test-integration lint bench services clean
+.PHONY: setup demo test test-unit test-integration lint bench services synth clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -13,10 +13,19 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $@
 
-setup: $(VENV)/.installed
+# The pinned AWS CDK CLI (package.json) for `npx cdk synth | deploy | destroy`.
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --silent
+	touch $@
+
+setup: $(VENV)/.installed node_modules/.installed
 
 demo: setup
 	$(VENV)/bin/sagegate demo
+
+# Every environment's templates in cdk.out/, Lambda code bundled for real, cdk-nag checked.
+synth: setup
+	JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION=20 npx cdk synth --all --quiet
 
 services:
 	bash scripts/ensure-tools.sh redis-server
@@ -43,4 +52,4 @@ bench: setup
 	$(PY) benchmarks/gateway_overhead.py
 
 clean:
-	rm -rf $(VENV) .sagegate .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) node_modules cdk.out .sagegate .pytest_cache .mypy_cache .ruff_cache

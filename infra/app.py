@@ -1,17 +1,25 @@
 """The CDK app: one stack per environment of cdk.json's context, checked by cdk-nag (AwsSolutions).
 
-cdk deploy --all -c env=dev     (or: python -m infra.app, which synthesizes to cdk.out)
+npx cdk deploy --all -c env=dev      the CDK CLI runs this module (cdk.json "app")
+python -m infra.app [--env dev]      the same synth without the CLI: templates in cdk.out/
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
+from pathlib import Path
+
+os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")  # before jsii starts node
 
 import aws_cdk as cdk
 from cdk_nag import AwsSolutionsChecks
 
-from infra.config import CONTEXT_KEY, load_environments
+from infra.config import CONTEXT_KEY, ConfigError, load_environments
 from infra.stacks.sagegate_stack import SagegateStack
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def build(app: cdk.App, *, nag: bool = True) -> dict[str, SagegateStack]:
@@ -38,11 +46,25 @@ def build(app: cdk.App, *, nag: bool = True) -> dict[str, SagegateStack]:
     return stacks
 
 
-def main() -> None:
-    os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
-    app = cdk.App()
-    build(app)
-    app.synth()
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m infra.app", description="synthesize sagegate's stacks")
+    parser.add_argument("--env", help="one environment of cdk.json (default: every one)")
+    args = parser.parse_args(argv)
+    context: dict[str, object] = {}
+    outdir = None
+    if "CDK_OUTDIR" not in os.environ:  # not run by the CDK CLI, which passes cdk.json's context itself
+        context = json.loads((ROOT / "cdk.json").read_text())["context"]
+        outdir = str(ROOT / "cdk.out")
+    if args.env:
+        context["env"] = args.env
+    try:
+        app = cdk.App(context=context or None, outdir=outdir)
+        build(app)
+        app.synth()
+    except ConfigError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    except RuntimeError as exc:  # cdk-nag's findings, or CDK's own validation: the report says which
+        raise SystemExit(f"error: {str(exc).strip()}") from None
 
 
 if __name__ == "__main__":

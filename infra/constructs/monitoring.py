@@ -48,6 +48,7 @@ class Monitoring(Construct):
                     expression="100 * hits / (hits + misses)",
                     label="cache hit rate %",
                     using_metrics={"hits": gateway["cache_hits"], "misses": gateway["cache_misses"]},
+                    period=Duration.minutes(1),
                 )
                 widgets: list[cloudwatch.IWidget] = [
                     cloudwatch.GraphWidget(

@@ -26,6 +26,7 @@ from sagegate.registry.sagemaker import DEFAULT_PREFIX as REGISTRY_PREFIX
 
 class SagegateStack(Stack):
     def __init__(self, scope: Construct, id: str, *, config: EnvConfig, **kwargs: object) -> None:
+        self._zones = config.zones
         super().__init__(scope, id, **kwargs)  # type: ignore[arg-type]
         removal = RemovalPolicy.DESTROY if config.removal == "destroy" else RemovalPolicy.RETAIN
         retention = logs.RetentionDays(logs.RetentionDays[_RETENTION[config.log_retention_days]])
@@ -142,6 +143,11 @@ class SagegateStack(Stack):
         monitoring.add_models(config.models, serving.endpoints)
         monitoring.add_batch(workflows.batch)
         self.api, self.workflows, self.serving, self.data = api, workflows, serving, data
+
+    @property
+    def availability_zones(self) -> list[str]:
+        """The configured zones: no lookup in the account at synth time (so no credentials needed)."""
+        return self._zones
 
 
 def _invoke(stack: Stack, endpoint: str) -> iam.PolicyStatement:
