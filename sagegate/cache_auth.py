@@ -131,6 +131,8 @@ class CacheTokenRotation:
 
     def _authenticates(self, group: dict[str, Any], token: str) -> bool:
         import redis
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
 
         endpoint = group["NodeGroups"][0]["PrimaryEndpoint"]
         client = redis.Redis(
@@ -140,6 +142,7 @@ class CacheTokenRotation:
             ssl=self.tls,
             socket_timeout=5,
             socket_connect_timeout=5,
+            retry=Retry(NoBackoff(), 0),  # a refused token is an answer, not a fault to retry for seconds
         )
         try:
             return bool(client.ping())
