@@ -1,6 +1,6 @@
 """Lambda entry point of the deployment workflow's logic (sagegate.workflows.deploy): plan,
-check_smoke, compare_shadow. Clients are created once per execution environment; settings come
-from the environment the CDK stack sets."""
+check_smoke, compare_shadow, release_scaling, apply_scaling. Clients are created once per
+execution environment; settings come from the environment the CDK stack sets."""
 
 from __future__ import annotations
 
@@ -16,7 +16,12 @@ from sagegate.workflows.deploy import handle
 
 logger = Logger(service="sagegate-deploy")
 _config = Config(retries={"mode": "standard", "max_attempts": 5}, connect_timeout=5, read_timeout=30)
-clients = SimpleNamespace(s3=boto3.client("s3", config=_config), cloudwatch=boto3.client("cloudwatch", config=_config))
+clients = SimpleNamespace(
+    s3=boto3.client("s3", config=_config),
+    cloudwatch=boto3.client("cloudwatch", config=_config),
+    sagemaker=boto3.client("sagemaker", config=_config),
+    autoscaling=boto3.client("application-autoscaling", config=_config),
+)
 settings = {
     "kms_key": os.environ.get("SAGEGATE_KMS_KEY_ARN", ""),
     "topic": os.environ.get("SAGEGATE_TOPIC_ARN", ""),

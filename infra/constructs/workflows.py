@@ -91,9 +91,7 @@ class Workflows(Construct):
         read_objects(logic, capture, f"{CAPTURE_PREFIX}/", why="captured answers of a shadow run, to compare")
         write_objects(logic, batch, "shadow-reports/", why="the shadow comparison's report")
         logic.add_to_role_policy(iam.PolicyStatement(actions=["cloudwatch:GetMetricData"], resources=["*"]))
-        acknowledge(
-            policy_holder(logic), wildcard_resource("*"), "cloudwatch:GetMetricData has no resource-level scope"
-        )
+        self._scaling_handover(logic, prefix, endpoint_arn=sagemaker_arn("endpoint", f"{prefix}-*"))
 
         self.deploy = machine(
             "deploy_model",
@@ -264,6 +262,69 @@ class Workflows(Construct):
                     }
                 ),
             )
+        )
+
+    def _scaling_handover(self, logic: lambda_.Function, prefix: str, *, endpoint_arn: str) -> None:
+        """What sagegate.workflows.scaling does: read the endpoint's variants, move their scalable targets."""
+        stack = Stack.of(self)
+        logic.add_to_role_policy(iam.PolicyStatement(actions=["sagemaker:DescribeEndpoint"], resources=[endpoint_arn]))
+        logic.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=[
+                    "application-autoscaling:DescribeScalableTargets",
+                    "application-autoscaling:DescribeScalingPolicies",
+                    "application-autoscaling:RegisterScalableTarget",
+                    "application-autoscaling:DeregisterScalableTarget",
+                    "application-autoscaling:PutScalingPolicy",
+                    "application-autoscaling:DeleteScalingPolicy",
+                ],
+                resources=["*"],
+            )
+        )
+        # Target tracking policies are CloudWatch alarms that Application Auto Scaling makes in the caller's name.
+        tracking = stack.format_arn(
+            service="cloudwatch",
+            resource="alarm",
+            resource_name="TargetTracking-endpoint/*",
+            arn_format=ArnFormat.COLON_RESOURCE_NAME,
+        )
+        logic.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=["cloudwatch:DescribeAlarms", "cloudwatch:PutMetricAlarm", "cloudwatch:DeleteAlarms"],
+                resources=[tracking],
+            )
+        )
+        service = "sagemaker.application-autoscaling.amazonaws.com"
+        logic.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=["iam:CreateServiceLinkedRole"],
+                resources=[
+                    stack.format_arn(
+                        service="iam",
+                        region="",
+                        resource="role",
+                        resource_name=f"aws-service-role/{service}/AWSServiceRoleForApplicationAutoScaling_SageMakerEndpoint",
+                    )
+                ],
+                conditions={"StringLike": {"iam:AWSServiceName": service}},
+            )
+        )
+        holder = policy_holder(logic)
+        acknowledge(
+            holder,
+            wildcard_resource("*"),
+            "cloudwatch:GetMetricData has no resource-level scope, nor do Application Auto Scaling's target and"
+            " policy actions (the code touches only the variants of this environment's endpoints)",
+        )
+        acknowledge(
+            holder,
+            wildcard_resource(arn(self, "sagemaker", f"endpoint/{prefix}-*")),
+            "the endpoints of this environment, named by its prefix, including models configured later",
+        )
+        acknowledge(
+            holder,
+            wildcard_resource(arn(self, "cloudwatch", "alarm:TargetTracking-endpoint/*")),
+            "the alarms Application Auto Scaling names for target tracking on SageMaker variants",
         )
 
     def grant_describe_batch_jobs(self, grantee: iam.IGrantable) -> None:

@@ -2,7 +2,8 @@
 compute: the endpoint configurations and the weights of every step, the route at every step, the
 new variant's alarms, the smoke test's request and verdict, and the shadow comparison.
 
-One Lambda (functions/deploy/handler.py) serves the three actions. `plan` and `check_smoke` are
+One Lambda (functions/deploy/handler.py) serves these actions and the autoscaling hand-over of
+sagegate.workflows.scaling. `plan` and `check_smoke` are
 functions of their input plus the manifest read from S3; `compare_shadow` reads CloudWatch and the
 endpoint's data capture and writes its report to S3. Everything else (SageMaker, CloudWatch,
 DynamoDB, SNS calls, waits, retries, rollback) is in the state machine as SDK integrations.
@@ -24,6 +25,7 @@ from sagegate.deploy.policy import AlarmThresholds, RolloutPolicy
 from sagegate.deploy.routes import next_route
 from sagegate.registry.protocol import RegistryError
 from sagegate.routing import Route, Variant
+from sagegate.workflows.scaling import apply_scaling, release_scaling
 
 __all__ = [
     "DeployRequest",
@@ -315,6 +317,7 @@ class _Planner:
             "final_route": next_route(current, request.model, request.version, replace=True).model_dump_json(),
             "old_models": sorted({s["ModelName"] for s in self.specs}),
             "old_alarms": [alarm_name(self.name, s["VariantName"], k) for s in self.specs for k in _ALARM_KINDS],
+            "old_variants": [s["VariantName"] for s in self.specs],
         }
 
     def shadow(self) -> dict[str, Any]:
@@ -599,4 +602,8 @@ def handle(event: dict[str, Any], *, clients: Any, settings: dict[str, str]) -> 
         return compare_shadow(
             state, cloudwatch=clients.cloudwatch, s3=clients.s3, report_bucket=settings["report_bucket"]
         )
+    if action == "release_scaling":
+        return release_scaling(state, autoscaling=clients.autoscaling)
+    if action == "apply_scaling":
+        return apply_scaling(state, autoscaling=clients.autoscaling, sagemaker=clients.sagemaker)
     raise DeploymentRefused(f"unknown action {action!r}")

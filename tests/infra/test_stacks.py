@@ -234,6 +234,27 @@ def test_roles_are_written_out_not_managed_or_wildcard_actions(templates: dict[s
     assert {"logs:CreateLogStream", "logs:PutLogEvents", "sagemaker:InvokeEndpoint"} <= granted
 
 
+def test_the_deployment_lambda_may_hand_autoscaling_over_between_variants(templates: dict[str, Template]) -> None:
+    statements = Capture()
+    templates["prod"].has_resource_properties(
+        "AWS::IAM::Policy",
+        {
+            "Roles": [{"Ref": Match.string_like_regexp("WorkflowsDeployLogicRole")}],
+            "PolicyDocument": {"Statement": statements},
+        },
+    )
+    granted = {
+        a for s in statements.as_array() for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])
+    }
+    assert {
+        "application-autoscaling:RegisterScalableTarget",
+        "application-autoscaling:DeregisterScalableTarget",
+        "application-autoscaling:PutScalingPolicy",
+        "sagemaker:DescribeEndpoint",
+        "cloudwatch:PutMetricAlarm",
+    } <= granted
+
+
 def test_state_machines_get_every_placeholder_of_their_definition(templates: dict[str, Template]) -> None:
     machines = templates["staging"].find_resources("AWS::StepFunctions::StateMachine")
     by_name: dict[str, Any] = {}

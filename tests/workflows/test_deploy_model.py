@@ -5,8 +5,10 @@ this process.
 Three things moto cannot do are filled in by the fixture, and what each cannot prove is said here:
 - moto has no UpdateEndpoint: `_update_endpoint` swaps the endpoint's config at once (InService),
   keeping the weights of variants that stay, or fails the way SageMaker does (the endpoint stays
-  InService on its old config). It cannot prove SageMaker's timings, the blue/green traffic shifting
-  of `replace`, or capacity errors; the request's shape is asserted instead.
+  InService on its old config), including SageMaker's refusal to remove a variant that is still a
+  scalable target of Application Auto Scaling (moto's, which the fixture registers v1 with). It
+  cannot prove SageMaker's timings, the blue/green traffic shifting of `replace`, or capacity
+  errors; the request's shape is asserted instead.
 - moto runs Lambda tasks only in Docker (not on this machine): the Lambda integration calls
   `sagegate.workflows.deploy.handle` in process with the same payload. This proves the contract
   between the states and the code, not the Lambda's packaging.
@@ -29,6 +31,8 @@ import boto3
 import pytest
 import requests
 from moto import mock_aws
+from moto.applicationautoscaling.models import applicationautoscaling_backends
+from moto.sagemaker.exceptions import ValidationError
 from moto.sagemaker.models import sagemaker_backends
 from moto.sagemaker.responses import SageMakerResponse
 from moto.stepfunctions.parser.asl.component.state.exec.state_task import lambda_eval_utils
@@ -42,6 +46,7 @@ from tests.route_tables import create_route_table
 REGION = "eu-west-1"
 ACCOUNT = "123456789012"
 ENDPOINT = "sagegate-dev-fraud"
+SCALING_DIMENSION = "sagemaker:variant:DesiredInstanceCount"
 SAMPLE = [{"amount": 12.5, "merchant": "grocery"}, {"amount": 990.0, "merchant": "travel"}]
 
 
@@ -56,6 +61,14 @@ def _update_endpoint(self: Any, endpoint_name: str, endpoint_config_name: str, r
         return str(endpoint.arn)
     config = self.endpoint_configs[endpoint_config_name]
     before = {v["VariantName"]: v for v in endpoint.production_variants}
+    staying = {v["VariantName"] for v in config.production_variants}
+    targets = applicationautoscaling_backends[ACCOUNT][REGION].targets.get(SCALING_DIMENSION, {})
+    scaled = sorted(v for v in before if v not in staying and f"endpoint/{endpoint_name}/variant/{v}" in targets)
+    if scaled:
+        raise ValidationError(
+            f"The variant(s) {scaled} must be deregistered as scalable targets with AWS Application Auto Scaling"
+            " before they can be removed or have their instance type updated."
+        )
     variants = endpoint._process_production_variants(config.production_variants)
     for variant in variants:
         kept = before.get(variant["VariantName"])
@@ -175,12 +188,15 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[SimpleNamespace]:
             },
         )
         sm.create_endpoint(EndpointName=ENDPOINT, EndpointConfigName="sagegate-dev-fraud-v1")
+        # v1 scales as the CDK stack registers it: invocations per instance, and its own GPU metric.
+        env.autoscaling = boto3.client("application-autoscaling")
+        scale(env, "v1")
         sm.create_model_package_group(ModelPackageGroupName="fraud")
         for version in ("1", "2"):
             register(env, version, approved=True)
 
         settings = {"kms_key": "", "topic": topic, "report_bucket": "sagegate-reports"}
-        clients = SimpleNamespace(s3=s3, cloudwatch=env.cloudwatch)
+        clients = SimpleNamespace(s3=s3, cloudwatch=env.cloudwatch, sagemaker=sm, autoscaling=env.autoscaling)
         monkeypatch.setattr(
             lambda_eval_utils,
             "boto_client_for",
@@ -205,6 +221,65 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[SimpleNamespace]:
         yield env
         boto3.DEFAULT_SESSION.events.unregister("before-parameter-build", record)
     boto3.DEFAULT_SESSION = None
+
+
+def scale(env: SimpleNamespace, variant: str) -> None:
+    resource = f"endpoint/{ENDPOINT}/variant/{variant}"
+    target = {"ServiceNamespace": "sagemaker", "ResourceId": resource, "ScalableDimension": SCALING_DIMENSION}
+    env.autoscaling.register_scalable_target(**target, MinCapacity=2, MaxCapacity=6)
+    env.autoscaling.put_scaling_policy(
+        **target,
+        PolicyName="Invocations",
+        PolicyType="TargetTrackingScaling",
+        TargetTrackingScalingPolicyConfiguration={
+            "TargetValue": 2000.0,
+            "PredefinedMetricSpecification": {"PredefinedMetricType": "SageMakerVariantInvocationsPerInstance"},
+            "ScaleInCooldown": 300,
+            "ScaleOutCooldown": 60,
+        },
+    )
+    env.autoscaling.put_scaling_policy(
+        **target,
+        PolicyName="GpuUtilization",
+        PolicyType="TargetTrackingScaling",
+        TargetTrackingScalingPolicyConfiguration={
+            "TargetValue": 70.0,
+            "CustomizedMetricSpecification": {
+                "MetricName": "GPUUtilization",
+                "Namespace": "/aws/sagemaker/Endpoints",
+                "Dimensions": [{"Name": "EndpointName", "Value": ENDPOINT}, {"Name": "VariantName", "Value": variant}],
+                "Statistic": "Average",
+            },
+        },
+    )
+
+
+def scaling(env: SimpleNamespace) -> dict[str, Any]:
+    """Each variant's scalable target: (min, max) and its policies with their metric's variant."""
+    found: dict[str, Any] = {}
+    targets = env.autoscaling.describe_scalable_targets(ServiceNamespace="sagemaker")["ScalableTargets"]
+    for target in targets:
+        variant = target["ResourceId"].rsplit("/", 1)[-1]
+        policies = env.autoscaling.describe_scaling_policies(
+            ServiceNamespace="sagemaker", ResourceId=target["ResourceId"]
+        )["ScalingPolicies"]
+        found[variant] = {
+            "capacity": (target["MinCapacity"], target["MaxCapacity"]),
+            "policies": {
+                p["PolicyName"]: next(
+                    (
+                        d["Value"]
+                        for d in p["TargetTrackingScalingPolicyConfiguration"]
+                        .get("CustomizedMetricSpecification", {})
+                        .get("Dimensions", [])
+                        if d["Name"] == "VariantName"
+                    ),
+                    p["TargetTrackingScalingPolicyConfiguration"]["TargetValue"],
+                )
+                for p in policies
+            },
+        }
+    return found
 
 
 def register(env: SimpleNamespace, version: str, *, approved: bool) -> str:
@@ -352,9 +427,48 @@ def test_canary_walks_every_step_then_retires_the_old_variant(aws: SimpleNamespa
     assert "sagegate-dev-fraud-v1-0" not in {m["ModelName"] for m in aws.sm.list_models()["Models"]}
     route = stored_route(aws)
     assert [(v.name, v.weight) for v in route.variants] == [("v2", 100.0)]
+    # v1 was taken off autoscaling before the final update (SageMaker refuses otherwise); v2 scales as v1 did.
+    assert scaling(aws) == {"v2": {"capacity": (2, 6), "policies": {"Invocations": 2000.0, "GpuUtilization": "v2"}}}
     assert package_metadata(aws, "2")["rollout"] == "live"
     assert package_metadata(aws, "2")["manifest_uri"]  # the other metadata kept
     assert any("is live" in m for m in notifications(aws))
+
+
+def test_the_stand_in_refuses_to_remove_a_variant_that_still_scales(aws: SimpleNamespace) -> None:
+    """What makes the canary above prove the release: without it the final update is refused."""
+    aws.sm.create_endpoint_config(
+        EndpointConfigName="without-v1",
+        ProductionVariants=[
+            {
+                "VariantName": "other",
+                "ModelName": "sagegate-dev-fraud-v1-0",
+                "InstanceType": "ml.m5.large",
+                "InitialInstanceCount": 1,
+                "InitialVariantWeight": 1.0,
+            }
+        ],
+    )
+    with pytest.raises(aws.sm.exceptions.ClientError, match="must be deregistered as scalable targets"):
+        aws.sm.update_endpoint(EndpointName=ENDPOINT, EndpointConfigName="without-v1")
+
+
+def test_a_failed_final_update_gives_the_old_variant_its_scaling_back(aws: SimpleNamespace) -> None:
+    def fail_final(operation: str, params: dict[str, Any]) -> None:
+        if operation == "UpdateEndpoint" and "final" in params.get("EndpointConfigName", ""):
+            _Failures.update_endpoint = "insufficient capacity"
+
+    aws.on_call.append(fail_final)
+    queue_answers(GOOD_ANSWER)
+    result = rollout(aws, "final-fails")
+    assert result["status"] == "FAILED" and "ReapplyScaling" in result["states"], result
+    # v2 took all traffic and stays; v1 waits at weight 0 on the ramp config, both scale as v1 did.
+    assert set(live_variants(aws)) == {"v1", "v2"}
+    assert scaling(aws) == {
+        "v1": {"capacity": (2, 6), "policies": {"Invocations": 2000.0, "GpuUtilization": "v1"}},
+        "v2": {"capacity": (2, 6), "policies": {"Invocations": 2000.0, "GpuUtilization": "v2"}},
+    }
+    sent = notifications(aws)
+    assert any("removing the old variant failed" in m for m in sent), sent
 
 
 def test_routes_follow_the_ramp(aws: SimpleNamespace) -> None:
@@ -475,6 +589,11 @@ def test_ab_stops_at_its_share_and_keeps_both_variants(aws: SimpleNamespace) -> 
     assert weight_updates(aws) == [{"v1": 70.0, "v2": 30.0}]
     assert set(live_variants(aws)) == {"v1", "v2"}
     assert {v.name: v.weight for v in stored_route(aws).variants} == {"v1": 70.0, "v2": 30.0}
+    both = {"capacity": (2, 6), "policies": {"Invocations": 2000.0}}
+    assert scaling(aws) == {
+        "v1": {**both, "policies": {**both["policies"], "GpuUtilization": "v1"}},
+        "v2": {**both, "policies": {**both["policies"], "GpuUtilization": "v2"}},
+    }
 
 
 def test_shadow_compares_with_production_and_stops(aws: SimpleNamespace) -> None:
