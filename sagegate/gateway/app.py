@@ -49,6 +49,15 @@ def get_settings() -> GatewaySettings:
 
 
 @lru_cache
+def _aws_session() -> Any:
+    """One botocore session per execution environment for the gateway's AWS clients: each session
+    loads its own service data and credential chain, which a cold start pays for."""
+    from botocore.session import get_session
+
+    return get_session()
+
+
+@lru_cache
 def get_catalog() -> CatalogProtocol:
     root = os.environ.get("SAGEGATE_GATEWAY_CATALOG_DIR")
     state = os.environ.get("SAGEGATE_GATEWAY_STATE_DIR")
@@ -62,12 +71,11 @@ def get_catalog() -> CatalogProtocol:
         )
     elif os.environ.get("SAGEGATE_ROUTE_TABLE"):  # AWS: the Model Registry and the route table
         from botocore.config import Config
-        from botocore.session import get_session
 
         from sagegate.deploy.routes import DynamoRouteStore
         from sagegate.registry.sagemaker import SageMakerRegistry
 
-        session, region = get_session(), get_settings().region
+        session, region = _aws_session(), get_settings().region
         config = Config(retries={"mode": "standard", "max_attempts": 3}, connect_timeout=2, read_timeout=5)
         registry = SageMakerRegistry(
             session.create_client("sagemaker", region_name=region, config=config),
@@ -92,9 +100,7 @@ def _redis_url(settings: GatewaySettings) -> str | None:
         return settings.redis_url
     from urllib.parse import quote, urlsplit, urlunsplit
 
-    from botocore.session import get_session
-
-    secrets = get_session().create_client("secretsmanager", region_name=settings.region)
+    secrets = _aws_session().create_client("secretsmanager", region_name=settings.region)
     token = secrets.get_secret_value(SecretId=settings.redis_auth_secret_arn, VersionStage="AWSCURRENT")["SecretString"]
     parts = urlsplit(settings.redis_url)
     return urlunsplit(parts._replace(netloc=f":{quote(token, safe='')}@{parts.hostname}:{parts.port or 6379}"))
@@ -136,9 +142,7 @@ def get_predictor() -> Predictor:
 
 def _prediction_log(settings: GatewaySettings) -> PredictionLogProtocol:
     if settings.prediction_log_stream:
-        from botocore.session import get_session
-
-        client = get_session().create_client("firehose", region_name=settings.region)
+        client = _aws_session().create_client("firehose", region_name=settings.region)
         return FirehoseLog(client, settings.prediction_log_stream)
     if settings.prediction_log_path:
         return JsonLinesLog(Path(settings.prediction_log_path))
@@ -160,12 +164,10 @@ def get_jobs() -> JobsProtocol | None:
     state = os.environ.get("SAGEGATE_GATEWAY_STATE_DIR")
     machine = os.environ.get("SAGEGATE_GATEWAY_BATCH_STATE_MACHINE_ARN")
     if machine:
-        from botocore.session import get_session
-
         from sagegate.batch.jobs import StepFunctionsJobs
 
         region = get_settings().region
-        session = get_session()
+        session = _aws_session()
         return StepFunctionsJobs(
             session.create_client("stepfunctions", region_name=region),
             session.create_client("s3", region_name=region),
