@@ -26,8 +26,11 @@ HANDLERS = {
 
 
 def lambda_requirements() -> list[str]:
+    """The `gateway` extra: what the handlers import. The core dependencies beyond it (typer, rich)
+    are the CLI's, which no Lambda runs."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    return [*project["dependencies"], *project["optional-dependencies"]["gateway"]]
+    requirements: list[str] = project["optional-dependencies"]["gateway"]
+    return requirements
 
 
 @jsii.implements(ILocalBundling)
