@@ -12,14 +12,15 @@ from constructs import Construct
 from infra.config import EnvConfig
 from infra.constructs.access import list_objects, read_objects
 from infra.constructs.api import Api
+from infra.constructs.batch_jobs import BatchJobs
 from infra.constructs.bundling import lambda_code
 from infra.constructs.cache_rotation import CacheRotation
 from infra.constructs.data import REDIS_PORT, Data
 from infra.constructs.firewall import Firewall
 from infra.constructs.monitoring import Monitoring
 from infra.constructs.network import Network
+from infra.constructs.rollouts import Rollouts
 from infra.constructs.serving import Serving
-from infra.constructs.workflows import Workflows
 from infra.nag import acknowledge, arn, policy_holder, wildcard_resource
 from sagegate.registry.sagemaker import DEFAULT_PREFIX as REGISTRY_PREFIX
 
@@ -72,9 +73,9 @@ class SagegateStack(Stack):
             batch=data.batch,
             thresholds=config.alarms,
         )
-        workflows = Workflows(
+        rollouts = Rollouts(
             self,
-            "Workflows",
+            "Rollouts",
             prefix=prefix,
             code=code,
             key=data.key,
@@ -83,10 +84,21 @@ class SagegateStack(Stack):
             sagemaker_role=serving.role,
             artifacts=data.artifacts,
             capture=data.capture,
-            batch=data.batch,
-            batch_image_uri=f"{config.account}.dkr.ecr.{config.region}.amazonaws.com/sagegate-batch:latest",
+            reports=data.batch,
             models=[m.name for m in config.models],
             rollout=config.rollout,
+            log_retention=retention,
+            removal=removal,
+        )
+        batch_jobs = BatchJobs(
+            self,
+            "BatchJobs",
+            prefix=prefix,
+            key=data.key,
+            topic=monitoring.topic,
+            sagemaker_role=serving.role,
+            batch=data.batch,
+            image_uri=f"{config.account}.dkr.ecr.{config.region}.amazonaws.com/sagegate-batch:latest",
             log_retention=retention,
             removal=removal,
         )
@@ -110,7 +122,7 @@ class SagegateStack(Stack):
                 "SAGEGATE_GATEWAY_REDIS_URL": (f"rediss://{data.cache.attr_primary_end_point_address}:{REDIS_PORT}/0"),
                 "SAGEGATE_GATEWAY_REDIS_AUTH_SECRET_ARN": data.cache_secret.secret_arn,
                 "SAGEGATE_GATEWAY_PREDICTION_LOG_STREAM": data.predictions.delivery_stream_name,
-                "SAGEGATE_GATEWAY_BATCH_STATE_MACHINE_ARN": workflows.batch.state_machine_arn,
+                "SAGEGATE_GATEWAY_BATCH_STATE_MACHINE_ARN": batch_jobs.machine.state_machine_arn,
             },
         )
         if config.waf:
@@ -133,16 +145,16 @@ class SagegateStack(Stack):
         read_objects(api.function, data.artifacts, f"{REGISTRY_PREFIX}/", why="the registry's manifests")
         list_objects(api.function, data.batch)  # a batch job's progress: its output objects over its input objects
         data.predictions.grant_put_records(api.function)
-        workflows.batch.grant_start_execution(api.function)
-        workflows.grant_describe_batch_jobs(api.function)
+        batch_jobs.machine.grant_start_execution(api.function)
+        batch_jobs.grant_describe(api.function)
         for name in serving.endpoints.values():
             api.function.add_to_role_policy(_invoke(self, name))
         _read_registry(api.function)
 
         monitoring.notify(serving.alarms)
         monitoring.add_models(config.models, serving.endpoints)
-        monitoring.add_batch(workflows.batch)
-        self.api, self.workflows, self.serving, self.data = api, workflows, serving, data
+        monitoring.add_batch(batch_jobs.machine)
+        self.api, self.rollouts, self.batch_jobs, self.serving, self.data = api, rollouts, batch_jobs, serving, data
 
     @property
     def availability_zones(self) -> list[str]:

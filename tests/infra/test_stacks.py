@@ -239,7 +239,7 @@ def test_the_deployment_lambda_may_hand_autoscaling_over_between_variants(templa
     templates["prod"].has_resource_properties(
         "AWS::IAM::Policy",
         {
-            "Roles": [{"Ref": Match.string_like_regexp("WorkflowsDeployLogicRole")}],
+            "Roles": [{"Ref": Match.string_like_regexp("RolloutsDeployLogicRole")}],
             "PolicyDocument": {"Statement": statements},
         },
     )

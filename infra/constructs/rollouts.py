@@ -1,0 +1,238 @@
+"""Rollouts (stepfunctions/deploy_model.asl.json): the deployment workflow, its Lambda (plans, smoke
+verdicts, shadow reports, the autoscaling hand-over), IAM scoped to this environment's endpoints,
+models, configs and alarms, and the EventBridge rule that starts a rollout when a version of a
+configured model is Approved in the registry."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_cdk import ArnFormat, Duration, RemovalPolicy, Stack
+from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_events as events
+from aws_cdk import aws_events_targets as targets
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_sns as sns
+from constructs import Construct
+
+from infra.constructs.access import list_objects, read_objects, write_objects
+from infra.constructs.functions import python_function
+from infra.constructs.serving import CAPTURE_PREFIX
+from infra.constructs.state_machines import pass_to_sagemaker, state_machine
+from infra.nag import acknowledge, acknowledge_key_grant, arn, attribute, policy_holder, wildcard_resource
+from sagegate.deploy.policy import RolloutPolicy
+from sagegate.registry.sagemaker import DEFAULT_PREFIX as REGISTRY_PREFIX
+
+_SCALING_ACTIONS = [
+    "application-autoscaling:DescribeScalableTargets",
+    "application-autoscaling:DescribeScalingPolicies",
+    "application-autoscaling:RegisterScalableTarget",
+    "application-autoscaling:DeregisterScalableTarget",
+    "application-autoscaling:PutScalingPolicy",
+    "application-autoscaling:DeleteScalingPolicy",
+]
+_SCALING_SERVICE = "sagemaker.application-autoscaling.amazonaws.com"
+
+
+class Rollouts(Construct):
+    def __init__(
+        self,
+        scope: Construct,
+        id: str,
+        *,
+        prefix: str,
+        code: lambda_.Code,
+        key: kms.IKey,
+        routes: dynamodb.ITable,
+        topic: sns.ITopic,
+        sagemaker_role: iam.IRole,
+        artifacts: s3.IBucket,
+        capture: s3.IBucket,
+        reports: s3.IBucket,
+        models: list[str],
+        rollout: RolloutPolicy,
+        log_retention: logs.RetentionDays,
+        removal: RemovalPolicy,
+    ) -> None:
+        super().__init__(scope, id)
+        self.prefix = prefix
+        self.function = python_function(
+            self,
+            "DeployLogic",
+            function_name=f"{prefix}-deploy",
+            handler="deploy_handler.handler",
+            code=code,
+            log_retention=log_retention,
+            removal=removal,
+            memory_size=512,
+            timeout=Duration.minutes(5),
+            environment={
+                "SAGEGATE_KMS_KEY_ARN": key.key_arn,
+                "SAGEGATE_TOPIC_ARN": topic.topic_arn,
+                "SAGEGATE_REPORT_BUCKET": reports.bucket_name,
+                "POWERTOOLS_SERVICE_NAME": "sagegate-deploy",
+            },
+        )
+        logic = self.function
+        read_objects(logic, artifacts, f"{REGISTRY_PREFIX}/", why="a manifest's sample for the smoke test")
+        list_objects(logic, capture, f"{CAPTURE_PREFIX}/")
+        read_objects(logic, capture, f"{CAPTURE_PREFIX}/", why="captured answers of a shadow run, to compare")
+        write_objects(logic, reports, "shadow-reports/", why="the shadow comparison's report")
+        logic.add_to_role_policy(iam.PolicyStatement(actions=["cloudwatch:GetMetricData"], resources=["*"]))
+        self._scaling_handover(logic)
+
+        self.machine = state_machine(
+            self,
+            "deploy_model",
+            prefix=prefix,
+            substitutions={
+                "EndpointPrefix": f"{prefix}-",
+                "ModelPackageArnPrefix": Stack.of(self).format_arn(service="sagemaker", resource="model-package"),
+                "RouteTable": routes.table_name,
+                "TopicArn": topic.topic_arn,
+                "DeployFunctionArn": logic.function_arn,
+                "SageMakerRoleArn": sagemaker_role.role_arn,
+            },
+            timeout=Duration.hours(24),
+            log_retention=log_retention,
+            removal=removal,
+        )
+        self._grant_machine(models, key=key, routes=routes, topic=topic, sagemaker_role=sagemaker_role)
+        self.on_approval = self._on_approval(models, rollout)
+
+    def _arn(self, resource: str, name: str) -> str:
+        return Stack.of(self).format_arn(service="sagemaker", resource=resource, resource_name=name)
+
+    def _alarm_arn(self, name: str) -> str:
+        return Stack.of(self).format_arn(
+            service="cloudwatch", resource="alarm", resource_name=name, arn_format=ArnFormat.COLON_RESOURCE_NAME
+        )
+
+    def _grant_machine(
+        self, models: list[str], *, key: kms.IKey, routes: dynamodb.ITable, topic: sns.ITopic, sagemaker_role: iam.IRole
+    ) -> None:
+        role, prefix = self.machine.role, self.prefix
+        packages = [f"{m}/*" for m in models] or ["*/*"]
+        for actions, resources in (
+            (["DescribeModelPackage", "UpdateModelPackage"], [self._arn("model-package", p) for p in packages]),
+            (["CreateModel", "DeleteModel", "AddTags"], [self._arn("model", f"{prefix}-*")]),
+            (
+                ["CreateEndpointConfig", "DeleteEndpointConfig", "DescribeEndpointConfig"],
+                [self._arn("endpoint-config", f"{prefix}-*")],
+            ),
+            (
+                ["DescribeEndpoint", "UpdateEndpoint", "UpdateEndpointWeightsAndCapacities", "InvokeEndpoint"],
+                [self._arn("endpoint", f"{prefix}-*")],
+            ),
+        ):
+            role.add_to_principal_policy(
+                iam.PolicyStatement(actions=[f"sagemaker:{a}" for a in actions], resources=resources)
+            )
+        role.add_to_principal_policy(
+            iam.PolicyStatement(
+                actions=["cloudwatch:PutMetricAlarm", "cloudwatch:DeleteAlarms", "cloudwatch:DescribeAlarms"],
+                resources=[self._alarm_arn(f"{prefix}-*")],
+            )
+        )
+        pass_to_sagemaker(role, sagemaker_role)
+        key.grant(role, "kms:CreateGrant", "kms:DescribeKey")  # endpoint configs name the key
+        routes.grant_read_write_data(role)
+        topic.grant_publish(role)
+        self.function.grant_invoke(role)
+        for name in packages:
+            acknowledge(
+                role,
+                wildcard_resource(arn(self, "sagemaker", f"model-package/{name}")),
+                "every version of this environment's configured models: versions are made after deploy",
+            )
+        for name in (f"model/{prefix}-*", f"endpoint-config/{prefix}-*", f"endpoint/{prefix}-*", f"alarm:{prefix}-*"):
+            acknowledge(
+                role,
+                wildcard_resource(arn(self, "cloudwatch" if name.startswith("alarm") else "sagemaker", name)),
+                "the workflow names the models, configs and alarms of each rollout at run time, under this"
+                " environment's prefix; nothing outside it",
+            )
+        acknowledge(
+            role,
+            wildcard_resource(attribute(self.function, ":*")),
+            "CDK's grant_invoke covers the versions of the workflow's own Lambda",
+        )
+        acknowledge_key_grant(role, "the route table and the topic")
+
+    def _scaling_handover(self, logic: lambda_.Function) -> None:
+        """What sagegate.workflows.scaling does: read the endpoint's variants, move their scalable targets."""
+        endpoints = self._arn("endpoint", f"{self.prefix}-*")
+        logic.add_to_role_policy(iam.PolicyStatement(actions=["sagemaker:DescribeEndpoint"], resources=[endpoints]))
+        logic.add_to_role_policy(iam.PolicyStatement(actions=_SCALING_ACTIONS, resources=["*"]))
+        # Target tracking policies are CloudWatch alarms that Application Auto Scaling makes in the caller's name.
+        logic.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=["cloudwatch:DescribeAlarms", "cloudwatch:PutMetricAlarm", "cloudwatch:DeleteAlarms"],
+                resources=[self._alarm_arn("TargetTracking-endpoint/*")],
+            )
+        )
+        linked = "AWSServiceRoleForApplicationAutoScaling_SageMakerEndpoint"
+        logic.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=["iam:CreateServiceLinkedRole"],
+                resources=[
+                    Stack.of(self).format_arn(
+                        service="iam",
+                        region="",
+                        resource="role",
+                        resource_name=f"aws-service-role/{_SCALING_SERVICE}/{linked}",
+                    )
+                ],
+                conditions={"StringLike": {"iam:AWSServiceName": _SCALING_SERVICE}},
+            )
+        )
+        holder = policy_holder(logic)
+        acknowledge(
+            holder,
+            wildcard_resource("*"),
+            "cloudwatch:GetMetricData has no resource-level scope, nor do Application Auto Scaling's target and"
+            " policy actions (the code touches only the variants of this environment's endpoints)",
+        )
+        acknowledge(
+            holder,
+            wildcard_resource(arn(self, "sagemaker", f"endpoint/{self.prefix}-*")),
+            "the endpoints of this environment, named by its prefix, including models configured later",
+        )
+        acknowledge(
+            holder,
+            wildcard_resource(arn(self, "cloudwatch", "alarm:TargetTracking-endpoint/*")),
+            "the alarms Application Auto Scaling names for target tracking on SageMaker variants",
+        )
+
+    def _on_approval(self, models: list[str], rollout: RolloutPolicy) -> events.Rule:
+        """A version Approved in the registry starts its rollout with the environment's policy."""
+        policy: dict[str, Any] = rollout.workflow_input("<model>", "<version>")
+        policy.pop("model")
+        policy.pop("version")
+        rule = events.Rule(
+            self,
+            "OnApproval",
+            description=f"{self.prefix}: a model package approved -> deploy_model",
+            event_pattern=events.EventPattern(
+                source=["aws.sagemaker"],
+                detail_type=["SageMaker Model Package State Change"],
+                detail={"ModelApprovalStatus": ["Approved"], **({"ModelPackageGroupName": models} if models else {})},
+            ),
+        )
+        rule.add_target(
+            targets.SfnStateMachine(
+                self.machine,
+                input=events.RuleTargetInput.from_object(
+                    {
+                        "model": events.EventField.from_path("$.detail.ModelPackageGroupName"),
+                        "version": events.EventField.from_path("$.detail.ModelPackageVersion"),
+                        **policy,
+                    }
+                ),
+            )
+        )
+        return rule

@@ -1,0 +1,58 @@
+"""A state machine of stepfunctions/ with its ${...} substitutions, its own log group (ALL, with
+execution data), X-Ray tracing and a timeout; and the grants every one of them needs."""
+
+from __future__ import annotations
+
+from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_stepfunctions as sfn
+from constructs import Construct
+
+from infra.nag import acknowledge, wildcard_resource
+from sagegate.workflows.definitions import DEFINITIONS
+
+
+def state_machine(
+    scope: Construct,
+    name: str,
+    *,
+    prefix: str,
+    substitutions: dict[str, str],
+    timeout: Duration,
+    log_retention: logs.RetentionDays,
+    removal: RemovalPolicy,
+) -> sfn.StateMachine:
+    """`name` is the definition's file name (stepfunctions/<name>.asl.json)."""
+    log_group = logs.LogGroup(scope, f"{name}Logs", retention=log_retention, removal_policy=removal)
+    machine = sfn.StateMachine(
+        scope,
+        name,
+        state_machine_name=machine_name(prefix, name),
+        definition_body=sfn.DefinitionBody.from_file(str(DEFINITIONS / f"{name}.asl.json")),
+        definition_substitutions=substitutions,
+        timeout=timeout,
+        tracing_enabled=True,
+        logs=sfn.LogOptions(destination=log_group, level=sfn.LogLevel.ALL, include_execution_data=True),
+    )
+    acknowledge(
+        machine.role,
+        wildcard_resource("*"),
+        "the state machine's own X-Ray tracing and CloudWatch Logs delivery: those actions have no resource scope",
+    )
+    return machine
+
+
+def machine_name(prefix: str, name: str) -> str:
+    return f"{prefix}-{name.replace('_', '-')}"
+
+
+def pass_to_sagemaker(role: iam.IRole, sagemaker_role: iam.IRole) -> None:
+    """The models and jobs a workflow creates run as the SageMaker role, and only SageMaker gets it."""
+    role.add_to_principal_policy(
+        iam.PolicyStatement(
+            actions=["iam:PassRole"],
+            resources=[sagemaker_role.role_arn],
+            conditions={"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}},
+        )
+    )
