@@ -25,8 +25,10 @@ def acknowledge(construct: IConstruct, finding: str, reason: str) -> None:
         for entry in construct.node.metadata
         if entry.type == "aws:cdk:acknowledged-rules"
         for key, text in (entry.data or {}).items()
-        if key.endswith(f"::{rule}") and reason not in text
+        if key.endswith(f"::{rule}")
     ]
+    if earlier and reason in earlier[-1]:
+        return  # said already
     Validations.of(construct).acknowledge(Acknowledgment(id=rule, reason="; ".join([*earlier[-1:], reason])))
 
 

@@ -18,6 +18,7 @@ import aws_cdk as cdk
 from aws_cdk import aws_iam as iam
 
 from infra.app import build
+from infra.nag import acknowledge
 
 ROOT = Path(__file__).resolve().parents[2]
 CONTEXT = json.loads((ROOT / "cdk.json").read_text())["context"]
@@ -84,3 +85,14 @@ def test_cfn_lint_finds_no_errors_in_any_template(synthesized: tuple[cdk.App, Pa
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_two_grants_making_one_finding_keep_both_reasons() -> None:
+    stack = cdk.Stack(cdk.App(), "S")
+    role = iam.Role(stack, "Role", assumed_by=iam.AccountRootPrincipal())
+    for reason in ("ENIs have no resource scope", "X-Ray has no resource scope", "ENIs have no resource scope"):
+        acknowledge(role, "IAM5[Resource::*]", reason)
+    (latest,) = [entry.data for entry in role.node.metadata if entry.type == "aws:cdk:acknowledged-rules"][-1:]
+    assert latest == {
+        "Annotation::AwsSolutions-IAM5[Resource::*]": "ENIs have no resource scope; X-Ray has no resource scope"
+    }
