@@ -29,6 +29,12 @@ class SagegateStack(Stack):
     def __init__(self, scope: Construct, id: str, *, config: EnvConfig, **kwargs: object) -> None:
         self._zones = config.zones
         super().__init__(scope, id, **kwargs)  # type: ignore[arg-type]
+        Validations.of(self).acknowledge(
+            Acknowledgment(
+                id="CloudFormation-Validate::W3010",
+                reason="the zones are pinned per environment in cdk.json on purpose: a redeploy never moves a subnet",
+            )
+        )
         removal = RemovalPolicy.DESTROY if config.removal == "destroy" else RemovalPolicy.RETAIN
         retention = logs.RetentionDays(logs.RetentionDays[_RETENTION[config.log_retention_days]])
         prefix = config.prefix
@@ -159,12 +165,6 @@ class SagegateStack(Stack):
     @property
     def availability_zones(self) -> list[str]:
         """The configured zones: no lookup in the account at synth time (so no credentials needed)."""
-        Validations.of(self).acknowledge(
-            Acknowledgment(
-                id="CloudFormation-Validate::W3010",
-                reason="the zones are pinned per environment in cdk.json on purpose: a redeploy never moves a subnet",
-            )
-        )
         return self._zones
 
 
