@@ -16,11 +16,12 @@ def runtime_client(
     connect_timeout: float = 1.0,
     read_timeout: float = 5.0,
     max_attempts: int = 2,
+    session: Any | None = None,
 ) -> Any:
     """A sagemaker-runtime client whose slowest failure is bounded: the gateway has a budget too.
 
     Made with botocore directly: boto3 adds nothing for one client, and its import (s3transfer)
-    costs the Lambda's cold start."""
+    costs the Lambda's cold start. `session`: a botocore session to share (one per process)."""
     from botocore.config import Config
     from botocore.session import get_session
 
@@ -30,7 +31,7 @@ def runtime_client(
         tcp_keepalive=True,
         retries={"max_attempts": max_attempts, "mode": "standard"},
     )
-    return get_session().create_client(
+    return (session or get_session()).create_client(
         "sagemaker-runtime", region_name=region, endpoint_url=endpoint_url, config=config
     )
 

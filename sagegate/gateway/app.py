@@ -118,6 +118,7 @@ def get_predictor() -> Predictor:
             connect_timeout=settings.endpoint_connect_timeout_s,
             read_timeout=settings.endpoint_read_timeout_s,
             max_attempts=settings.endpoint_max_attempts,
+            session=_aws_session(),
         )
     )
     breaker = Breaker()
