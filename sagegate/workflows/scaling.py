@@ -25,21 +25,25 @@ def _resource(endpoint: str, variant: str) -> str:
     return f"endpoint/{endpoint}/variant/{variant}"
 
 
-def _settings(autoscaling: Any, endpoint: str, variant: str) -> dict[str, Any] | None:
-    resource = _resource(endpoint, variant)
-    targets = autoscaling.describe_scalable_targets(
-        ServiceNamespace=NAMESPACE, ResourceIds=[resource], ScalableDimension=DIMENSION
+def _targets(autoscaling: Any, endpoint: str, variants: list[str]) -> dict[str, dict[str, Any]]:
+    """The scalable targets of these variants (one call), by variant name."""
+    if not variants:
+        return {}
+    found = autoscaling.describe_scalable_targets(
+        ServiceNamespace=NAMESPACE, ResourceIds=[_resource(endpoint, v) for v in variants], ScalableDimension=DIMENSION
     )["ScalableTargets"]
-    if not targets:
-        return None
+    return {target["ResourceId"].rsplit("/", 1)[-1]: target for target in found}
+
+
+def _settings(autoscaling: Any, endpoint: str, variant: str, target: dict[str, Any]) -> dict[str, Any]:
     policies = autoscaling.describe_scaling_policies(
-        ServiceNamespace=NAMESPACE, ResourceId=resource, ScalableDimension=DIMENSION
+        ServiceNamespace=NAMESPACE, ResourceId=_resource(endpoint, variant), ScalableDimension=DIMENSION
     )["ScalingPolicies"]
     kept = ("PolicyName", "PolicyType", "TargetTrackingScalingPolicyConfiguration", "StepScalingPolicyConfiguration")
     return {
         "variant": variant,
-        "min": targets[0]["MinCapacity"],
-        "max": targets[0]["MaxCapacity"],
+        "min": target["MinCapacity"],
+        "max": target["MaxCapacity"],
         "policies": [{k: p[k] for k in kept if k in p} for p in policies],
     }
 
@@ -47,15 +51,16 @@ def _settings(autoscaling: Any, endpoint: str, variant: str) -> dict[str, Any] |
 def release_scaling(state: dict[str, Any], *, autoscaling: Any) -> dict[str, Any]:
     """Deregister the scalable targets of the variants the final config removes; return their settings."""
     endpoint = state["plan"]["endpoint"]
+    old = state["plan"].get("old_variants", [])
+    targets = _targets(autoscaling, endpoint, old)
     released = []
-    for variant in state["plan"].get("old_variants", []):
-        settings = _settings(autoscaling, endpoint, variant)
-        if settings is None:
+    for variant in old:
+        if variant not in targets:
             continue
+        released.append(_settings(autoscaling, endpoint, variant, targets[variant]))
         autoscaling.deregister_scalable_target(
             ServiceNamespace=NAMESPACE, ResourceId=_resource(endpoint, variant), ScalableDimension=DIMENSION
         )
-        released.append(settings)
     return {"released": released}
 
 
@@ -73,18 +78,24 @@ def apply_scaling(state: dict[str, Any], *, autoscaling: Any, sagemaker: Any) ->
     """Every variant now on the endpoint without a scalable target gets the settings of the main
     released variant, or, where none was released (A/B), of the heaviest variant that has some."""
     endpoint = state["plan"]["endpoint"]
-    variants = sorted(
-        sagemaker.describe_endpoint(EndpointName=endpoint)["ProductionVariants"],
-        key=lambda v: -float(v.get("CurrentWeight", 0.0)),
-    )
-    have = {v["VariantName"]: _settings(autoscaling, endpoint, v["VariantName"]) for v in variants}
+    variants = [
+        v["VariantName"]
+        for v in sorted(
+            sagemaker.describe_endpoint(EndpointName=endpoint)["ProductionVariants"],
+            key=lambda v: -float(v.get("CurrentWeight", 0.0)),
+        )
+    ]
+    targets = _targets(autoscaling, endpoint, variants)
     released = (state.get("scaling") or {}).get("released") or []
-    template = released[0] if released else next((s for s in have.values() if s is not None), None)
+    template = released[0] if released else None
     if template is None:
-        return {"registered": []}  # nothing on this endpoint scales: nothing to carry over
+        heaviest = next((v for v in variants if v in targets), None)
+        if heaviest is None:
+            return {"registered": []}  # nothing on this endpoint scales: nothing to carry over
+        template = _settings(autoscaling, endpoint, heaviest, targets[heaviest])
     registered = []
-    for name, settings in have.items():
-        if settings is not None:
+    for name in variants:
+        if name in targets:
             continue
         own = next((r for r in released if r["variant"] == name), template)  # an old variant gets its own back
         resource = _resource(endpoint, name)
