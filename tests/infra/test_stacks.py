@@ -33,6 +33,21 @@ def templates(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Template]:
     return {name: Template.from_stack(stack) for name, stack in stacks.items()}
 
 
+def _statements(template: Template, role: str) -> list[dict[str, Any]]:
+    """The statements of the policy on the role whose logical id starts with `role` (its path)."""
+    statements = Capture()
+    template.has_resource_properties(
+        "AWS::IAM::Policy",
+        {"Roles": [{"Ref": Match.string_like_regexp(role)}], "PolicyDocument": {"Statement": statements}},
+    )
+    found: list[dict[str, Any]] = statements.as_array()
+    return found
+
+
+def _actions(statements: list[dict[str, Any]]) -> set[str]:
+    return {a for s in statements for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])}
+
+
 def test_every_environment_synthesizes(templates: dict[str, Template]) -> None:
     assert set(templates) == {"dev", "staging", "prod"}
     envs = load_environments(CONTEXT[CONTEXT_KEY])
@@ -124,15 +139,9 @@ def test_storage_is_encrypted_private_and_tls_only(templates: dict[str, Template
         "AWS::SecretsManager::RotationSchedule",
         {"RotationLambdaARN": Match.any_value(), "RotationRules": {"ScheduleExpression": "rate(30 days)"}},
     )
-    statements = Capture()
-    dev.has_resource_properties(
-        "AWS::IAM::Policy",
-        {
-            "Roles": [{"Ref": Match.string_like_regexp("CacheRotationRotationRole")}],
-            "PolicyDocument": {"Statement": statements},
-        },
+    modify = next(
+        s for s in _statements(dev, "CacheRotationRotationRole") if "elasticache:ModifyReplicationGroup" in s["Action"]
     )
-    modify = next(s for s in statements.as_array() if "elasticache:ModifyReplicationGroup" in s["Action"])
     assert "replicationgroup:sagegate-dev-cache" in json.dumps(modify["Resource"])
     dev.has_resource_properties(
         "AWS::DynamoDB::GlobalTable", {"SSESpecification": Match.object_like({"SSEEnabled": True})}
@@ -224,28 +233,13 @@ def test_roles_are_written_out_not_managed_or_wildcard_actions(templates: dict[s
         # The exceptions: API Gateway's account-level logging role (acknowledged) and, where buckets
         # are destroyed with the stack (dev), CDK's own auto-delete-objects provider.
         assert not managed or "CloudWatchRole" in name or name.startswith("CustomS3AutoDeleteObjects"), name
-    actions = Capture()
-    dev.has_resource_properties(
-        "AWS::IAM::Policy",
-        {"Roles": [{"Ref": Match.string_like_regexp("ApiGatewayRole")}], "PolicyDocument": {"Statement": actions}},
-    )
-    granted = {a for s in actions.as_array() for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])}
+    granted = _actions(_statements(dev, "ApiGatewayRole"))
     assert "s3:GetObject" in granted and not any(a.endswith("*") for a in granted)
     assert {"logs:CreateLogStream", "logs:PutLogEvents", "sagemaker:InvokeEndpoint"} <= granted
 
 
 def test_the_deployment_lambda_may_hand_autoscaling_over_between_variants(templates: dict[str, Template]) -> None:
-    statements = Capture()
-    templates["prod"].has_resource_properties(
-        "AWS::IAM::Policy",
-        {
-            "Roles": [{"Ref": Match.string_like_regexp("RolloutsDeployLogicRole")}],
-            "PolicyDocument": {"Statement": statements},
-        },
-    )
-    granted = {
-        a for s in statements.as_array() for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])
-    }
+    granted = _actions(_statements(templates["prod"], "RolloutsDeployLogicRole"))
     assert {
         "application-autoscaling:RegisterScalableTarget",
         "application-autoscaling:DeregisterScalableTarget",

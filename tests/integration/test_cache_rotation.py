@@ -54,13 +54,14 @@ def _start_rotation(secrets: Any) -> str:
     return next(v for v, names in stages.items() if names == ["AWSPENDING"])
 
 
-def _group(port: int, status: str = "available") -> dict[str, Any]:
+def _describes(stubber: Stubber, port: int, *statuses: str) -> None:
+    """ElastiCache's answers to DescribeReplicationGroups, in order: the group on this port."""
     endpoint = {"Address": "127.0.0.1", "Port": port}
-    return {
-        "ReplicationGroups": [
-            {"ReplicationGroupId": GROUP, "Status": status, "NodeGroups": [{"PrimaryEndpoint": endpoint}]}
-        ]
-    }
+    for status in statuses:
+        group = {"ReplicationGroupId": GROUP, "Status": status, "NodeGroups": [{"PrimaryEndpoint": endpoint}]}
+        stubber.add_response(
+            "describe_replication_groups", {"ReplicationGroups": [group]}, {"ReplicationGroupId": GROUP}
+        )
 
 
 def _rotation(secrets: Any) -> tuple[CacheTokenRotation, Stubber]:
@@ -96,7 +97,7 @@ def test_a_rotation_rotates_keeps_the_old_token_working_and_makes_the_new_one_cu
     new = _pending(secrets, token)
     assert new != OLD and len(new) == 64 and new.isalnum()
 
-    stubber.add_response("describe_replication_groups", _group(port), {"ReplicationGroupId": GROUP})
+    _describes(stubber, port, "available")
     stubber.add_response(
         "modify_replication_group",
         {"ReplicationGroup": {"ReplicationGroupId": GROUP}},
@@ -105,8 +106,7 @@ def test_a_rotation_rotates_keeps_the_old_token_working_and_makes_the_new_one_cu
     rotation.run("setSecret", "cache-auth", token, deadline_s=30)
     redis_with_token.execute_command("ACL", "SETUSER", "default", f">{new}")  # ElastiCache applying ROTATE
 
-    stubber.add_response("describe_replication_groups", _group(port, "modifying"), {"ReplicationGroupId": GROUP})
-    stubber.add_response("describe_replication_groups", _group(port), {"ReplicationGroupId": GROUP})
+    _describes(stubber, port, "modifying", "available")
     rotation.run("testSecret", "cache-auth", token, deadline_s=30)
     rotation.run("finishSecret", "cache-auth", token, deadline_s=30)
     stubber.assert_no_pending_responses()
@@ -126,7 +126,7 @@ def test_set_secret_again_does_not_rotate_a_token_redis_already_takes(
     new = _pending(secrets, token)
     redis_with_token.execute_command("ACL", "SETUSER", "default", f">{new}")  # set by an earlier attempt
 
-    stubber.add_response("describe_replication_groups", _group(_port(redis_with_token)), {"ReplicationGroupId": GROUP})
+    _describes(stubber, _port(redis_with_token), "available")
     # No ModifyReplicationGroup is stubbed: ROTATE-ing the same token twice would leave ElastiCache
     # with only that one, and the call would fail this test.
     rotation.run("setSecret", "cache-auth", token, deadline_s=30)
@@ -139,7 +139,7 @@ def test_a_token_the_cache_does_not_take_fails_the_rotation_and_the_old_one_stay
     rotation, stubber = _rotation(secrets)
     token = _start_rotation(secrets)
     rotation.run("createSecret", "cache-auth", token, deadline_s=30)
-    stubber.add_response("describe_replication_groups", _group(_port(redis_with_token)), {"ReplicationGroupId": GROUP})
+    _describes(stubber, _port(redis_with_token), "available")
     with pytest.raises(RotationError, match="does not authenticate"):
         rotation.run("testSecret", "cache-auth", token, deadline_s=30)
     assert secrets.get_secret_value(SecretId="cache-auth", VersionStage="AWSCURRENT")["SecretString"] == OLD
@@ -151,10 +151,7 @@ def test_a_group_that_stays_busy_fails_the_test_step_within_its_deadline(
     rotation, stubber = _rotation(secrets)
     token = _start_rotation(secrets)
     rotation.run("createSecret", "cache-auth", token, deadline_s=30)
-    for _ in range(3):
-        stubber.add_response(
-            "describe_replication_groups", _group(_port(redis_with_token), "modifying"), {"ReplicationGroupId": GROUP}
-        )
+    _describes(stubber, _port(redis_with_token), "modifying", "modifying", "modifying")
     with pytest.raises(RotationError, match="still modifying"):
         rotation.run("testSecret", "cache-auth", token, deadline_s=0.025)
 

@@ -256,29 +256,23 @@ def scale(env: SimpleNamespace, variant: str) -> None:
 
 
 def scaling(env: SimpleNamespace) -> dict[str, Any]:
-    """Each variant's scalable target: (min, max) and its policies with their metric's variant."""
+    """Each variant's scalable target: (min, max), and per policy the variant its custom metric
+    names (the GPU policy) or else its target value."""
+
+    def shown(policy: dict[str, Any]) -> Any:
+        config = policy["TargetTrackingScalingPolicyConfiguration"]
+        dimensions = config.get("CustomizedMetricSpecification", {}).get("Dimensions", [])
+        named = [d["Value"] for d in dimensions if d["Name"] == "VariantName"]
+        return named[0] if named else config["TargetValue"]
+
     found: dict[str, Any] = {}
-    targets = env.autoscaling.describe_scalable_targets(ServiceNamespace="sagemaker")["ScalableTargets"]
-    for target in targets:
-        variant = target["ResourceId"].rsplit("/", 1)[-1]
+    for target in env.autoscaling.describe_scalable_targets(ServiceNamespace="sagemaker")["ScalableTargets"]:
         policies = env.autoscaling.describe_scaling_policies(
             ServiceNamespace="sagemaker", ResourceId=target["ResourceId"]
         )["ScalingPolicies"]
-        found[variant] = {
+        found[target["ResourceId"].rsplit("/", 1)[-1]] = {
             "capacity": (target["MinCapacity"], target["MaxCapacity"]),
-            "policies": {
-                p["PolicyName"]: next(
-                    (
-                        d["Value"]
-                        for d in p["TargetTrackingScalingPolicyConfiguration"]
-                        .get("CustomizedMetricSpecification", {})
-                        .get("Dimensions", [])
-                        if d["Name"] == "VariantName"
-                    ),
-                    p["TargetTrackingScalingPolicyConfiguration"]["TargetValue"],
-                )
-                for p in policies
-            },
+            "policies": {p["PolicyName"]: shown(p) for p in policies},
         }
     return found
 
