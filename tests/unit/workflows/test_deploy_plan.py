@@ -8,7 +8,6 @@ from typing import Any
 import pytest
 
 from sagegate.routing import Route
-from sagegate.workflows.definitions import DEFINITIONS
 from sagegate.workflows.deploy import DeploymentRefused, SmokeTestFailed, check_smoke, plan
 
 SAMPLE = [{"amount": 1.0}, {"amount": 2.0}, {"amount": 3.0}]
@@ -107,25 +106,6 @@ def test_quality_alarm_only_when_a_confidence_floor_is_set() -> None:
 def test_the_smoke_test_refuses_answers_of_the_wrong_shape(body: str, message: str) -> None:
     with pytest.raises(SmokeTestFailed, match=message):
         check_smoke({"plan": {"smoke": {"records": 2}}, "smoke": {"Body": body}})
-
-
-def _tasks(states: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-    found = []
-    for name, s in states.items():
-        if s["Type"] == "Task":
-            found.append((name, s))
-        if s["Type"] == "Map":
-            found.extend(_tasks(s["ItemProcessor"]["States"]))
-    return found
-
-
-def test_every_aws_call_of_the_workflow_retries_throttling() -> None:
-    definition = json.loads((DEFINITIONS / "deploy_model.asl.json").read_text())
-    tasks = _tasks(definition["States"])
-    assert len(tasks) > 30
-    for name, task in tasks:
-        errors = {e for r in task.get("Retry", []) for e in r["ErrorEquals"]}
-        assert {"SageMaker.ThrottlingException", "DynamoDB.ThrottlingException"} <= errors, name
 
 
 def test_the_version_may_come_as_a_number_from_eventbridge() -> None:
