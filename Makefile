@@ -42,6 +42,7 @@ test-integration: setup services
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(PY) scripts/format_asl.py --check
 	$(VENV)/bin/mypy sagegate benchmarks infra functions/gateway/handler.py
 	$(VENV)/bin/mypy functions/deploy/handler.py
 	$(VENV)/bin/mypy functions/rotation/handler.py

@@ -81,12 +81,23 @@ class EnvConfig(_Strict):
     vpc_cidr: str = Field(default="10.40.0.0/16", pattern=r"^10\.\d{1,3}\.0\.0/16$", description="private, /16")
 
     @property
+    def rollout_policy(self) -> RolloutPolicy:
+        """The rollout policy with the environment's alarm thresholds: what its rollouts are judged by."""
+        return self.rollout.model_copy(update={"alarms": self.alarms})
+
+    @property
     def prefix(self) -> str:
         return f"sagegate-{self.name}"
 
     @property
     def zones(self) -> list[str]:
         return self.availability_zones or [f"{self.region}{letter}" for letter in "abc"[: self.max_azs]]
+
+    @model_validator(mode="after")
+    def _one_set_of_thresholds(self) -> EnvConfig:
+        if "alarms" in self.rollout.model_fields_set:
+            raise ValueError("rollout.alarms: set the thresholds once, as the environment's alarms")
+        return self
 
     @model_validator(mode="after")
     def _zones_in_region(self) -> EnvConfig:

@@ -4,7 +4,7 @@ finished job; the outcome to the alarm topic."""
 
 from __future__ import annotations
 
-from aws_cdk import ArnFormat, Duration, RemovalPolicy, Stack
+from aws_cdk import ArnFormat, RemovalPolicy, Stack
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_logs as logs
@@ -39,13 +39,13 @@ class BatchJobs(Construct):
             "batch_inference",
             prefix=prefix,
             substitutions={
+                "ModelPackageArnPrefix": stack.format_arn(service="sagemaker", resource="model-package"),
                 "KmsKeyArn": key.key_arn,
                 "BatchImageUri": image_uri,
                 "SageMakerRoleArn": sagemaker_role.role_arn,
                 "ManifestBucket": batch.bucket_name,
                 "TopicArn": topic.topic_arn,
             },
-            timeout=Duration.hours(48),
             log_retention=log_retention,
             removal=removal,
         )
@@ -63,10 +63,31 @@ class BatchJobs(Construct):
                 resources=[stack.format_arn(service="sagemaker", resource=kind, resource_name="*") for kind in jobs],
             )
         )
+        # A transform job runs a model made for it from the package (named <prefix>-<job id>, then deleted).
+        models = stack.format_arn(service="sagemaker", resource="model", resource_name=f"{prefix}-*")
+        packages = stack.format_arn(service="sagemaker", resource="model-package", resource_name="*/*")
+        role.add_to_principal_policy(
+            iam.PolicyStatement(
+                actions=["sagemaker:CreateModel", "sagemaker:DeleteModel", "sagemaker:AddTags"], resources=[models]
+            )
+        )
+        role.add_to_principal_policy(
+            iam.PolicyStatement(actions=["sagemaker:DescribeModelPackage"], resources=[packages])
+        )
         pass_to_sagemaker(role, sagemaker_role)
         key.grant(role, "kms:CreateGrant", "kms:DescribeKey")  # job volumes and outputs name the key
         write_objects(role, batch, "manifests/", why="the manifest a finished job writes")
         topic.grant_publish(role)
+        acknowledge(
+            role,
+            wildcard_resource(arn(self, "sagemaker", f"model/{prefix}-*")),
+            "each transform job's model is named per job at run time, under this environment's prefix",
+        )
+        acknowledge(
+            role,
+            wildcard_resource(arn(self, "sagemaker", "model-package/*/*")),
+            "a batch job may run any registered version of any model (read only: DescribeModelPackage)",
+        )
         for kind in jobs:
             acknowledge(
                 role,

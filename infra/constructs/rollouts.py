@@ -97,7 +97,6 @@ class Rollouts(Construct):
                 "DeployFunctionArn": logic.function_arn,
                 "SageMakerRoleArn": sagemaker_role.role_arn,
             },
-            timeout=Duration.hours(24),
             log_retention=log_retention,
             removal=removal,
         )
@@ -120,8 +119,8 @@ class Rollouts(Construct):
         for actions, resources in (
             (["DescribeModelPackage", "UpdateModelPackage"], [self._arn("model-package", p) for p in packages]),
             (["CreateModel", "DeleteModel", "AddTags"], [self._arn("model", f"{prefix}-*")]),
-            (
-                ["CreateEndpointConfig", "DeleteEndpointConfig", "DescribeEndpointConfig"],
+            (  # UpdateEndpoint authorizes on the endpoint and on the config it moves to
+                ["CreateEndpointConfig", "DeleteEndpointConfig", "DescribeEndpointConfig", "UpdateEndpoint"],
                 [self._arn("endpoint-config", f"{prefix}-*")],
             ),
             (
@@ -164,9 +163,22 @@ class Rollouts(Construct):
         acknowledge_key_grant(role, "the route table and the topic")
 
     def _scaling_handover(self, logic: lambda_.Function) -> None:
-        """What sagegate.workflows.scaling does: read the endpoint's variants, move their scalable targets."""
+        """What sagegate.workflows.deploy.scaling does: read the endpoint's variants, move their scalable targets."""
         endpoints = self._arn("endpoint", f"{self.prefix}-*")
-        logic.add_to_role_policy(iam.PolicyStatement(actions=["sagemaker:DescribeEndpoint"], resources=[endpoints]))
+        # Registering a SageMaker variant with Application Auto Scaling needs these on the caller too
+        # (SageMaker developer guide, "Auto scaling prerequisites").
+        logic.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=["sagemaker:DescribeEndpoint", "sagemaker:UpdateEndpointWeightsAndCapacities"],
+                resources=[endpoints],
+            )
+        )
+        logic.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=["sagemaker:DescribeEndpointConfig"],
+                resources=[self._arn("endpoint-config", f"{self.prefix}-*")],
+            )
+        )
         logic.add_to_role_policy(iam.PolicyStatement(actions=_SCALING_ACTIONS, resources=["*"]))
         # Target tracking policies are CloudWatch alarms that Application Auto Scaling makes in the caller's name.
         logic.add_to_role_policy(
@@ -197,11 +209,13 @@ class Rollouts(Construct):
             "cloudwatch:GetMetricData has no resource-level scope, nor do Application Auto Scaling's target and"
             " policy actions (the code touches only the variants of this environment's endpoints)",
         )
-        acknowledge(
-            holder,
-            wildcard_resource(arn(self, "sagemaker", f"endpoint/{self.prefix}-*")),
-            "the endpoints of this environment, named by its prefix, including models configured later",
-        )
+        for name in (f"endpoint/{self.prefix}-*", f"endpoint-config/{self.prefix}-*"):
+            acknowledge(
+                holder,
+                wildcard_resource(arn(self, "sagemaker", name)),
+                "the endpoints (and their configs) of this environment, named by its prefix, including models"
+                " configured later",
+            )
         acknowledge(
             holder,
             wildcard_resource(arn(self, "cloudwatch", "alarm:TargetTracking-endpoint/*")),
@@ -209,18 +223,24 @@ class Rollouts(Construct):
         )
 
     def _on_approval(self, models: list[str], rollout: RolloutPolicy) -> events.Rule:
-        """A version Approved in the registry starts its rollout with the environment's policy."""
+        """A version Approved in the registry starts its rollout with the environment's policy; a
+        version Rejected forgets its rolled-back rollout, so that approving it again deploys it again.
+        SageMaker also sends this event when the workflow records a rollout's outcome on the package:
+        the workflow's claim turns those away (trigger "approval" never re-deploys a version)."""
         policy: dict[str, Any] = rollout.workflow_input("<model>", "<version>")
         policy.pop("model")
         policy.pop("version")
         rule = events.Rule(
             self,
             "OnApproval",
-            description=f"{self.prefix}: a model package approved -> deploy_model",
+            description=f"{self.prefix}: a model package approved -> deploy_model (rejected -> forget)",
             event_pattern=events.EventPattern(
                 source=["aws.sagemaker"],
                 detail_type=["SageMaker Model Package State Change"],
-                detail={"ModelApprovalStatus": ["Approved"], **({"ModelPackageGroupName": models} if models else {})},
+                detail={
+                    "ModelApprovalStatus": ["Approved", "Rejected"],
+                    **({"ModelPackageGroupName": models} if models else {}),
+                },
             ),
         )
         rule.add_target(
@@ -230,6 +250,8 @@ class Rollouts(Construct):
                     {
                         "model": events.EventField.from_path("$.detail.ModelPackageGroupName"),
                         "version": events.EventField.from_path("$.detail.ModelPackageVersion"),
+                        "approval": events.EventField.from_path("$.detail.ModelApprovalStatus"),
+                        "trigger": "approval",
                         **policy,
                     }
                 ),

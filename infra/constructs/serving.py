@@ -5,6 +5,8 @@ deployments read (named as sagegate.workflows.deploy.alarm_name names them)."""
 
 from __future__ import annotations
 
+import json
+
 from aws_cdk import ArnFormat, Duration, Stack
 from aws_cdk import aws_applicationautoscaling as autoscaling
 from aws_cdk import aws_cloudwatch as cloudwatch
@@ -20,6 +22,7 @@ from infra.nag import acknowledge, arn, wildcard_resource
 from sagegate.deploy.policy import AlarmThresholds
 from sagegate.registry.sagemaker import DEFAULT_PREFIX as REGISTRY_PREFIX
 from sagegate.workflows.deploy import alarm_name
+from sagegate.workflows.names import sagemaker_name, short_hash
 
 CAPTURE_PREFIX = "capture"  # data capture under s3://<capture bucket>/capture/<endpoint>/<variant>/...
 
@@ -121,10 +124,16 @@ class Serving(Construct):
         endpoint_name = f"{prefix}-{model.name}"
         scope = Construct(self, model.name)
         variants = []
+        models: list[sagemaker.CfnModel] = []
         for v in model.variants:
+            # Named under the environment's prefix (the rollout workflow's roles are scoped to it), with
+            # a hash of what the model is: a change makes a new name, as CloudFormation's replacement of
+            # a named resource needs.
+            model_name = sagemaker_name(endpoint_name, v.name, suffix=short_hash(f"{v.model_package_arn}|isolated"))
             cfn_model = sagemaker.CfnModel(
                 scope,
                 f"Model{v.name}",
+                model_name=model_name,
                 execution_role_arn=self.role.role_arn,
                 enable_network_isolation=True,
                 primary_container=sagemaker.CfnModel.ContainerDefinitionProperty(
@@ -134,15 +143,19 @@ class Serving(Construct):
             variants.append(
                 sagemaker.CfnEndpointConfig.ProductionVariantProperty(
                     variant_name=v.name,
-                    model_name=cfn_model.attr_model_name,
+                    model_name=model_name,
                     instance_type=v.instance_type,
                     initial_instance_count=v.instance_count,
                     initial_variant_weight=v.weight,
                 )
             )
+            cfn_model.node.add_dependency(self.role)  # its policy too: the role can pull and read before use
+            models.append(cfn_model)
+        shape = json.dumps(model.model_dump(mode="json", exclude={"autoscaling"}), sort_keys=True)
         config = sagemaker.CfnEndpointConfig(
             scope,
             "Config",
+            endpoint_config_name=sagemaker_name(endpoint_name, suffix=short_hash(shape)),
             production_variants=variants,
             kms_key_id=key.key_arn,
             data_capture_config=sagemaker.CfnEndpointConfig.DataCaptureConfigProperty(
@@ -162,6 +175,8 @@ class Serving(Construct):
             endpoint_name=endpoint_name,
             endpoint_config_name=config.attr_endpoint_config_name,
         )
+        for cfn_model in models:
+            config.node.add_dependency(cfn_model)
         self.endpoints[model.name] = endpoint_name
         for v in model.variants:
             target = autoscaling.ScalableTarget(

@@ -1,16 +1,23 @@
-"""A state machine of stepfunctions/ with its ${...} substitutions, its own log group (ALL, with
-execution data), X-Ray tracing and a timeout; and the grants every one of them needs."""
+"""A state machine of stepfunctions/ with its retriers expanded and its ${...} substitutions, its own
+log group (ALL, with execution data) and X-Ray tracing; and the grants every one of them needs. The
+execution timeout is the definition's own TimeoutSeconds (CDK's `timeout` applies only to the
+definitions CDK builds itself)."""
 
 from __future__ import annotations
 
-from aws_cdk import Duration, RemovalPolicy
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+from aws_cdk import RemovalPolicy
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
 from infra.nag import acknowledge, wildcard_resource
-from sagegate.workflows.definitions import DEFINITIONS
+from sagegate.workflows.definitions import definition_text
 
 
 def state_machine(
@@ -19,7 +26,6 @@ def state_machine(
     *,
     prefix: str,
     substitutions: dict[str, str],
-    timeout: Duration,
     log_retention: logs.RetentionDays,
     removal: RemovalPolicy,
 ) -> sfn.StateMachine:
@@ -29,9 +35,8 @@ def state_machine(
         scope,
         name,
         state_machine_name=machine_name(prefix, name),
-        definition_body=sfn.DefinitionBody.from_file(str(DEFINITIONS / f"{name}.asl.json")),
+        definition_body=sfn.DefinitionBody.from_file(str(_expanded(name))),
         definition_substitutions=substitutions,
-        timeout=timeout,
         tracing_enabled=True,
         logs=sfn.LogOptions(destination=log_group, level=sfn.LogLevel.ALL, include_execution_data=True),
     )
@@ -41,6 +46,19 @@ def state_machine(
         "the state machine's own X-Ray tracing and CloudWatch Logs delivery: those actions have no resource scope",
     )
     return machine
+
+
+def _expanded(name: str) -> Path:
+    """The definition with its retriers expanded, as a file: CDK uploads it as an asset (a template
+    holding the text would carry `${...}` outside Fn::Sub, which CloudFormation's linters refuse)."""
+    folder = Path(tempfile.gettempdir()) / "sagegate-definitions"
+    folder.mkdir(exist_ok=True)
+    path = folder / f"{name}-{hashlib.sha256(definition_text(name).encode()).hexdigest()[:16]}.asl.json"
+    if not path.exists():
+        staging = path.with_suffix(f".{os.getpid()}.tmp")
+        staging.write_text(definition_text(name))
+        staging.replace(path)
+    return path
 
 
 def machine_name(prefix: str, name: str) -> str:

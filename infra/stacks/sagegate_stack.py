@@ -22,6 +22,7 @@ from infra.constructs.network import Network
 from infra.constructs.rollouts import Rollouts
 from infra.constructs.serving import Serving
 from infra.nag import acknowledge, arn, policy_holder, wildcard_resource
+from sagegate.gateway.config import GatewaySettings
 from sagegate.registry.sagemaker import DEFAULT_PREFIX as REGISTRY_PREFIX
 
 
@@ -92,7 +93,7 @@ class SagegateStack(Stack):
             capture=data.capture,
             reports=data.batch,
             models=[m.name for m in config.models],
-            rollout=config.rollout,
+            rollout=config.rollout_policy,
             log_retention=retention,
             removal=removal,
         )
@@ -125,10 +126,14 @@ class SagegateStack(Stack):
             environment={
                 "SAGEGATE_ROUTE_TABLE": data.routes.table_name,
                 "SAGEGATE_REGISTRY_BUCKET": data.artifacts.bucket_name,
-                "SAGEGATE_GATEWAY_REDIS_URL": (f"rediss://{data.cache.attr_primary_end_point_address}:{REDIS_PORT}/0"),
-                "SAGEGATE_GATEWAY_REDIS_AUTH_SECRET_ARN": data.cache_secret.secret_arn,
-                "SAGEGATE_GATEWAY_PREDICTION_LOG_STREAM": data.predictions.delivery_stream_name,
-                "SAGEGATE_GATEWAY_BATCH_STATE_MACHINE_ARN": batch_jobs.machine.state_machine_arn,
+                **GatewaySettings.environment(
+                    redis_url=f"rediss://{data.cache.attr_primary_end_point_address}:{REDIS_PORT}/0",
+                    redis_auth_secret_arn=data.cache_secret.secret_arn,
+                    prediction_log_stream=data.predictions.delivery_stream_name,
+                    batch_state_machine_arn=batch_jobs.machine.state_machine_arn,
+                    batch_bucket=data.batch.bucket_name,
+                    resource_prefix=prefix,
+                ),
             },
         )
         if config.waf:

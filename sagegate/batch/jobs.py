@@ -20,8 +20,17 @@ from typing import Any, Literal, Protocol
 from pydantic import BaseModel, ConfigDict, Field
 
 from sagegate.manifest import ModelManifest
+from sagegate.workflows.names import sagemaker_name, short_hash
 
-__all__ = ["BatchRequest", "JobStatus", "JobsProtocol", "LocalJobs", "StepFunctionsJobs", "transform_parameters"]
+__all__ = [
+    "BatchRequest",
+    "JobRefused",
+    "JobStatus",
+    "JobsProtocol",
+    "LocalJobs",
+    "StepFunctionsJobs",
+    "transform_parameters",
+]
 
 
 class BatchRequest(BaseModel):
@@ -33,6 +42,14 @@ class BatchRequest(BaseModel):
     output_uri: str = Field(min_length=1)
     batch_size: int = Field(default=50_000, ge=1, le=1_000_000, description="records per chunk / mini-batch")
     capacity: Literal["on_demand", "spot"] = "on_demand"
+
+
+class JobRefused(ValueError):
+    """The request names something a job may not touch; `field` says which part of the request."""
+
+    def __init__(self, message: str, field: str) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 @dataclass
@@ -90,37 +107,62 @@ def _eta(progress: float | None, elapsed: float) -> float | None:
 
 
 class StepFunctionsJobs:
+    """Jobs as executions of the batch_inference state machine over the environment's batch bucket.
+
+    The job's input and output must be in that bucket: the jobs run as the SageMaker role, which may
+    read and write there only. Each job is named `<model>-v<version>-<random>` (a Step Functions
+    execution, and the transform or training job: 63 characters at most), and its transform model
+    `<prefix>-<job id>` (the workflow creates it from the package and deletes it at the end)."""
+
     def __init__(
-        self, sfn: Any, s3: Any, state_machine_arn: str, *, instance_type: str = "ml.m5.xlarge", instance_count: int = 1
+        self,
+        sfn: Any,
+        s3: Any,
+        state_machine_arn: str,
+        *,
+        bucket: str,
+        resource_prefix: str,
+        instance_type: str = "ml.m5.xlarge",
+        instance_count: int = 1,
+        poll_seconds: int = 60,
     ) -> None:
         self._sfn = sfn
+        self._poll_seconds = poll_seconds
         self._s3 = s3
         self._machine = state_machine_arn
+        self._bucket = bucket
+        self._prefix = resource_prefix
         self._instance_type = instance_type
         self._instance_count = instance_count
 
+    def _in_bucket(self, field: str, uri: str) -> str:
+        if not uri.startswith(f"s3://{self._bucket}/") or ".." in uri.split("/"):
+            raise JobRefused(f"{field} must be under s3://{self._bucket}/ (the environment's batch bucket)", field)
+        return uri
+
     def start(self, request: BatchRequest, manifest: ModelManifest) -> JobStatus:
         version = manifest.version
-        job_id = f"{request.model}-v{version}-{uuid.uuid4().hex[:12]}"
+        input_uri = self._in_bucket("input_uri", request.input_uri)
+        output_uri = self._in_bucket("output_uri", request.output_uri.rstrip("/") + "/")
+        job_id = sagemaker_name(request.model, f"v{version}", suffix=uuid.uuid4().hex[:12])
         record_bytes = max(64, len(json.dumps(manifest.sample[0])))
         payload_mb, concurrent = transform_parameters(record_bytes, self._instance_type, request.batch_size)
         payload = {
             "job_id": job_id,
             "model": request.model,
             "version": version,
-            "model_name": f"{request.model}-v{version}",
+            "model_name": sagemaker_name(self._prefix, job_id, suffix=short_hash(job_id)),
             "capacity": request.capacity,
-            "input_uri": request.input_uri,
-            "output_uri": request.output_uri,
-            "content_type": "text/csv" if request.input_uri.endswith(".csv") else "application/jsonlines",
+            "input_uri": input_uri,
+            "output_uri": output_uri,
+            "content_type": "text/csv" if input_uri.endswith(".csv") else "application/jsonlines",
             "instance_type": self._instance_type,
             "instance_count": self._instance_count,
             "max_payload_mb": payload_mb,
             "max_concurrent_transforms": concurrent,
-            "poll_seconds": 60,
-            "checkpoint_uri": request.output_uri.rstrip("/") + "/_checkpoints/",
+            "poll_seconds": self._poll_seconds,
+            "checkpoint_uri": f"{output_uri}_checkpoints/",
             "chunk_rows": str(request.batch_size),
-            "model_uri": "",
             "max_runtime_seconds": 24 * 3600,
             "max_wait_seconds": 48 * 3600,
         }

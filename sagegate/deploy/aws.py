@@ -40,23 +40,33 @@ def rollout_input(
         policy = RolloutPolicy(strategy=strategy, steps=steps or [], bake_seconds=bake_seconds, alarms=alarms or {})
     except ValidationError as exc:
         raise RegistryError(f"rollout policy: {exc.errors()[0]['msg']}") from None
-    return policy.workflow_input(model, version)
+    # Asked for by a person: a version that was rolled back may be tried again (a registry event never does).
+    return {**policy.workflow_input(model, version), "trigger": "manual"}
+
+
+_ATTEMPTS = 20
 
 
 def start_rollout(sfn: Any, state_machine_arn: str, payload: dict[str, Any]) -> str:
-    """Starts the rollout; one execution per (model, version, strategy), so a repeated request (or a
-    duplicate event) finds the existing one instead of starting a second rollout."""
-    name = f"deploy-{payload['model']}-v{payload['version']}-{payload['strategy']}"[:80]
-    try:
-        answer = sfn.start_execution(stateMachineArn=state_machine_arn, name=name, input=json.dumps(payload))
-    except sfn.exceptions.ExecutionAlreadyExists:
-        arn = state_machine_arn.replace(":stateMachine:", ":execution:") + f":{name}"
-        status = sfn.describe_execution(executionArn=arn)["status"]
-        raise RegistryError(
-            f"a rollout of {payload['model']} v{payload['version']} ({payload['strategy']}) already "
-            f"exists: {arn} ({status})"
-        ) from None
-    return str(answer["executionArn"])
+    """Starts the rollout; one execution per (model, version, strategy) while one runs or has
+    succeeded, so a repeated request finds it instead of starting a second rollout. After a rollout
+    that failed (rolled back) the next attempt is a new execution, `<name>-2`, `-3`, ..."""
+    base = f"deploy-{payload['model']}-v{payload['version']}-{payload['strategy']}"[:76]
+    for attempt in range(1, _ATTEMPTS + 1):
+        name = base if attempt == 1 else f"{base}-{attempt}"
+        try:
+            answer = sfn.start_execution(stateMachineArn=state_machine_arn, name=name, input=json.dumps(payload))
+        except sfn.exceptions.ExecutionAlreadyExists:
+            arn = state_machine_arn.replace(":stateMachine:", ":execution:") + f":{name}"
+            status = sfn.describe_execution(executionArn=arn)["status"]
+            if status in ("RUNNING", "SUCCEEDED"):
+                raise RegistryError(
+                    f"a rollout of {payload['model']} v{payload['version']} ({payload['strategy']}) already "
+                    f"exists: {arn} ({status})"
+                ) from None
+            continue
+        return str(answer["executionArn"])
+    raise RegistryError(f"{_ATTEMPTS} rollouts of {payload['model']} v{payload['version']} failed: look at why first")
 
 
 def follow_rollout(

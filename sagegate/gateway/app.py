@@ -20,7 +20,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from sagegate.batch.jobs import BatchRequest, JobsProtocol
+from sagegate.batch.jobs import BatchRequest, JobRefused, JobsProtocol
 from sagegate.gateway.cache import PredictionCache
 from sagegate.gateway.catalog import (
     CachedCatalog,
@@ -30,7 +30,7 @@ from sagegate.gateway.catalog import (
     RegistryCatalog,
 )
 from sagegate.gateway.config import GatewaySettings
-from sagegate.gateway.exceptions import GatewayError, ModelNotFound, NoPrediction
+from sagegate.gateway.exceptions import GatewayError, ModelNotFound, NoPrediction, UnprocessableRequest
 from sagegate.gateway.metrics import GatewayMetrics
 from sagegate.gateway.online_features import OnlineFeatureStore
 from sagegate.gateway.prediction_log import FirehoseLog, JsonLinesLog, NullLog, PredictionLogProtocol
@@ -162,17 +162,21 @@ PredictorDep = Annotated[Predictor, Depends(current_predictor)]
 @lru_cache
 def get_jobs() -> JobsProtocol | None:
     """Batch jobs: Step Functions in AWS, the engine on a thread locally, or none configured."""
+    settings = get_settings()
     state = os.environ.get("SAGEGATE_GATEWAY_STATE_DIR")
-    machine = os.environ.get("SAGEGATE_GATEWAY_BATCH_STATE_MACHINE_ARN")
-    if machine:
+    if settings.batch_state_machine_arn:
         from sagegate.batch.jobs import StepFunctionsJobs
 
-        region = get_settings().region
+        if not settings.batch_bucket or not settings.resource_prefix:
+            raise RuntimeError("batch jobs in AWS need SAGEGATE_GATEWAY_BATCH_BUCKET and _RESOURCE_PREFIX")
         session = _aws_session()
         return StepFunctionsJobs(
-            session.create_client("stepfunctions", region_name=region),
-            session.create_client("s3", region_name=region),
-            machine,
+            session.create_client("stepfunctions", region_name=settings.region),
+            session.create_client("s3", region_name=settings.region),
+            settings.batch_state_machine_arn,
+            bucket=settings.batch_bucket,
+            resource_prefix=settings.resource_prefix,
+            instance_type=settings.batch_instance_type,
         )
     if state:
         from sagegate.batch.jobs import LocalJobs
@@ -369,7 +373,12 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         if version is None or manifest is None:
             wanted = f"version {body.version}" if body.version else "registered version"
             raise ModelNotFound(f"model {body.model!r} has no {wanted} to run", model=body.model)
-        status = jobs.start(body, manifest)
+        try:
+            status = jobs.start(body, manifest)
+        except JobRefused as exc:
+            raise UnprocessableRequest(
+                f"invalid request: {exc}", fields=[{"field": exc.field, "reason": str(exc)}]
+            ) from None
         return {"job_id": status.job_id, "status": status.status}
 
     @app.get("/v1/jobs/{job_id}", responses={404: {}})

@@ -9,6 +9,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = ["GatewaySettings"]
 
+_PREFIX = "SAGEGATE_GATEWAY_"
+
 
 class GatewaySettings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -29,16 +31,27 @@ class GatewaySettings(BaseModel):
     max_body_bytes: int = Field(default=64 * 1024, gt=0)
     prediction_log_stream: str | None = Field(default=None, description="Firehose delivery stream")
     prediction_log_path: str | None = Field(default=None, description="JSON Lines file (local)")
+    batch_state_machine_arn: str | None = Field(default=None, description="batch jobs run by Step Functions")
+    batch_bucket: str | None = Field(default=None, description="the only bucket batch jobs may read and write")
+    batch_instance_type: str = Field(default="ml.m5.xlarge", pattern=r"^ml\.[a-z0-9]+\.[a-z0-9]+$")
+    resource_prefix: str | None = Field(default=None, description="names of the SageMaker resources jobs create")
     inline_handlers: bool = Field(
         default_factory=lambda: bool(os.environ.get("AWS_LAMBDA_FUNCTION_NAME")),
         description="run routes on the event loop (Lambda: one request per environment at a time)",
     )
 
     @classmethod
+    def environment(cls, **values: str) -> dict[str, str]:
+        """The environment variables that set these fields (the CDK stack builds the Lambda's from them)."""
+        unknown = sorted(set(values) - set(cls.model_fields))
+        if unknown:
+            raise KeyError(f"GatewaySettings has no field {', '.join(unknown)}")
+        return {f"{_PREFIX}{name.upper()}": value for name, value in values.items()}
+
+    @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> GatewaySettings:
         env = os.environ if env is None else env
-        prefix = "SAGEGATE_GATEWAY_"
-        values = {k[len(prefix) :].lower(): v for k, v in env.items() if k.startswith(prefix) and v != ""}
+        values = {k[len(_PREFIX) :].lower(): v for k, v in env.items() if k.startswith(_PREFIX) and v != ""}
         values = {k: v for k, v in values.items() if k in cls.model_fields}
         if "region" not in values and env.get("AWS_REGION"):
             values["region"] = env["AWS_REGION"]

@@ -261,16 +261,3 @@ def test_state_machines_get_every_placeholder_of_their_definition(templates: dic
         assert set(props["DefinitionSubstitutions"]) == placeholders(name)
         assert props["LoggingConfiguration"]["Level"] == "ALL" and props["TracingConfiguration"]["Enabled"]
     assert by_name["sagegate-staging-deploy-model"]["DefinitionSubstitutions"]["EndpointPrefix"] == "sagegate-staging-"
-
-
-def test_an_approved_package_starts_the_rollout_with_the_environments_policy(templates: dict[str, Template]) -> None:
-    pattern, target = Capture(), Capture()
-    templates["dev"].has_resource_properties("AWS::Events::Rule", {"EventPattern": pattern, "Targets": [target]})
-    assert pattern.as_object()["detail"] == {"ModelApprovalStatus": ["Approved"], "ModelPackageGroupName": ["fraud"]}
-    transformer = target.as_object()["InputTransformer"]
-    assert transformer["InputPathsMap"] == {
-        "detail-ModelPackageGroupName": "$.detail.ModelPackageGroupName",
-        "detail-ModelPackageVersion": "$.detail.ModelPackageVersion",
-    }
-    template = transformer["InputTemplate"]
-    assert '"steps":[20,100]' in template.replace(" ", "") and '"bake_seconds":300' in template.replace(" ", "")

@@ -44,3 +44,22 @@ def test_start_follow_and_no_second_rollout_for_the_same_version() -> None:
         assert follow_rollout(sfn, arn, on_step=steps.append, poll=0.05, timeout=30) == "SUCCEEDED"
         with pytest.raises(RegistryError, match="already exists"):
             start_rollout(sfn, machine, payload)
+        assert payload["trigger"] == "manual"  # a person asked: a rolled-back version may go again
+
+
+def test_a_failed_rollout_can_be_started_again_under_a_new_name() -> None:
+    with mock_aws(config={"stepfunctions": {"execute_state_machine": True}}):
+        iam = boto3.client("iam", region_name="eu-west-1")
+        role = iam.create_role(
+            RoleName="sfn", AssumeRolePolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": []})
+        )["Role"]["Arn"]
+        sfn = boto3.client("stepfunctions", region_name="eu-west-1")
+        definition = {"StartAt": "RolledBack", "States": {"RolledBack": {"Type": "Fail", "Error": "AlarmBreached"}}}
+        machine = sfn.create_state_machine(name="deploy_model", definition=json.dumps(definition), roleArn=role)[
+            "stateMachineArn"
+        ]
+        payload = rollout_input("fraud", "3", strategy="canary")
+        first = start_rollout(sfn, machine, payload)
+        assert follow_rollout(sfn, first, on_step=lambda _: None, poll=0.05, timeout=30) == "FAILED"
+        second = start_rollout(sfn, machine, payload)
+        assert second.endswith(":deploy-fraud-v3-canary-2")

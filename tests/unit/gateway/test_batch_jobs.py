@@ -81,13 +81,16 @@ def test_step_functions_jobs_start_the_workflow_and_read_progress_from_s3() -> N
             roleArn=role,
             definition=json.dumps({"StartAt": "Wait", "States": {"Wait": {"Type": "Pass", "End": True}}}),
         )["stateMachineArn"]
-        for bucket in ("sg-in", "sg-out"):
-            s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+        s3.create_bucket(Bucket="sg-batch", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
         for i in range(4):
-            s3.put_object(Bucket="sg-in", Key=f"tx/part-{i}.csv", Body=b"a,b\n1,2\n")
-        jobs = StepFunctionsJobs(sfn, s3, machine)
+            s3.put_object(Bucket="sg-batch", Key=f"tx/part-{i}.csv", Body=b"a,b\n1,2\n")
+        jobs = StepFunctionsJobs(sfn, s3, machine, bucket="sg-batch", resource_prefix="sagegate-dev")
         request = BatchRequest(
-            model="fraud", input_uri="s3://sg-in/tx/", output_uri="s3://sg-out/run/", capacity="spot", batch_size=20_000
+            model="fraud",
+            input_uri="s3://sg-batch/tx/",
+            output_uri="s3://sg-batch/run/",
+            capacity="spot",
+            batch_size=20_000,
         )
         status = jobs.start(request, manifest("3"))
         started = json.loads(
@@ -95,14 +98,15 @@ def test_step_functions_jobs_start_the_workflow_and_read_progress_from_s3() -> N
                 "input"
             ]
         )
-        assert (started["capacity"], started["model_name"], started["chunk_rows"]) == ("spot", "fraud-v3", "20000")
+        assert (started["capacity"], started["chunk_rows"]) == ("spot", "20000")
+        assert started["model_name"].startswith("sagegate-dev-fraud-v3-") and len(started["model_name"]) <= 63
         # the payload fits 20,000 of this model's records with headroom; one transform per vCPU of ml.m5.xlarge
         record_bytes = len(json.dumps(manifest("3").sample[0]))
         assert (started["max_payload_mb"], started["max_concurrent_transforms"]) == transform_parameters(
             record_bytes, "ml.m5.xlarge", 20_000
         )
         assert 1 <= started["max_payload_mb"] <= 100 and started["max_concurrent_transforms"] == 4
-        s3.put_object(Bucket="sg-out", Key="run/part-0.csv.out", Body=b"x")
+        s3.put_object(Bucket="sg-batch", Key="run/part-0.csv.out", Body=b"x")
         report = jobs.get(status.job_id)
         assert report is not None and report.detail["capacity"] == "spot"
         # moto does not run this machine (no execute flag): still RUNNING, one .out of four inputs.
