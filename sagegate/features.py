@@ -2,12 +2,15 @@
 
 Two phases, so that dynamic batching can merge requests cheaply:
 
-* `FeaturePipeline.rows_from_records` / `rows_from_text` validate each record (types, ranges,
-  categories, missing values) and normalise it into a compact row: numbers as floats, categories
-  as strings. This runs per request, so an error names the request's own record index.
+* `FeaturePipeline.rows_from_records` / `rows_from_text` / `rows_from_array` validate each record
+  with the feature rules of `sagegate.validation` (one definition, the gateway's too) and normalise
+  it into a compact row: numbers as floats, categories as strings. This runs per request, so an
+  error names the request's own record index.
 * `FeaturePipeline.transform` turns the rows of a whole batch, from many requests, into the
   model's float32 input matrix, column by column with numpy.
 
+`Rejections` and `number_failures` apply the same rules to whole columns (an x-npy body, the batch
+engine's chunks), in the same order and with the same messages as a record checked value by value.
 The server, the batch engine and the package builder's parity check all use this one module, so
 training-time and serving-time preprocessing cannot drift apart.
 """
@@ -32,9 +35,20 @@ from sagegate.manifest import (
     Ordinal,
     Standardize,
 )
-from sagegate.validation import MISSING, InvalidValue, RecordError, text_parser, value_checker
+from sagegate.validation import (
+    EXACT_INT,
+    FLOAT32_MAX,
+    MISSING,
+    FeatureRule,
+    InvalidValue,
+    Reason,
+    RecordError,
+    as_affine,
+    is_text,
+    safe_text,
+)
 
-__all__ = ["FeaturePipeline", "RecordError", "Row"]
+__all__ = ["FeaturePipeline", "RecordError", "Rejections", "Row", "number_failures"]
 
 # A validated record: numeric feature values (NaN = missing, to impute) then categorical ones.
 Row = tuple[tuple[float, ...], tuple[str | None, ...]]
@@ -42,20 +56,73 @@ Row = tuple[tuple[float, ...], tuple[str | None, ...]]
 
 @dataclass(frozen=True)
 class _Slot:
-    """One feature's place in a row and how a missing value is handled."""
+    """One feature's rule, its place in a row, and what fills it when it is missing."""
 
-    name: str
-    check: Callable[[Any], Any]
-    parse: Callable[[str], Any]
-    fill: Any  # value used when the feature is missing; MISSING means "required"
+    rule: FeatureRule
+    position: int
+    fill: Any  # MISSING means "required"
 
 
-def _fill_value(feature: Feature, numeric: bool) -> Any:
-    if feature.default is not None:
-        return float(feature.default) if numeric else feature.default
-    if any(isinstance(t, Impute) for t in feature.transforms):
+def _fill_value(rule: FeatureRule, numeric: bool) -> Any:
+    if rule.fill is not MISSING:
+        return float(rule.fill) if numeric else rule.fill
+    if rule.imputed:
         return math.nan if numeric else None  # imputed in transform()
     return MISSING
+
+
+class Rejections:
+    """Per row of a block, the first rule it breaks: rules are applied feature by feature in the
+    manifest's order, each feature's checks in the order of `sagegate.validation`."""
+
+    def __init__(self, n: int) -> None:
+        self.valid = np.ones(n, dtype=bool)
+        self.reasons: dict[int, tuple[str | None, str]] = {}
+
+    def reject(self, mask: np.ndarray, field: str | None, reason: str | Callable[[int], str]) -> None:
+        """Sets aside the still-valid rows in `mask`; `reason` may be worded per row (only those)."""
+        for i in np.flatnonzero(mask & self.valid):
+            self.reasons[int(i)] = (field, reason if isinstance(reason, str) else reason(int(i)))
+        self.valid &= ~mask
+
+    def first(self) -> tuple[int, str | None, str] | None:
+        if not self.reasons:
+            return None
+        row = min(self.reasons)
+        return row, *self.reasons[row]
+
+
+def number_failures(rule: FeatureRule, values: np.ndarray) -> Iterable[tuple[np.ndarray, Callable[[int], str]]]:
+    """The numeric checks of `FeatureRule.check_number`, for a column of float64 values (the
+    present ones; a caller masks out missing rows): (rows that fail, their reason), in order."""
+    feature = rule.feature
+    finite = np.isfinite(values)
+    yield ~finite, lambda i: Reason.NOT_FINITE
+    if rule.type is FeatureType.INT:
+        with np.errstate(invalid="ignore"):
+            yield finite & (values != np.floor(values)), lambda i: Reason.NOT_INTEGER
+        yield np.abs(values) > EXACT_INT, lambda i: Reason.BEYOND_EXACT
+    if feature.minimum is not None:
+        lo = feature.minimum
+        yield values < lo, lambda i: Reason.below(float(values[i]), lo)
+    if feature.maximum is not None:
+        hi = feature.maximum
+        yield values > hi, lambda i: Reason.above(float(values[i]), hi)
+    if rule.float32_input:
+        with np.errstate(over="ignore", invalid="ignore"):
+            model_value = _transformed(feature, values)
+            yield finite & ~(np.abs(model_value) <= FLOAT32_MAX), lambda i: Reason.BEYOND_FLOAT32
+
+
+def _not_boolean(values: np.ndarray) -> Callable[[int], str]:
+    return lambda i: Reason.not_boolean(float(values[i]))
+
+
+def _transformed(feature: Feature, values: np.ndarray) -> np.ndarray:
+    affine = as_affine(feature)
+    if affine is not None:
+        return values * affine[0] + affine[1]
+    return _numeric_steps(feature, values)
 
 
 class FeaturePipeline:
@@ -65,16 +132,18 @@ class FeaturePipeline:
         self.features = list(features)
         self.names = [f.name for f in self.features]
         self._known = frozenset(self.names)
-        # Numbers first, then booleans: the order of a row's numeric part (see _FastPath).
+        self.rules = {f.name: FeatureRule(f) for f in self.features}
+        # A row holds numbers first, then booleans, then categories (see _FastPath); records are
+        # checked in the manifest's order, so the first bad feature of a record is the same everywhere.
         self._numeric = [f for f in self.features if f.type.is_numeric and f.type is not FeatureType.BOOL] + [
             f for f in self.features if f.type is FeatureType.BOOL
         ]
         self._categorical = [f for f in self.features if not f.type.is_numeric]
-        self._slots: list[_Slot] = []
-        for f in self._numeric:
-            self._slots.append(_Slot(f.name, value_checker(f), text_parser(f), _fill_value(f, True)))
-        for f in self._categorical:
-            self._slots.append(_Slot(f.name, value_checker(f), text_parser(f), _fill_value(f, False)))
+        layout = [f.name for f in self._numeric] + [f.name for f in self._categorical]
+        self._slots = [
+            _Slot(self.rules[f.name], layout.index(f.name), _fill_value(self.rules[f.name], f.type.is_numeric))
+            for f in self.features
+        ]
         self._n_numeric = len(self._numeric)
         self.width = sum(f.width for f in self.features)
         offsets, at = {}, 0
@@ -85,7 +154,7 @@ class FeaturePipeline:
         self._fast = _FastPath(self._numeric, self._categorical)
         # Features whose steps are all affine (standardize, min_max, none) become one vectorised
         # multiply-add over their columns; the rest (impute, log1p) go step by step.
-        affine = [(j, f, _as_affine(f)) for j, f in enumerate(self._numeric)]
+        affine = [(j, f, as_affine(f)) for j, f in enumerate(self._numeric)]
         self._stepwise = [(j, f) for j, f, a in affine if a is None]
         linear = [(j, self._offsets[f.name], a) for j, f, a in affine if a is not None]
         self._affine = (
@@ -101,49 +170,60 @@ class FeaturePipeline:
 
     # -- validation -------------------------------------------------------------------------
 
-    def _validate(self, index: int, get: Callable[[_Slot], Any]) -> Row:
-        values: list[Any] = []
+    def _validate(self, index: int, get: Callable[[FeatureRule], Any], *, text: bool = False) -> Row:
+        values: list[Any] = [None] * len(self._slots)
         for slot in self._slots:
-            raw = get(slot)
+            raw = get(slot.rule)
             if raw is None or raw is MISSING:
                 if slot.fill is MISSING:
-                    raise RecordError(index, slot.name, "is required")
-                values.append(slot.fill)
+                    raise RecordError(index, slot.rule.name, Reason.REQUIRED)
+                values[slot.position] = slot.fill
                 continue
             try:
-                values.append(slot.check(raw))
+                values[slot.position] = slot.rule.parse(raw) if text else slot.rule.check(raw)
             except InvalidValue as exc:
-                raise RecordError(index, slot.name, str(exc)) from None
+                raise RecordError(index, slot.rule.name, str(exc)) from None
         n = self._n_numeric
         return tuple(values[:n]), tuple(values[n:])
 
     def rows_from_records(self, records: Iterable[Any], start: int = 0) -> list[Row]:
-        """Validates JSON-like records (mappings of feature name to value)."""
+        """Validates JSON-like records: mappings of feature name to value, or lists of the values in
+        the manifest's order (what SageMaker's JSON serializer sends)."""
         records = records if isinstance(records, list) else list(records)
         rows = self._fast.rows(records)
         if rows is not None:
             return rows
-        # Something is missing, optional or wrong: check record by record, to name it.
+        # Something is missing, optional, positional or wrong: check record by record, to name it.
         return self._rows_one_by_one(records, start)
+
+    def record(self, index: int, record: Any) -> Mapping[str, Any]:
+        """A record as a mapping of feature names: a list is the features' values in manifest order."""
+        if isinstance(record, list):
+            if len(record) != len(self.names):
+                raise RecordError(index, None, f"expected a list of {len(self.names)} values, got {len(record)}")
+            return dict(zip(self.names, record, strict=True))
+        if not isinstance(record, Mapping):
+            raise RecordError(index, None, f"expected an object of features, got {type(record).__name__}")
+        return record
 
     def _rows_one_by_one(self, records: list[Any], start: int) -> list[Row]:
         rows: list[Row] = []
         known = self._known
         for index, record in enumerate(records, start):
-            if not isinstance(record, Mapping):
-                raise RecordError(index, None, f"expected an object of features, got {type(record).__name__}")
-            unknown = [k for k in record if k not in known]
+            mapping = self.record(index, record)
+            unknown = [k for k in mapping if k not in known]
             if unknown:
-                raise RecordError(index, unknown[0], "is not a feature of this model")
-            rows.append(self._validate(index, lambda slot, r=record: r.get(slot.name)))  # type: ignore[misc]
+                raise RecordError(index, safe_text(str(unknown[0])), Reason.UNKNOWN)
+            rows.append(self._validate(index, lambda rule, r=mapping: r.get(rule.name)))  # type: ignore[misc]
         return rows
 
     def rows_from_text(self, header: Sequence[str] | None, cells: Iterable[Sequence[str]], start: int = 0) -> list[Row]:
-        """Validates CSV rows; without a header the columns are the features in manifest order."""
+        """Validates CSV rows; without a header the columns are the features in manifest order. An
+        empty cell is a missing value; the others are parsed by each feature's rule."""
         columns = list(header) if header is not None else self.names
         unknown = [c for c in columns if c not in self._known]
         if unknown:
-            raise RecordError(start, unknown[0], "is not a feature of this model")
+            raise RecordError(start, safe_text(unknown[0]), Reason.UNKNOWN)
         position = {name: i for i, name in enumerate(columns)}
         width = len(columns)
         rows: list[Row] = []
@@ -151,16 +231,11 @@ class FeaturePipeline:
             if len(row) != width:
                 raise RecordError(index, None, f"expected {width} columns, got {len(row)}")
 
-            def cell(slot: _Slot, row: Sequence[str] = row, index: int = index) -> Any:
-                at = position.get(slot.name)
-                if at is None or row[at] == "":
-                    return MISSING
-                try:
-                    return slot.parse(row[at])
-                except InvalidValue as exc:
-                    raise RecordError(index, slot.name, str(exc)) from None
+            def cell(rule: FeatureRule, row: Sequence[str] = row) -> Any:
+                at = position.get(rule.name)
+                return MISSING if at is None or row[at] == "" else row[at]
 
-            rows.append(self._validate(index, cell))
+            rows.append(self._validate(index, cell, text=True))
         return rows
 
     # -- transformation ---------------------------------------------------------------------
@@ -202,7 +277,8 @@ class FeaturePipeline:
 
     def rows_from_array(self, array: np.ndarray, start: int = 0) -> list[Row]:
         """Validates a numeric matrix [records, features] whose columns are the features in manifest
-        order (the application/x-npy body); only for models whose features are all numeric."""
+        order (the application/x-npy body); only for models whose features are all numeric. The
+        checks are the records' own, applied column by column; the first bad record is named."""
         if self._categorical:
             raise ValueError(
                 "a NumPy array can only carry numeric features; this model has "
@@ -215,25 +291,25 @@ class FeaturePipeline:
             )
         if x.dtype.kind not in "fiub":
             raise RecordError(start, None, f"expected a numeric array, got dtype {x.dtype}")
+        rejections = Rejections(len(x))
+        for i, feature in enumerate(self.features):
+            column = x[:, i]
+            rule = self.rules[feature.name]
+            if feature.type is FeatureType.BOOL:
+                flags = column.astype(np.float64, copy=False)
+                rejections.reject((flags != 0) & (flags != 1), feature.name, _not_boolean(flags))
+                continue
+            if column.dtype.kind == "b":
+                rejections.reject(np.ones(len(x), dtype=bool), feature.name, Reason.expected(rule.type, "bool"))
+                continue
+            values = column.astype(np.float64, copy=False)
+            for bad, reason in number_failures(rule, values):
+                rejections.reject(bad, feature.name, reason)
+        found = rejections.first()
+        if found is not None:
+            raise RecordError(start + found[0], found[1], found[2])
         order = [self.names.index(f.name) for f in self._numeric]  # rows keep numbers before booleans
         block = x[:, order].astype(np.float64, copy=False)
-        for j, feature in enumerate(self._numeric):
-            column = block[:, j]
-            bad = ~np.isfinite(column)
-            reason = "must be a finite number"
-            if not bad.any() and feature.type is FeatureType.BOOL:
-                bad, reason = (column != 0) & (column != 1), "expected a boolean (0 or 1)"
-            if not bad.any() and feature.type is FeatureType.INT:
-                bad, reason = column != np.floor(column), "expected an integer"
-            if not bad.any() and feature.minimum is not None:
-                bad, reason = column < feature.minimum, f"is below the minimum {feature.minimum:g}"
-            if not bad.any() and feature.maximum is not None:
-                bad, reason = column > feature.maximum, f"is above the maximum {feature.maximum:g}"
-            if bad.any():
-                first = int(np.flatnonzero(bad)[0])
-                raise RecordError(
-                    start + first, feature.name, f"{column[first]:g} {reason}" if reason.startswith("is") else reason
-                )
         return [(tuple(row), ()) for row in block.tolist()]
 
     def transform_records(self, records: Iterable[Mapping[str, Any]]) -> np.ndarray:
@@ -252,6 +328,7 @@ class _FastPath:
 
     def __init__(self, numeric: list[Feature], categorical: list[Feature]) -> None:
         numbers = [f for f in numeric if f.type is not FeatureType.BOOL]
+        self._number_features = numbers
         bools = [f for f in numeric if f.type is FeatureType.BOOL]
         self._width = len(numeric) + len(categorical)
         self._numbers = _getter([f.name for f in numbers])
@@ -280,6 +357,8 @@ class _FastPath:
                 for value, known in zip(c, allowed, strict=True):
                     if type(value) is not str or (known is not None and value not in known):
                         return None
+                    if not is_text(value):
+                        return None
                 number_rows.append(a)
                 rows.append((a + b, c))
         except KeyError:
@@ -289,11 +368,23 @@ class _FastPath:
         return rows
 
     def _in_range(self, number_rows: list[tuple[Any, ...]]) -> bool:
-        block = np.array(number_rows, dtype=np.float64)
+        """The numeric rules, or near enough to leave the exact verdict to the checked path: huge
+        integers (beyond 2**53, where floats stop being exact) and values whose transform nears the
+        float32 limit are not vouched for."""
+        try:
+            block = np.array(number_rows, dtype=np.float64)
+        except OverflowError:  # an integer beyond any float
+            return False
         if not np.isfinite(block).all() or (block < self._low).any() or (block > self._high).any():
             return False
         integers = block[:, self._integer]
-        return bool((integers == np.floor(integers)).all())
+        if not (integers == np.floor(integers)).all() or (np.abs(integers) >= EXACT_INT).any():
+            return False
+        with np.errstate(over="ignore", invalid="ignore"):
+            for j, feature in enumerate(self._number_features):
+                if not (np.abs(_transformed(feature, block[:, j])) <= FLOAT32_MAX / 2).all():
+                    return False
+        return True
 
 
 def _getter(names: list[str]) -> Callable[[Mapping[str, Any]], tuple[Any, ...]]:
@@ -303,20 +394,6 @@ def _getter(names: list[str]) -> Callable[[Mapping[str, Any]], tuple[Any, ...]]:
         name = names[0]
         return lambda record: (record[name],)
     return operator.itemgetter(*names)
-
-
-def _as_affine(feature: Feature) -> tuple[float, float] | None:
-    """(scale, shift) when every step of the feature is affine, else None."""
-    scale, shift = 1.0, 0.0
-    for step in feature.transforms:
-        if isinstance(step, Standardize):
-            a, b = 1.0 / step.std, -step.mean / step.std
-        elif isinstance(step, MinMax):
-            a, b = 1.0 / (step.max - step.min), -step.min / (step.max - step.min)
-        else:
-            return None
-        scale, shift = a * scale, a * shift + b
-    return scale, shift
 
 
 def _numeric_steps(feature: Feature, column: np.ndarray) -> np.ndarray:

@@ -12,7 +12,7 @@ from onnx import TensorProto, helper, numpy_helper
 from sagegate.local.examples import synthetic_features
 from sagegate.packaging import BuiltPackage, build_package
 
-__all__ = ["heavy_package", "reshape_failing_package"]
+__all__ = ["heavy_package", "log_package", "reshape_failing_package"]
 
 
 def _graph_package(graph: onnx.GraphProto, output_dir: Path, name: str, n_features: int) -> BuiltPackage:
@@ -74,3 +74,20 @@ def reshape_failing_package(output_dir: Path, *, n_features: int = 4, name: str 
         initializer=[shape, axes],
     )
     return _graph_package(graph, output_dir, name, n_features)
+
+
+def log_package(output_dir: Path, *, name: str = "logarithm") -> BuiltPackage:
+    """log(f0) per record: a finite input below zero makes the model answer NaN."""
+    axes = numpy_helper.from_array(np.array([1], dtype=np.int64), "axes")
+    nodes = [
+        helper.make_node("ReduceSum", ["input", "axes"], ["sum"], keepdims=1),
+        helper.make_node("Log", ["sum"], ["variable"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        name,
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 1])],
+        [helper.make_tensor_value_info("variable", TensorProto.FLOAT, ["N", 1])],
+        initializer=[axes],
+    )
+    return _graph_package(graph, output_dir, name, 1)

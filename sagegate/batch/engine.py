@@ -8,10 +8,19 @@ the chunk. A run that is killed and started again skips the recorded chunks and 
 that was renamed but not yet recorded (the same rows give the same bytes), so every row ends up
 in the output exactly once. At the end each shard's parts are joined: CSV and JSON Lines into one file, Parquet into one
 dataset folder (the parts renamed, not rewritten).
+
+Each format is read by what the manifest says, never by guessing: CSV columns are read as text and
+parsed by the features' rules (type inference from the first block would turn "02134" into 2134 and
+abort on a bad cell further down); JSON Lines records are parsed one by one and checked as the server
+checks JSON; Parquet columns carry their own types (`sagegate.batch.columns`). A bad cell or line is
+its row's error in `errors.jsonl`, anywhere in the file, and the run goes on. Counts come from the
+chunks as they are written (and the checkpoint, for chunks done by an earlier run), never from
+reading the output back.
 """
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import queue
@@ -26,10 +35,9 @@ import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.csv as pa_csv
-import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 
-from sagegate.batch.columns import ColumnBatch, validate_columns
+from sagegate.batch.columns import ColumnBatch, RowError, unreadable, validate_columns, validate_records
 from sagegate.server.model import LoadedModel
 
 __all__ = ["FORMATS", "BatchSummary", "count_rows", "run_batch", "shards"]
@@ -73,17 +81,40 @@ def count_rows(path: Path) -> int:
     return lines - 1 if FORMATS[path.suffix] == "csv" else lines
 
 
+def _csv_names(path: Path) -> list[str]:
+    with path.open(newline="", encoding="utf-8-sig", errors="replace") as fh:
+        return next(csv.reader(fh), [])
+
+
 def _batches(path: Path) -> Iterator[pa.RecordBatch]:
     kind = FORMATS[path.suffix]
     if kind == "parquet":
         yield from pq.ParquetFile(path).iter_batches(batch_size=65_536)
     elif kind == "csv":
-        yield from pa_csv.open_csv(path, read_options=pa_csv.ReadOptions(block_size=_BLOCK))
+        # Every column as bytes: the features' rules parse the text (an invalid UTF-8 cell is a row error).
+        convert = pa_csv.ConvertOptions(
+            column_types=dict.fromkeys(_csv_names(path), pa.binary()),
+            strings_can_be_null=False,
+            quoted_strings_can_be_null=False,
+            null_values=[],
+        )
+        parse = pa_csv.ParseOptions(newlines_in_values=True)
+        read = pa_csv.ReadOptions(block_size=_BLOCK)
+        yield from pa_csv.open_csv(path, read_options=read, parse_options=parse, convert_options=convert)
     else:
-        yield from pa_json.open_json(path, read_options=pa_json.ReadOptions(block_size=_BLOCK))
+        raise ValueError("JSON Lines are read by _records")
 
 
-def _chunks(path: Path, rows: int) -> Iterator[pa.Table]:
+@dataclass
+class _Chunk:
+    """One fixed-size chunk of a shard: its rows' id columns and, unless it is done, its validation."""
+
+    rows: int
+    ids: pa.Table
+    batch: ColumnBatch | None
+
+
+def _table_chunks(path: Path, rows: int) -> Iterator[pa.Table]:
     """Fixed-size chunks whatever the reader's batch sizes, so chunk i is always the same rows."""
     pending: list[pa.RecordBatch] = []
     held = 0
@@ -99,6 +130,104 @@ def _chunks(path: Path, rows: int) -> Iterator[pa.Table]:
                 pending, held = [], 0
     if held:
         yield pa.Table.from_batches(pending)
+
+
+def _decoded(table: pa.Table) -> tuple[pa.Table, np.ndarray]:
+    """CSV bytes as text; rows with a cell that is not UTF-8 are marked (and their cells emptied)."""
+    bad = np.zeros(table.num_rows, dtype=bool)
+    columns = []
+    for column in table.columns:
+        try:
+            columns.append(column.cast(pa.string()))
+        except pa.ArrowInvalid:  # rare: find the cells, one by one
+            texts = []
+            for i, value in enumerate(column.to_pylist()):
+                try:
+                    texts.append(value.decode("utf-8"))
+                except UnicodeDecodeError:
+                    bad[i] = True
+                    texts.append("")
+            columns.append(pa.chunked_array([pa.array(texts, type=pa.string())]))
+    return pa.Table.from_arrays(columns, names=table.column_names), bad
+
+
+def _record(line: bytes) -> Any:
+    """One JSON Lines record, parsed as the server parses a body (orjson, then the standard library
+    for what orjson refuses, such as numbers beyond a double)."""
+    try:
+        record = orjson.loads(line)
+    except orjson.JSONDecodeError as exc:
+        try:
+            record = json.loads(line)
+        except (ValueError, RecursionError):
+            return unreadable(f"not valid JSON: {exc}")
+    if isinstance(record, dict) and set(record) == {"features"}:
+        record = record["features"]
+    return record
+
+
+def _records(path: Path, rows: int) -> Iterator[list[Any]]:
+    chunk: list[Any] = []
+    with path.open("rb") as fh:
+        for line in fh:
+            if not line.strip():
+                continue
+            chunk.append(_record(line))
+            if len(chunk) == rows:
+                yield chunk
+                chunk = []
+    if chunk:
+        yield chunk
+
+
+def _ids_of(records: list[Any], id_columns: list[str]) -> pa.Table:
+    columns = {}
+    for name in id_columns:
+        values = [r.get(name) if isinstance(r, dict) else None for r in records]
+        try:
+            columns[name] = pa.array(values)
+        except (pa.ArrowInvalid, pa.ArrowTypeError):  # ids of mixed types: kept as text
+            columns[name] = pa.array([None if v is None else str(v) for v in values], type=pa.string())
+    return pa.table(columns) if columns else pa.table({"_": pa.nulls(len(records))}).drop(["_"])
+
+
+def _chunks(
+    model: LoadedModel, path: Path, rows: int, id_columns: list[str], done: Callable[[int], bool]
+) -> Iterator[_Chunk]:
+    kind = FORMATS[path.suffix]
+    if kind == "jsonl":
+        for index, records in enumerate(_records(path, rows)):
+            batch = None if done(index) else validate_records(model.pipeline, records)
+            yield _Chunk(len(records), _ids_of(records, id_columns), batch)
+        return
+    for index, read in enumerate(_table_chunks(path, rows)):
+        table, unreadable_rows = _decoded(read) if kind == "csv" else (read, None)
+        ids = table.select([c for c in id_columns if c in table.column_names])
+        if done(index):
+            yield _Chunk(table.num_rows, ids, None)
+            continue
+        batch = validate_columns(model.pipeline, table, text=kind == "csv")
+        if unreadable_rows is not None and unreadable_rows.any():
+            batch = _without(model, table, batch, unreadable_rows)
+        yield _Chunk(table.num_rows, ids, batch)
+
+
+def _unanswered(batch: ColumnBatch, unanswered: np.ndarray) -> ColumnBatch:
+    """The rows the model answered with a value that is not a number, set aside as errors."""
+    rows = np.flatnonzero(batch.valid)[unanswered]
+    valid = batch.valid.copy()
+    valid[rows] = False
+    errors = [*batch.errors, *(RowError(int(r), None, "the model's answer is not a number") for r in rows)]
+    return ColumnBatch(batch.matrix[~unanswered], valid, sorted(errors, key=lambda e: e.row))
+
+
+def _without(model: LoadedModel, table: pa.Table, batch: ColumnBatch, bad: np.ndarray) -> ColumnBatch:
+    """The chunk's validation with the rows that had a cell which is not UTF-8 set aside."""
+    keep = batch.valid & ~bad
+    errors = [e for e in batch.errors if not bad[e.row]]
+    errors += [RowError(int(i), None, "a cell is not valid UTF-8 text") for i in np.flatnonzero(bad)]
+    matrix = batch.matrix[~bad[batch.valid]] if batch.matrix.shape[0] else batch.matrix
+    return ColumnBatch(matrix, keep, sorted(errors, key=lambda e: e.row))
 
 
 def _write(table: pa.Table, path: Path, kind: str) -> None:
@@ -123,15 +252,25 @@ def _write(table: pa.Table, path: Path, kind: str) -> None:
 
 
 class _Checkpoint:
+    """The chunks done, per shard, with how many rows each predicted and rejected."""
+
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.done: dict[str, list[int]] = json.loads(path.read_text()) if path.exists() else {}
+        loaded = json.loads(path.read_text()) if path.exists() else {}
+        self.done: dict[str, dict[str, list[int]]] = {
+            shard: {str(c): [0, 0] for c in chunks} if isinstance(chunks, list) else chunks
+            for shard, chunks in loaded.items()
+        }
 
     def has(self, shard: str, chunk: int) -> bool:
-        return chunk in self.done.get(shard, [])
+        return str(chunk) in self.done.get(shard, {})
 
-    def record(self, shard: str, chunk: int) -> None:
-        self.done.setdefault(shard, []).append(chunk)
+    def counts(self, shard: str, chunk: int) -> tuple[int, int]:
+        predicted, rejected = self.done[shard][str(chunk)]
+        return predicted, rejected
+
+    def record(self, shard: str, chunk: int, predicted: int, rejected: int) -> None:
+        self.done.setdefault(shard, {})[str(chunk)] = [predicted, rejected]
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(json.dumps(self.done))
         os.replace(tmp, self.path)
@@ -165,7 +304,7 @@ class _Writer:
             try:
                 _write(table, part, kind)
                 _write(rejected, errors_file, "jsonl")
-                self._checkpoint.record(shard, index)
+                self._checkpoint.record(shard, index, table.num_rows, rejected.num_rows)
             except BaseException as exc:  # surfaced to the caller on its next submit or at the end
                 self._failure = exc
 
@@ -193,16 +332,16 @@ def run_batch(
     checkpoint = _Checkpoint(output / "_checkpoint.json")
     summary = BatchSummary()
     files = shards(source)
+    ids = list(id_columns or [])
     with _Writer(checkpoint) as writer:
         for shard in files:
             counts = summary.shards.setdefault(shard.name, {"rows": 0, "predicted": 0, "rejected": 0})
-            for index, chunk, batch in _prefetched(model, shard, chunk_rows, checkpoint):
-                if batch is None:
+            for index, chunk in _prefetched(model, shard, chunk_rows, ids, checkpoint):
+                if chunk.batch is None:
                     summary.skipped_chunks += 1
+                    predicted, rejected_rows = checkpoint.counts(shard.name, index)
                 else:
-                    table, rejected = _predict_chunk(
-                        model, chunk, batch, id_columns, first_row=index * chunk_rows, shard=shard.name
-                    )
+                    table, rejected = _predict_chunk(model, chunk, first_row=index * chunk_rows, shard=shard.name)
                     writer.submit(
                         table,
                         parts / f"{shard.name}.{index:06d}{_EXTENSIONS[FORMATS[shard.suffix]]}",
@@ -212,20 +351,17 @@ def run_batch(
                         shard.name,
                         index,
                     )
-                counts["rows"] += chunk.num_rows
+                    predicted, rejected_rows = table.num_rows, rejected.num_rows
+                counts["rows"] += chunk.rows
+                counts["predicted"] += predicted
+                counts["rejected"] += rejected_rows
                 if on_chunk is not None:
-                    on_chunk(chunk.num_rows)
+                    on_chunk(chunk.rows)
     for shard in files:
-        header = [*(c for c in (id_columns or []) if c in _columns(shard)), "prediction", "label", "confidence"]
+        header = [*_id_columns_of(shard, ids), "prediction", "label", "confidence"]
         summary.outputs.append(str(_join(shard, parts, output, FORMATS[shard.suffix], header)))
     _join_errors(errors, output / "errors.jsonl")
-    rejected_per_shard: dict[str, int] = {}
-    for line in (output / "errors.jsonl").read_bytes().splitlines():
-        name = orjson.loads(line)["shard"]
-        rejected_per_shard[name] = rejected_per_shard.get(name, 0) + 1
-    for name, counts in summary.shards.items():
-        counts["predicted"] = _rows_in(output / _output_name(name, FORMATS[Path(name).suffix]))
-        counts["rejected"] = rejected_per_shard.get(name, 0)
+    for counts in summary.shards.values():
         summary.rows += counts["rows"]
         summary.predicted += counts["predicted"]
         summary.rejected += counts["rejected"]
@@ -234,17 +370,18 @@ def run_batch(
 
 
 def _prefetched(
-    model: LoadedModel, shard: Path, chunk_rows: int, checkpoint: _Checkpoint
-) -> Iterator[tuple[int, pa.Table, ColumnBatch | None]]:
+    model: LoadedModel, shard: Path, chunk_rows: int, id_columns: list[str], checkpoint: _Checkpoint
+) -> Iterator[tuple[int, _Chunk]]:
     """Chunks read and validated on a thread of their own, one ahead of the model (Arrow and numpy
-    release the GIL), so reading and checking overlap with inference. None: the chunk is done."""
-    ready: queue.Queue[tuple[int, pa.Table, ColumnBatch | None] | BaseException | None] = queue.Queue(maxsize=2)
+    release the GIL), so reading and checking overlap with inference. A chunk done by an earlier
+    run is read (to keep the rows in step) but not validated."""
+    ready: queue.Queue[tuple[int, _Chunk] | BaseException | None] = queue.Queue(maxsize=2)
 
     def produce() -> None:
         try:
-            for index, chunk in enumerate(_chunks(shard, chunk_rows)):
-                done = checkpoint.has(shard.name, index)
-                ready.put((index, chunk, None if done else validate_columns(model.pipeline, chunk)))
+            chunks = _chunks(model, shard, chunk_rows, id_columns, lambda i: checkpoint.has(shard.name, i))
+            for index, chunk in enumerate(chunks):
+                ready.put((index, chunk))
         except BaseException as exc:  # handed to the consumer, raised there
             ready.put(exc)
         else:
@@ -259,28 +396,26 @@ def _prefetched(
     thread.join()
 
 
-def _predict_chunk(
-    model: LoadedModel,
-    chunk: pa.Table,
-    batch: ColumnBatch,
-    id_columns: list[str] | None,
-    *,
-    first_row: int,
-    shard: str,
-) -> tuple[pa.Table, pa.Table]:
+def _predict_chunk(model: LoadedModel, chunk: _Chunk, *, first_row: int, shard: str) -> tuple[pa.Table, pa.Table]:
+    batch = chunk.batch
+    assert batch is not None
+    out = model.infer(batch.matrix) if batch.matrix.shape[0] else None
+    if out is not None and (unanswered := model.unanswered(out)).any():
+        batch = _unanswered(batch, unanswered)
+        out = out[~unanswered]
     answers: dict[str, Any] = (
-        model.postprocess_columns(model.infer(batch.matrix))
-        if batch.matrix.shape[0]
+        model.postprocess_columns(out)
+        if out is not None and len(out)
         else {"prediction": np.zeros(0), "label": None, "confidence": np.zeros(0)}
     )
-    kept = chunk.filter(pa.array(batch.valid))
-    ids = [c for c in (id_columns or []) if c in chunk.column_names]
+    kept = chunk.ids.filter(pa.array(batch.valid))
+    n = int(batch.valid.sum())
     table = pa.table(
         {
-            **{c: kept.column(c) for c in ids},
-            "prediction": _array(answers["prediction"], kept.num_rows),
-            "label": _array(answers["label"], kept.num_rows),
-            "confidence": _array(answers["confidence"], kept.num_rows),
+            **{c: kept.column(c) for c in kept.column_names},
+            "prediction": _array(answers["prediction"], n),
+            "label": _array(answers["label"], n),
+            "confidence": _array(answers["confidence"], n),
         }
     )
     rejected = pa.table(
@@ -335,16 +470,15 @@ def _join(shard: Path, parts: Path, output: Path, kind: str, header: list[str]) 
 def _join_errors(errors: Path, target: Path) -> None:
     with target.open("wb") as out:
         for piece in sorted(errors.glob("*.jsonl")):
-            out.write(piece.read_bytes())
+            with piece.open("rb") as fh:
+                shutil.copyfileobj(fh, out)
 
 
-def _rows_in(path: Path) -> int:
-    if path.is_dir():
-        return sum(int(pq.ParquetFile(p).metadata.num_rows) for p in path.glob("*.parquet"))
-    lines = sum(1 for line in path.read_bytes().splitlines() if line.strip())
-    return lines - 1 if path.suffix == ".csv" else lines
-
-
-def _columns(path: Path) -> list[str]:
-    first = next(_batches(path), None)
-    return [] if first is None else list(first.schema.names)
+def _id_columns_of(shard: Path, id_columns: list[str]) -> list[str]:
+    """The id columns a shard's output carries: those its header has (CSV, Parquet), or all asked
+    for (JSON Lines, where each record may or may not have them)."""
+    kind = FORMATS[shard.suffix]
+    if kind == "jsonl":
+        return id_columns
+    present = _csv_names(shard) if kind == "csv" else pq.ParquetFile(shard).schema_arrow.names
+    return [c for c in id_columns if c in present]

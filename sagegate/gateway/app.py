@@ -17,8 +17,7 @@ from typing import Annotated, Any, TypeVar
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from pydantic import BaseModel
 
 from sagegate.batch.jobs import BatchRequest, JobRefused, JobsProtocol
 from sagegate.gateway.cache import PredictionCache
@@ -32,10 +31,13 @@ from sagegate.gateway.catalog import (
 from sagegate.gateway.config import GatewaySettings
 from sagegate.gateway.exceptions import GatewayError, ModelNotFound, NoPrediction, UnprocessableRequest
 from sagegate.gateway.metrics import GatewayMetrics
+from sagegate.gateway.middleware import BodyGuard, FlushAfter, safe
 from sagegate.gateway.online_features import OnlineFeatureStore
 from sagegate.gateway.prediction_log import FirehoseLog, JsonLinesLog, NullLog, PredictionLogProtocol
 from sagegate.gateway.predictor import Predictor, PredictRequest, PredictResult
 from sagegate.gateway.redis_support import Breaker, redis_client
+from sagegate.gateway.schemas import ERRORS, FeedbackBody, PredictBody, features_schema, with_model_schemas
+from sagegate.manifest import ModelManifest
 
 __all__ = ["create_app", "current_predictor", "get_catalog", "get_predictor", "get_settings"]
 
@@ -194,85 +196,6 @@ JobsDep = Annotated[JobsProtocol | None, Depends(current_jobs)]
 SettingsDep = Annotated[GatewaySettings, Depends(get_settings)]
 
 
-# -- request and response bodies --------------------------------------------------------------
-
-
-class PredictBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    model: str = Field(min_length=1, max_length=63, examples=["fraud"])
-    features: dict[str, Any] = Field(examples=[{"amount": 42.5, "hour": 3, "merchant_category": "gaming"}])
-    user_id: str | None = Field(default=None, min_length=1, max_length=256)
-    version: str | None = Field(default=None, min_length=1, max_length=64)
-
-
-class FeedbackBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    prediction_id: str = Field(min_length=1, max_length=64)
-    outcome: Any = Field(description="the ground truth: a label, a class or a value")
-    model: str | None = None
-
-
-# -- the app ----------------------------------------------------------------------------------
-
-
-class BodyLimit:
-    """413 for bodies over the limit, by Content-Length or as they stream in."""
-
-    def __init__(self, app: ASGIApp, limit: int) -> None:
-        self.app = app
-        self.limit = limit
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        declared = dict(scope["headers"]).get(b"content-length")
-        if declared and declared.isdigit() and int(declared) > self.limit:
-            await _too_large(self.limit)(scope, receive, send)
-            return
-        seen = 0
-
-        async def counted() -> Message:
-            nonlocal seen
-            message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > self.limit:
-                raise _BodyTooLarge
-            return message
-
-        try:
-            await self.app(scope, counted, send)
-        except _BodyTooLarge:
-            await _too_large(self.limit)(scope, receive, send)
-
-
-class _BodyTooLarge(Exception):
-    pass
-
-
-def _too_large(limit: int) -> JSONResponse:
-    return JSONResponse({"error": f"the body exceeds the limit of {limit} bytes", "field": "body"}, 413)
-
-
-class FlushAfter:
-    """After each /v1/ request (one Lambda invocation), one batch of log records and metrics."""
-
-    def __init__(self, inner: ASGIApp, app: FastAPI) -> None:
-        self.inner = inner
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            await self.inner(scope, receive, send)
-        finally:
-            if scope["type"] == "http" and scope["path"].startswith("/v1/"):
-                serving = self.app.dependency_overrides.get(current_predictor, get_predictor)()
-                serving.log.flush()
-                serving.metrics.flush()
-
-
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -292,6 +215,55 @@ def _inline(function: F) -> F:
     return run  # type: ignore[return-value]
 
 
+def _plumbing(app: FastAPI, settings: GatewaySettings) -> None:
+    """What wraps the routes: the body guard, the error format, the flush after each request, and
+    the OpenAPI document with each deployed model's request shape."""
+    json_routes = {("POST", "/v1/predict"), ("POST", "/v1/feedback"), ("POST", "/v1/batch_predict")}
+    app.add_middleware(
+        BodyGuard,
+        limit=settings.max_body_bytes,
+        json_paths=lambda method, path: (method, path) in json_routes or path.endswith("/deploy"),
+    )
+
+    @app.exception_handler(GatewayError)
+    async def gateway_error(request: Request, exc: GatewayError) -> JSONResponse:
+        return JSONResponse(safe({"error": exc.message, **exc.detail}), exc.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_body(request: Request, exc: RequestValidationError) -> JSONResponse:
+        fields = [
+            {"field": ".".join(str(p) for p in e["loc"] if p != "body"), "reason": e["msg"]} for e in exc.errors()
+        ]
+        summary = "; ".join(f"{f['field'] or 'body'}: {f['reason']}" for f in fields)
+        return JSONResponse(safe({"error": f"invalid request: {summary}", "fields": fields}), 422)
+
+    def serving() -> Predictor:
+        predictor: Predictor = app.dependency_overrides.get(current_predictor, get_predictor)()
+        return predictor
+
+    def flush() -> None:
+        predictor = serving()
+        predictor.log.flush()
+        predictor.metrics.flush()
+
+    app.add_middleware(FlushAfter, flush=flush)
+    base_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        """The document with each deployed model's request shape (its live version's features)."""
+        catalog = serving().catalog
+        live: dict[str, ModelManifest] = {}
+        for name in catalog.models():
+            route = catalog.route(name)
+            version = max(route.variants, key=lambda v: v.weight).model_version if route and route.variants else None
+            manifest = catalog.manifest(name, version) if version else None
+            if manifest is not None:
+                live[name] = manifest
+        return with_model_schemas(base_openapi(), live)
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     settings = settings or get_settings()
     app = FastAPI(
@@ -301,24 +273,10 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         openapi_url="/openapi.json",
         description="Validated, cached, A/B-routed predictions from SageMaker endpoints.",
     )
-    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
-
-    @app.exception_handler(GatewayError)
-    async def gateway_error(request: Request, exc: GatewayError) -> JSONResponse:
-        return JSONResponse({"error": exc.message, **exc.detail}, exc.status)
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid_body(request: Request, exc: RequestValidationError) -> JSONResponse:
-        fields = [
-            {"field": ".".join(str(p) for p in e["loc"] if p != "body"), "reason": e["msg"]} for e in exc.errors()
-        ]
-        summary = "; ".join(f"{f['field'] or 'body'}: {f['reason']}" for f in fields)
-        return JSONResponse({"error": f"invalid request: {summary}", "fields": fields}, 422)
-
-    app.add_middleware(FlushAfter, app=app)
+    _plumbing(app, settings)
     route = _inline if settings.inline_handlers else _threaded
 
-    @app.post("/v1/predict", response_model=PredictResult, responses={404: {}, 413: {}, 422: {}, 503: {}})
+    @app.post("/v1/predict", response_model=PredictResult, responses=ERRORS)
     @route
     def predict(body: PredictBody, predictor: PredictorDep) -> PredictResult:
         """Validate, enrich from the feature store, route to a variant, answer from cache or the endpoint."""
@@ -334,17 +292,25 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             ]
         }
 
-    @app.get("/v1/models/{name}", responses={404: {}})
+    @app.get("/v1/models/{name}", responses=ERRORS)
     @route
     def describe_model(name: str, predictor: PredictorDep) -> dict[str, Any]:
         catalog = predictor.catalog
         versions = catalog.versions(name)
         if not versions and catalog.route(name) is None:
             raise ModelNotFound(f"model {name!r} is not in the registry", model=name)
-        manifests = {v: _dump(catalog.manifest(name, v)) for v in versions}
-        return {"name": name, "versions": versions, "route": _dump(catalog.route(name)), "manifests": manifests}
+        found = {v: catalog.manifest(name, v) for v in versions}
+        manifests = {v: _dump(m) for v, m in found.items()}
+        schemas = {v: features_schema(m) for v, m in found.items() if m is not None}
+        return {
+            "name": name,
+            "versions": versions,
+            "route": _dump(catalog.route(name)),
+            "manifests": manifests,
+            "schemas": schemas,
+        }
 
-    @app.post("/v1/feedback", status_code=202)
+    @app.post("/v1/feedback", status_code=202, responses=ERRORS)
     @route
     def feedback(body: FeedbackBody, predictor: PredictorDep) -> dict[str, str]:
         """Ground truth for a prediction, for A/B analysis and accuracy monitoring."""
@@ -361,7 +327,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         )
         return {"status": "accepted", "prediction_id": body.prediction_id}
 
-    @app.post("/v1/batch_predict", status_code=202, responses={404: {}, 422: {}, 503: {}})
+    @app.post("/v1/batch_predict", status_code=202, responses=ERRORS)
     @route
     def batch_predict(body: BatchRequest, predictor: PredictorDep, jobs: JobsDep) -> dict[str, Any]:
         """Start a batch job over `input_uri`; poll GET /v1/jobs/{job_id}."""
@@ -381,7 +347,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             ) from None
         return {"job_id": status.job_id, "status": status.status}
 
-    @app.get("/v1/jobs/{job_id}", responses={404: {}})
+    @app.get("/v1/jobs/{job_id}", responses=ERRORS)
     @route
     def job(job_id: str, jobs: JobsDep) -> dict[str, Any]:
         """A batch job's status, progress (%) and ETA."""

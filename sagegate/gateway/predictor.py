@@ -50,6 +50,7 @@ class PredictResult(BaseModel):
     prediction: Any
     label: str | None
     confidence: float | None
+    probabilities: dict[str, float] | None = Field(default=None, description="per label (multiclass models)")
     latency_ms: float
     model_version: str
     variant: str | None
@@ -131,6 +132,7 @@ class Predictor:
             prediction=answer.get("prediction"),
             label=answer.get("label"),
             confidence=answer.get("confidence"),
+            probabilities=answer.get("probabilities"),
             latency_ms=round((time.perf_counter() - started) * 1000, 3),
             model_version=answer.get("_version", manifest.version),
             variant=served_by.name if served_by else None,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import io
+import json
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -31,12 +33,28 @@ _ALIASES = {
 }
 
 
+def _quality(part: str) -> float:
+    for parameter in part.split(";")[1:]:
+        key, _, value = parameter.strip().partition("=")
+        if key.strip().lower() == "q":
+            try:
+                return float(value)
+            except ValueError:
+                return 0.0
+    return 1.0
+
+
 def media_type(header: str | None, default: str | None = None) -> str | None:
-    """The canonical media type of a Content-Type/Accept value (first acceptable entry)."""
+    """The canonical media type of a Content-Type/Accept value: the acceptable entry of the highest
+    quality (`q`), the first of equals; q=0 means "not this one"."""
     if not header:
         return default
-    for part in header.split(","):
-        base = part.split(";", 1)[0].strip().lower()
+    ranked = sorted(
+        ((-_quality(part), i, part.split(";", 1)[0].strip().lower()) for i, part in enumerate(header.split(","))),
+    )
+    for negative_q, _, base in ranked:
+        if negative_q >= 0:
+            continue
         if base in _ALIASES:
             return _ALIASES[base]
         if base in ("*/*", "application/*", ""):
@@ -65,14 +83,34 @@ def decode(body: bytes, content_type: str | None, pipeline: FeaturePipeline, max
         raise BadRequest(str(exc), record=exc.record, field=exc.field) from None
 
 
+def _npy_header(body: bytes, max_records: int) -> None:
+    """The array's declared shape and type, checked before anything is allocated for it: a header
+    may declare any shape, and np.load would make room for it first."""
+    from numpy.lib import format as npy
+
+    stream = io.BytesIO(body)
+    try:
+        version = npy.read_magic(stream)
+        reader = npy.read_array_header_1_0 if version == (1, 0) else npy.read_array_header_2_0
+        shape, _, dtype = reader(stream)
+    except (ValueError, OSError, EOFError) as exc:
+        raise BadRequest(f"the body is not a NumPy .npy array: {str(exc).splitlines()[0]}") from None
+    if dtype.hasobject:
+        raise BadRequest("the body is not a NumPy .npy array of numbers: it holds Python objects (never unpickled)")
+    _too_many(shape[0] if len(shape) > 1 else 1, max_records)
+    declared = dtype.itemsize * math.prod(shape)
+    if declared > len(body) - stream.tell():
+        raise BadRequest(f"the .npy header declares {declared} bytes of data; the body has {len(body) - stream.tell()}")
+
+
 def _npy_rows(body: bytes, pipeline: FeaturePipeline, max_records: int) -> list[Row]:
+    _npy_header(body, max_records)
     try:
         array = np.load(io.BytesIO(body), allow_pickle=False)  # never unpickle a request
     except (ValueError, OSError, EOFError) as exc:
         raise BadRequest(f"the body is not a NumPy .npy array: {str(exc).splitlines()[0]}") from None
     if not isinstance(array, np.ndarray):
         raise BadRequest("the body is not a NumPy .npy array")
-    _too_many(array.shape[0] if array.ndim > 1 else 1, max_records)
     try:
         return pipeline.rows_from_array(array)
     except RecordError:
@@ -86,11 +124,22 @@ def _too_many(count: int, max_records: int) -> None:
         raise PayloadTooLarge(f"{count} records in one request; the limit is {max_records}")
 
 
-def _json_records(body: bytes, max_records: int) -> list[Any]:
+def load_json(body: bytes, what: str = "the body is") -> Any:
+    """A JSON document: orjson, and for what it refuses but JSON allows (numbers beyond a double,
+    escaped lone surrogates) the standard library, so the features' rules name the field."""
     try:
-        document = orjson.loads(body)
+        return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise BadRequest(f"the body is not valid JSON: {exc}") from None
+        try:
+            return json.loads(body)
+        except (ValueError, RecursionError):
+            raise BadRequest(f"{what} not valid JSON: {exc}") from None
+
+
+def _json_records(body: bytes, max_records: int) -> list[Any]:
+    document = load_json(body)
+    if isinstance(document, list) and document and not isinstance(document[0], dict | list):
+        document = [document]  # one record as a bare list of values
     if isinstance(document, dict) and "instances" in document:
         records = document["instances"]
         if not isinstance(records, list):
@@ -113,9 +162,9 @@ def _jsonlines_records(body: bytes, max_records: int) -> list[Any]:
     records = []
     for index, line in enumerate(lines):
         try:
-            record = orjson.loads(line)
-        except orjson.JSONDecodeError as exc:
-            raise BadRequest(f"record {index}: not valid JSON: {exc}", record=index) from None
+            record = load_json(line, f"record {index}:")
+        except BadRequest as exc:
+            raise BadRequest(exc.message, record=index) from None
         if isinstance(record, dict) and set(record) == {"features"}:
             record = record["features"]
         records.append(record)

@@ -9,6 +9,7 @@ __all__ = [
     "ModelAlreadyLoaded",
     "ModelLoadError",
     "ModelNotFound",
+    "ModelOutputError",
     "ModelRuntimeError",
     "PayloadTooLarge",
     "RouteNotFound",
@@ -69,3 +70,7 @@ class ModelLoadError(ServerError):
 
 class ModelRuntimeError(ServerError):
     status = 500
+
+
+class ModelOutputError(ModelRuntimeError):
+    """The model answered NaN or infinity: a failure of the model, never a 200 with nulls."""

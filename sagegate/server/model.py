@@ -12,7 +12,7 @@ import numpy as np
 
 from sagegate.features import FeaturePipeline, Row
 from sagegate.manifest import MODEL_FILE, ModelManifest, Task
-from sagegate.server.exceptions import ModelLoadError
+from sagegate.server.exceptions import ModelLoadError, ModelOutputError
 from sagegate.server.providers import session_options
 
 __all__ = ["LoadedModel", "Prediction", "estimate_memory_mb", "read_package"]
@@ -104,9 +104,22 @@ class LoadedModel:
         out = self.session.run([self.manifest.outputs.onnx_output], {self.manifest.onnx_input: x})[0]
         return np.asarray(out)
 
+    @staticmethod
+    def unanswered(out: np.ndarray) -> np.ndarray:
+        """Per record, whether the model's output holds a value that is not a finite number (JSON would
+        carry it as null: a wrong answer, never sent)."""
+        finite = np.isfinite(out)
+        return ~(finite.reshape(len(out), -1).all(axis=1)) if out.size else np.zeros(len(out), dtype=bool)
+
     def predict_rows(self, rows: Sequence[Row]) -> list[Prediction]:
         """Preprocess, infer and postprocess a batch of validated rows (runs in a worker thread)."""
-        return self.postprocess(self.infer(self.pipeline.transform(rows)))
+        out = self.infer(self.pipeline.transform(rows))
+        bad = self.unanswered(out)
+        if bad.any():
+            raise ModelOutputError(
+                f"model {self.name} answered a value that is not a number for {int(bad.sum())} of {len(out)} records"
+            )
+        return self.postprocess(out)
 
     def postprocess(self, out: np.ndarray) -> list[Prediction]:
         outputs = self.manifest.outputs

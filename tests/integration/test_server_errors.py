@@ -42,7 +42,7 @@ CASES: list[tuple[str, Any, int, str, dict[str, Any]]] = [
     ("out of range", {"hour": 24}, 400, "24 is above the maximum 23", {"field": "hour"}),
     ("negative", {"amount": -5.0}, 400, "below the minimum 0", {"field": "amount"}),
     ("unknown category", {"channel": "fax"}, 400, "'fax' is not one of the categories", {"field": "channel"}),
-    ("bool as int", {"is_foreign": 1}, 400, "expected a boolean", {"field": "is_foreign"}),
+    ("bool as 2", {"is_foreign": 2}, 400, "expected a boolean (true, false, 0 or 1), got 2", {"field": "is_foreign"}),
 ]
 
 

@@ -82,7 +82,10 @@ GOOD = {"amount": 420.0, "hour": 3, "merchant_category": "gaming", "channel": "w
 @pytest.fixture
 def make_gateway(tmp_path: Path) -> Iterator[Callable[..., Gateway]]:
     def make(
-        routes: list[dict[str, Any]] | None = None, manifests: list[ModelManifest] | None = None, inline: bool = False
+        routes: list[dict[str, Any]] | None = None,
+        manifests: list[ModelManifest] | None = None,
+        inline: bool = False,
+        max_body_bytes: int = 4096,
     ) -> Gateway:
         catalog = InMemoryCatalog(
             manifests if manifests is not None else [manifest("1"), manifest("2", default_prediction=0.0)],
@@ -111,7 +114,7 @@ def make_gateway(tmp_path: Path) -> Iterator[Callable[..., Gateway]]:
             prediction_log=JsonLinesLog(log_path),
             metrics=metrics,
         )
-        app = create_app(GatewaySettings(max_body_bytes=4096, inline_handlers=inline))
+        app = create_app(GatewaySettings(max_body_bytes=max_body_bytes, inline_handlers=inline))
         app.dependency_overrides[current_predictor] = lambda: predictor
         return Gateway(TestClient(app), endpoints, catalog, metrics, log_path)
 

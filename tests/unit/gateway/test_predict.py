@@ -93,7 +93,7 @@ def test_unknown_model_and_oversized_body(make_gateway: MakeGateway) -> None:
     big = gw.client.post("/v1/predict", json={"model": "fraud", "features": {**GOOD, "pad": "x" * 5000}})
     assert big.status_code == 413 and big.json()["field"] == "body"
     not_json = gw.client.post("/v1/predict", content=b"{nope", headers={"Content-Type": "application/json"})
-    assert not_json.status_code == 422
+    assert not_json.status_code == 400 and not_json.json()["error"].startswith("the body is not valid JSON")
 
 
 def test_endpoint_failure_falls_back_to_the_manifests_default(make_gateway: MakeGateway) -> None:
