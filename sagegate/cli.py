@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
 import tomllib
 from pathlib import Path
@@ -55,7 +54,9 @@ def package(
             help="trained model: .joblib/.pkl (sklearn), .json/.ubj (XGBoost), .pt2 (torch.export program) or .onnx"
         ),
     ],
-    framework: Annotated[str, typer.Option(help="sklearn | xgboost | pytorch | onnx")],
+    framework: Annotated[
+        str, typer.Option(help="sklearn | xgboost | lightgbm | catboost | pytorch | tensorflow | onnx")
+    ],
     spec: Annotated[Path, typer.Option(help="JSON or TOML: name, version, features, task, labels, ...")],
     output: Annotated[Path, typer.Option("--output", "-o", help="package folder to write")],
     sample: Annotated[Path | None, typer.Option(help="JSON list of sample records (else the spec's)")] = None,
@@ -66,10 +67,14 @@ def package(
     overwrite: Annotated[bool, typer.Option(help="replace an existing package folder")] = False,
 ) -> None:
     """Convert a trained model to ONNX, check it against the source, and write a model package."""
-    from sagegate.manifest import Framework, Task
+    from sagegate.manifest import Framework, Task, one_of
     from sagegate.packaging import PackageError, build_package
     from sagegate.packaging.converters import load_model_file
 
+    try:
+        fw = one_of(Framework, framework, "--framework")
+    except ValueError as exc:
+        fail(str(exc))
     document = _read_document(spec)
     if not isinstance(document, dict):
         fail(f"{spec} must hold an object with name, version, features, task, ...")
@@ -101,7 +106,7 @@ def package(
         if not document.get(field):
             fail(f"{spec}: {field} is required")
     try:
-        fw, task = Framework(framework), Task(document["task"])
+        task = one_of(Task, document["task"], f"{spec}: task")
     except ValueError as exc:
         fail(str(exc))
     try:
@@ -669,7 +674,7 @@ def batch(
     threads: Annotated[int, typer.Option(help="ONNX Runtime threads (0: all cores)")] = 0,
 ) -> None:
     """Predict every record of a file or folder; a killed run resumes from its checkpoint."""
-    import tempfile
+    from contextlib import ExitStack
 
     from rich.progress import BarColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
     from rich.text import Text
@@ -679,10 +684,9 @@ def batch(
             return Text(f"{task.speed:,.0f} rows/s" if task.speed else "")
 
     from sagegate.batch.engine import count_rows, run_batch, shards
-    from sagegate.packaging.archive import extract_archive
-    from sagegate.registry import ApprovalStatus
+    from sagegate.batch.runner import batch_model
+    from sagegate.registry import chosen_version
     from sagegate.server.exceptions import ModelLoadError
-    from sagegate.server.model import LoadedModel
 
     if (model is None) == (package_dir is None):
         fail("give --model (registered) or --package (a package folder)")
@@ -690,22 +694,18 @@ def batch(
         fail("--chunk-rows must be at least 1")
     if not source.exists():
         fail(f"no input at {source}")
-    scratch = Path(tempfile.mkdtemp(prefix="sagegate-batch-"))
-    try:
-        if model is not None:
-            registry = _registry("local")
-            versions = _registry_call(lambda: registry.versions(model))
-            chosen = [v for v in versions if version in (None, v.version)]
-            if version is None:
-                chosen = [v for v in chosen if v.status is ApprovalStatus.APPROVED]
-            if not chosen:
-                fail(f"model {model!r} has no {'version ' + version if version else 'approved version'}")
-            package_dir = extract_archive(Path(chosen[-1].artifact_uri), scratch / "package")
-        assert package_dir is not None
+    if model is not None:
+        registry = _registry("local")
+        found = chosen_version(_registry_call(lambda: registry.versions(model)), version)
+        if found is None:
+            fail(f"model {model!r} has no {'version ' + version if version else 'approved version'}")
+        package_dir = Path(found.artifact_uri)
+    assert package_dir is not None
+    with ExitStack() as stack:
         try:
-            loaded = LoadedModel.load("batch", package_dir, ["CPUExecutionProvider"], threads)
+            loaded = stack.enter_context(batch_model(package_dir, threads=threads))
             files = shards(source)
-        except (ModelLoadError, ValueError) as exc:
+        except (ModelLoadError, ValueError, FileNotFoundError) as exc:
             fail(getattr(exc, "message", str(exc)))
         total = sum(count_rows(f) for f in files)
         with Progress(
@@ -729,8 +729,6 @@ def batch(
                 on_chunk=lambda n: progress.advance(task, n),
             )
             elapsed = progress.tasks[0].elapsed or 1e-9
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
     console.print(
         f"{summary.rows:,} rows: {summary.predicted:,} predicted, {summary.rejected:,} rejected "
         f"(see {output / 'errors.jsonl'}), {summary.skipped_chunks} chunks already done; "

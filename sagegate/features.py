@@ -31,6 +31,7 @@ from sagegate.manifest import (
     Impute,
     Log1p,
     MinMax,
+    ModelManifest,
     OneHot,
     Ordinal,
     Standardize,
@@ -128,11 +129,26 @@ def _transformed(feature: Feature, values: np.ndarray) -> np.ndarray:
 class FeaturePipeline:
     """Validates records and turns batches of them into the model's input matrix."""
 
-    def __init__(self, features: Sequence[Feature]) -> None:
+    def __init__(
+        self,
+        features: Sequence[Feature],
+        *,
+        input_name: str = "input",
+        input_types: Mapping[str, str] | None = None,
+        onnx_names: Mapping[str, str] | None = None,
+    ) -> None:
+        """`input_types`: the model takes one ONNX input per feature, of these types (a model with its
+        own preprocessing); without it, one float32 matrix named `input_name`."""
         self.features = list(features)
         self.names = [f.name for f in self.features]
         self._known = frozenset(self.names)
-        self.rules = {f.name: FeatureRule(f) for f in self.features}
+        self.input_name = input_name
+        self.input_types = dict(input_types) if input_types is not None else None
+        self.onnx_names = dict(onnx_names or {})
+        float32 = (
+            set(self.names) if self.input_types is None else {n for n, t in self.input_types.items() if t == "float32"}
+        )
+        self.rules = {f.name: FeatureRule(f, float32_input=f.name in float32) for f in self.features}
         # A row holds numbers first, then booleans, then categories (see _FastPath); records are
         # checked in the manifest's order, so the first bad feature of a record is the same everywhere.
         self._numeric = [f for f in self.features if f.type.is_numeric and f.type is not FeatureType.BOOL] + [
@@ -167,6 +183,26 @@ class FeaturePipeline:
                 np.array([a[1] for _, _, a in linear]),
             )
         )
+
+    @classmethod
+    def for_manifest(cls, manifest: ModelManifest) -> FeaturePipeline:
+        columns = manifest.inputs == "columns"
+        return cls(
+            manifest.features,
+            input_name=manifest.onnx_input,
+            input_types=manifest.input_types if columns else None,
+            onnx_names=manifest.input_names,
+        )
+
+    def feed(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The inputs under the ONNX graph's own names (a converter may have renamed a feature's)."""
+        names = self.onnx_names
+        return {names.get(name, name): values for name, values in inputs.items()} if names else dict(inputs)
+
+    @property
+    def columns(self) -> bool:
+        """True when the model takes one input per feature (and does its own preprocessing)."""
+        return self.input_types is not None
 
     # -- validation -------------------------------------------------------------------------
 
@@ -249,6 +285,30 @@ class FeaturePipeline:
     def categorical_features(self) -> list[Feature]:
         return list(self._categorical)
 
+    def inputs(self, rows: Sequence[Row]) -> dict[str, np.ndarray]:
+        """The model's inputs for a batch of validated rows: its matrix, or one column per feature."""
+        if not self.columns:
+            return {self.input_name: self.transform(rows)}
+        block = np.array([r[0] for r in rows], dtype=np.float64).reshape(len(rows), -1) if self._numeric else None
+        values = [[r[1][j] for r in rows] for j in range(len(self._categorical))]
+        return self.block_inputs(block, values, len(rows))
+
+    def block_inputs(
+        self, numeric: np.ndarray | None, categorical: Sequence[Sequence[str | None] | np.ndarray], n: int
+    ) -> dict[str, np.ndarray]:
+        """`inputs` from validated columns (see `transform_block`; a columns model gets its categories
+        as text, not codes)."""
+        if not self.columns:
+            return {self.input_name: self.transform_block(numeric, categorical, n)}
+        assert self.input_types is not None
+        found: dict[str, np.ndarray] = {}
+        for j, feature in enumerate(self._numeric):
+            column = numeric[:, j] if numeric is not None else np.zeros(n)
+            found[feature.name] = column.astype(_NUMPY_TYPES[self.input_types[feature.name]]).reshape(n, 1)
+        for feature, values in zip(self._categorical, categorical, strict=True):
+            found[feature.name] = np.array(list(values), dtype=object).reshape(n, 1)
+        return found
+
     def transform(self, rows: Sequence[Row]) -> np.ndarray:
         """The float32 input matrix [len(rows), width] for a batch of validated rows."""
         if not rows:
@@ -316,6 +376,7 @@ class FeaturePipeline:
         return self.transform(self.rows_from_records(records))
 
 
+_NUMPY_TYPES = {"float32": np.float32, "float64": np.float64, "int64": np.int64, "string": object}
 _NUMBER_TYPES = frozenset({int, float})
 _BOOL_TYPES = frozenset({bool})
 

@@ -11,7 +11,7 @@ import math
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -22,6 +22,7 @@ __all__ = [
     "FeatureType",
     "Framework",
     "Impute",
+    "InputType",
     "Lineage",
     "Log1p",
     "MinMax",
@@ -32,8 +33,10 @@ __all__ = [
     "Standardize",
     "Task",
     "Transform",
+    "one_of",
 ]
 
+StrEnumT = TypeVar("StrEnumT", bound=StrEnum)
 MANIFEST_FILE = "manifest.json"
 MODEL_FILE = "model.onnx"
 
@@ -55,14 +58,32 @@ class FeatureType(StrEnum):
 class Framework(StrEnum):
     SKLEARN = "sklearn"
     XGBOOST = "xgboost"
+    LIGHTGBM = "lightgbm"
+    CATBOOST = "catboost"
     PYTORCH = "pytorch"
+    TENSORFLOW = "tensorflow"
     ONNX = "onnx"
+
+
+InputType = Literal["float32", "float64", "int64", "string"]
+# A feature's name: a letter or _, then letters, digits, spaces and _ . - ( ) / [ ] %, not ending in a
+# space (so "mean radius" and "petal length (cm)", as scikit-learn's data sets name them).
+FEATURE_NAME = r"^[A-Za-z_](?:[A-Za-z0-9_.\-()/\[\]% ]{0,126}[A-Za-z0-9_.\-()/\[\]%])?$"
 
 
 class Task(StrEnum):
     BINARY = "binary"
     MULTICLASS = "multiclass"
     REGRESSION = "regression"
+
+
+def one_of(enum: type[StrEnumT], value: Any, what: str) -> StrEnumT:
+    """`value` as a member of `enum`; else a ValueError that lists them."""
+    try:
+        return enum(value)
+    except ValueError:
+        choices = ", ".join(member.value for member in enum)
+        raise ValueError(f"{what} must be one of {choices}, not {value!r}") from None
 
 
 class _Strict(BaseModel):
@@ -118,7 +139,7 @@ _ENCODINGS = (OneHot, Ordinal)
 
 
 class Feature(_Strict):
-    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_.\-]{0,127}$")
+    name: str = Field(pattern=FEATURE_NAME)
     type: FeatureType
     required: bool = True
     default: float | int | bool | str | None = None
@@ -142,16 +163,15 @@ class Feature(_Strict):
         else:
             if self.type is FeatureType.CATEGORICAL and not self.categories:
                 raise ValueError(f"feature {self.name!r}: categorical features need categories")
-            if len(encodings) != 1 or not isinstance(self.transforms[-1], _ENCODINGS):
+            if self.transforms and (len(encodings) != 1 or not isinstance(self.transforms[-1], _ENCODINGS)):
                 raise ValueError(
                     f"feature {self.name!r}: {self.type} features need exactly one one_hot or "
                     "ordinal step, as the last transform"
                 )
             if self.minimum is not None or self.maximum is not None:
                 raise ValueError(f"feature {self.name!r}: minimum/maximum are for numeric features")
-            enc = encodings[0]
-            if enc.categories is None and not self.categories:
-                raise ValueError(f"feature {self.name!r}: {enc.kind} needs categories")
+            if encodings and encodings[0].categories is None and not self.categories:
+                raise ValueError(f"feature {self.name!r}: {encodings[0].kind} needs categories")
             if any(not isinstance(t, (Impute, *_ENCODINGS)) for t in self.transforms):
                 raise ValueError(f"feature {self.name!r}: only impute and an encoding apply to {self.type}")
         if self.minimum is not None and self.maximum is not None and self.minimum > self.maximum:
@@ -229,7 +249,23 @@ class ModelManifest(_Strict):
     metrics: dict[str, float] = Field(default_factory=dict)
     sample: list[dict[str, Any]] = Field(min_length=1)
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    data_files: dict[str, str] = Field(
+        default_factory=dict,
+        description="files of the model's tensors beside model.onnx (models over 2 GB), with their sha256",
+    )
     onnx_input: str = "input"
+    inputs: Literal["matrix", "columns"] = Field(
+        default="matrix",
+        description="matrix: one float32 input [N, width] from the features' transforms; columns: one ONNX"
+        " input per feature, named as it, for a model that does its own preprocessing (a scikit-learn"
+        " Pipeline with a ColumnTransformer)",
+    )
+    input_types: dict[str, InputType] | None = Field(
+        default=None, description="columns: each feature's ONNX input type"
+    )
+    input_names: dict[str, str] = Field(
+        default_factory=dict, description="columns: ONNX input names that differ from their feature's name"
+    )
     entity_key: str | None = Field(default=None, description="feature-store entity key, e.g. user_id")
     default_prediction: float | str | None = Field(
         default=None, description="answer the gateway may give when every model path has failed"
@@ -243,6 +279,34 @@ class ModelManifest(_Strict):
         if duplicates:
             raise ValueError(f"duplicate feature names: {', '.join(duplicates)}")
         return features
+
+    @field_validator("data_files")
+    @classmethod
+    def _plain_names(cls, files: dict[str, str]) -> dict[str, str]:
+        for name, digest in files.items():
+            if "/" in name or "\\" in name or name in (".", "..", MODEL_FILE, MANIFEST_FILE) or not name:
+                raise ValueError(f"data file {name!r} must be a plain file name beside model.onnx")
+            if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+                raise ValueError(f"data file {name!r}: not a sha256")
+        return files
+
+    @model_validator(mode="after")
+    def _inputs(self) -> ModelManifest:
+        if self.inputs == "matrix":
+            plain = [f.name for f in self.features if not f.type.is_numeric and f.encoding is None]
+            if plain:
+                raise ValueError(
+                    f"feature {plain[0]!r}: text features of a matrix model need one one_hot or ordinal step,"
+                    " as the last transform"
+                )
+        if self.inputs == "columns":
+            names = [f.name for f in self.features]
+            if self.input_types is None or set(self.input_types) != set(names):
+                raise ValueError("a columns model names the ONNX input type of every feature (input_types)")
+            shaped = [f.name for f in self.features if f.transforms]
+            if shaped:
+                raise ValueError(f"a columns model does its own preprocessing: {shaped[0]!r} has transforms")
+        return self
 
     @property
     def input_width(self) -> int:

@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sagegate.manifest import Feature, FeatureType, Impute, Log1p, MinMax, Standardize
+from sagegate.manifest import Feature, FeatureType, Impute, Log1p, MinMax, ModelManifest, Standardize
 
 __all__ = [
     "EXACT_INT",
@@ -34,6 +34,7 @@ __all__ = [
     "RecordError",
     "RecordValidator",
     "as_affine",
+    "float32_inputs",
     "is_text",
     "safe_text",
     "show",
@@ -245,6 +246,13 @@ class FeatureRule:
         return self.check_text(text)
 
 
+def float32_inputs(manifest: ModelManifest) -> set[str]:
+    """The features the model takes as float32 (all of a matrix model's: its input is one float32 matrix)."""
+    if manifest.inputs == "columns" and manifest.input_types is not None:
+        return {name for name, kind in manifest.input_types.items() if kind == "float32"}
+    return {f.name for f in manifest.features}
+
+
 def value_checker(feature: Feature) -> Callable[[Any], Any]:
     return FeatureRule(feature).check
 
@@ -266,9 +274,13 @@ class RecordValidator:
     defaults filled in, and features left to the server's impute step omitted.
     """
 
-    def __init__(self, features: Sequence[Feature]) -> None:
-        self._rules = [FeatureRule(f) for f in features]
+    def __init__(self, features: Sequence[Feature], *, float32: set[str] | None = None) -> None:
+        self._rules = [FeatureRule(f, float32_input=float32 is None or f.name in float32) for f in features]
         self.names = frozenset(f.name for f in features)
+
+    @classmethod
+    def for_manifest(cls, manifest: ModelManifest) -> RecordValidator:
+        return cls(manifest.features, float32=float32_inputs(manifest))
 
     def check(self, record: Mapping[str, Any]) -> tuple[dict[str, Any], list[FieldError]]:
         errors = [FieldError(safe_text(k), Reason.UNKNOWN) for k in record if k not in self.names]

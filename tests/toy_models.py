@@ -58,8 +58,37 @@ def heavy_package(
     return _graph_package(graph, output_dir, name, n_features)
 
 
+def _unchecked_package(graph: onnx.GraphProto, output_dir: Path, name: str, n_features: int) -> BuiltPackage:
+    """A package written by hand, without build_package's checks (which would refuse a broken model)."""
+    import hashlib
+    import shutil
+
+    from sagegate.manifest import ModelManifest
+    from sagegate.packaging import sha256_file, write_archive
+
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    data = model.SerializeToString()
+    manifest = ModelManifest(
+        name=name,
+        version="1",
+        framework="onnx",
+        features=synthetic_features(n_features),
+        outputs={"task": "regression", "onnx_output": "variable"},
+        sample=[{f"f{i}": 0.1 * i for i in range(n_features)}],
+        sha256=hashlib.sha256(data).hexdigest(),
+    )
+    shutil.rmtree(output_dir, ignore_errors=True)
+    output_dir.mkdir(parents=True)
+    (output_dir / "model.onnx").write_bytes(data)
+    (output_dir / "manifest.json").write_text(manifest.dumps())
+    archive = write_archive(output_dir)
+    return BuiltPackage(output_dir, manifest, archive, sha256_file(archive), 0.0)
+
+
 def reshape_failing_package(output_dir: Path, *, n_features: int = 4, name: str = "brittle") -> BuiltPackage:
-    """Sums its features, but its graph reshapes to a batch of one: any batch of 2+ records fails in ORT."""
+    """Sums its features, but its graph reshapes to a batch of one: any batch of 2+ records fails in ORT.
+    (Packaging refuses it, as it checks many records at once: it is written by hand.)"""
     shape = numpy_helper.from_array(np.array([1, n_features], dtype=np.int64), "shape")
     axes = numpy_helper.from_array(np.array([1], dtype=np.int64), "axes")
     nodes = [
@@ -73,7 +102,7 @@ def reshape_failing_package(output_dir: Path, *, n_features: int = 4, name: str 
         [helper.make_tensor_value_info("variable", TensorProto.FLOAT, ["N", 1])],
         initializer=[shape, axes],
     )
-    return _graph_package(graph, output_dir, name, n_features)
+    return _unchecked_package(graph, output_dir, name, n_features)
 
 
 def log_package(output_dir: Path, *, name: str = "logarithm") -> BuiltPackage:

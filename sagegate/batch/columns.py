@@ -43,9 +43,24 @@ class RowError:
 
 @dataclass
 class ColumnBatch:
-    matrix: np.ndarray  # the model's input for the valid rows
+    inputs: dict[str, np.ndarray]  # the model's inputs for the valid rows
     valid: np.ndarray  # bool per input row
     errors: list[RowError]
+
+    @property
+    def size(self) -> int:
+        """How many rows the inputs hold (the valid ones)."""
+        return len(next(iter(self.inputs.values()))) if self.inputs else 0
+
+    @property
+    def matrix(self) -> np.ndarray:
+        """A matrix model's one input."""
+        (only,) = self.inputs.values()
+        return only
+
+    def select(self, keep: np.ndarray) -> dict[str, np.ndarray]:
+        """The inputs of some of the valid rows (`keep`: a mask over them)."""
+        return {name: values[keep] for name, values in self.inputs.items()}
 
 
 def _arrow_type_name(kind: pa.DataType) -> str:
@@ -153,9 +168,16 @@ def _parsed_numbers(
 
 
 def _categories(
-    rule: FeatureRule, column: pa.ChunkedArray | None, n: int, rejections: Rejections, *, text: bool
+    rule: FeatureRule,
+    column: pa.ChunkedArray | None,
+    n: int,
+    rejections: Rejections,
+    *,
+    text: bool,
+    as_text: bool = False,
 ) -> np.ndarray:
-    """The feature's category codes (-1: outside the categories), computed by Arrow, not per value."""
+    """The feature's category codes (-1: outside the categories), computed by Arrow, not per value;
+    or (`as_text`, for a model that encodes them itself) its values, missing ones filled."""
     feature = rule.feature
     encoded = pa.array(feature.encoded_categories, type=pa.string())
     if column is None:
@@ -181,11 +203,15 @@ def _categories(
     fill = rule.fill if rule.fill is not MISSING else None
     if fill is None and rule.imputed:
         fill = next(t.value for t in feature.transforms if isinstance(t, Impute))
+    if fill is None:
+        rejections.reject(missing, rule.name, Reason.REQUIRED)
+    if as_text:
+        values = _texts(strings)
+        values[missing] = fill
+        return values
     if fill is not None:
         position = feature.encoded_categories.index(str(fill)) if str(fill) in feature.encoded_categories else -1
         codes = np.where(missing, position, codes)
-    else:
-        rejections.reject(missing, rule.name, Reason.REQUIRED)
     return codes
 
 
@@ -203,13 +229,12 @@ def validate_columns(pipeline: FeaturePipeline, table: pa.Table, *, text: bool =
         if feature.type.is_numeric:
             numeric[feature.name] = _numbers(rule, column, n, rejections, text=text)
         else:
-            categorical[feature.name] = _categories(rule, column, n, rejections, text=text)
+            categorical[feature.name] = _categories(rule, column, n, rejections, text=text, as_text=pipeline.columns)
     valid = rejections.valid
     ordered = [numeric[f.name] for f in pipeline.numeric_features]
     block = np.column_stack(ordered)[valid] if ordered else None
     kept = [categorical[f.name][valid] for f in pipeline.categorical_features]
-    matrix = pipeline.transform_block(block, kept, int(valid.sum()))
-    return ColumnBatch(matrix, valid, _errors(rejections))
+    return ColumnBatch(pipeline.block_inputs(block, kept, int(valid.sum())), valid, _errors(rejections))
 
 
 def validate_records(pipeline: FeaturePipeline, records: Sequence[Any], *, part: int = 1024) -> ColumnBatch:
@@ -241,7 +266,7 @@ def validate_records(pipeline: FeaturePipeline, records: Sequence[Any], *, part:
             except RecordError as exc:
                 valid[index] = False
                 errors.append(RowError(index, exc.field, exc.reason))
-    return ColumnBatch(pipeline.transform(rows), valid, errors)
+    return ColumnBatch(pipeline.inputs(rows), valid, errors)
 
 
 @dataclass(frozen=True)

@@ -218,7 +218,7 @@ def _unanswered(batch: ColumnBatch, unanswered: np.ndarray) -> ColumnBatch:
     valid = batch.valid.copy()
     valid[rows] = False
     errors = [*batch.errors, *(RowError(int(r), None, "the model's answer is not a number") for r in rows)]
-    return ColumnBatch(batch.matrix[~unanswered], valid, sorted(errors, key=lambda e: e.row))
+    return ColumnBatch(batch.select(~unanswered), valid, sorted(errors, key=lambda e: e.row))
 
 
 def _without(model: LoadedModel, table: pa.Table, batch: ColumnBatch, bad: np.ndarray) -> ColumnBatch:
@@ -226,8 +226,7 @@ def _without(model: LoadedModel, table: pa.Table, batch: ColumnBatch, bad: np.nd
     keep = batch.valid & ~bad
     errors = [e for e in batch.errors if not bad[e.row]]
     errors += [RowError(int(i), None, "a cell is not valid UTF-8 text") for i in np.flatnonzero(bad)]
-    matrix = batch.matrix[~bad[batch.valid]] if batch.matrix.shape[0] else batch.matrix
-    return ColumnBatch(matrix, keep, sorted(errors, key=lambda e: e.row))
+    return ColumnBatch(batch.select(~bad[batch.valid]), keep, sorted(errors, key=lambda e: e.row))
 
 
 def _write(table: pa.Table, path: Path, kind: str) -> None:
@@ -399,7 +398,7 @@ def _prefetched(
 def _predict_chunk(model: LoadedModel, chunk: _Chunk, *, first_row: int, shard: str) -> tuple[pa.Table, pa.Table]:
     batch = chunk.batch
     assert batch is not None
-    out = model.infer(batch.matrix) if batch.matrix.shape[0] else None
+    out = model.infer(batch.inputs) if batch.size else None
     if out is not None and (unanswered := model.unanswered(out)).any():
         batch = _unanswered(batch, unanswered)
         out = out[~unanswered]

@@ -235,18 +235,13 @@ class LocalJobs:
         return status
 
     def _run(self, status: JobStatus, request: BatchRequest, version: str) -> None:
-        import tempfile
-
         from sagegate.batch.engine import count_rows, run_batch, shards
-        from sagegate.packaging.archive import extract_archive
-        from sagegate.server.model import LoadedModel
+        from sagegate.batch.runner import batch_model
 
         started = time.monotonic()
         try:
             found = self._registry.get(request.model, version)
-            with tempfile.TemporaryDirectory(prefix="sagegate-job-") as scratch:
-                package = extract_archive(Path(found.artifact_uri), Path(scratch))
-                model = LoadedModel.load(status.job_id, package, ["CPUExecutionProvider"])
+            with batch_model(Path(found.artifact_uri), name=status.job_id) as model:
                 source = Path(request.input_uri)
                 total = sum(count_rows(f) for f in shards(source)) or 1
                 done = 0

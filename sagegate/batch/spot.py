@@ -17,7 +17,6 @@ import argparse
 import json
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 __all__ = ["main", "run_spot"]
@@ -25,24 +24,14 @@ __all__ = ["main", "run_spot"]
 
 def run_spot(root: Path) -> dict[str, object]:
     from sagegate.batch.engine import run_batch
-    from sagegate.manifest import MANIFEST_FILE
-    from sagegate.packaging.archive import extract_archive
-    from sagegate.server.model import LoadedModel
+    from sagegate.batch.runner import batch_model
 
     hyperparameters = json.loads((root / "input" / "config" / "hyperparameters.json").read_text())
     channels = root / "input" / "data"
     model_channel = channels / "model"
     if not model_channel.is_dir():
         raise RuntimeError("the 'model' channel is missing: give the model package's S3 prefix")
-    with tempfile.TemporaryDirectory(prefix="sagegate-spot-") as scratch:
-        archives = sorted(model_channel.rglob("*.tar.gz"))
-        if (model_channel / MANIFEST_FILE).exists():
-            package = model_channel
-        elif archives:
-            package = extract_archive(archives[0], Path(scratch) / "package")
-        else:
-            raise RuntimeError(f"no model package (manifest.json or model.tar.gz) in {model_channel}")
-        model = LoadedModel.load(str(hyperparameters.get("model", "model")), package, ["CPUExecutionProvider"])
+    with batch_model(model_channel, name=str(hyperparameters.get("model", "model"))) as model:
         work = root / "checkpoints" / "output"
         summary = run_batch(
             model,

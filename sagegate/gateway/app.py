@@ -333,11 +333,11 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         """Start a batch job over `input_uri`; poll GET /v1/jobs/{job_id}."""
         if jobs is None:
             raise NoPrediction("batch jobs are not configured on this gateway")
-        versions = predictor.catalog.versions(body.model)
-        version = body.version or (versions[-1] if versions else None)
-        manifest = predictor.catalog.manifest(body.model, version) if version in versions else None
+        catalog = predictor.catalog
+        version = body.version or catalog.latest_approved(body.model)  # as `sagegate batch` chooses
+        manifest = catalog.manifest(body.model, version) if version is not None else None
         if version is None or manifest is None:
-            wanted = f"version {body.version}" if body.version else "registered version"
+            wanted = f"version {body.version}" if body.version else "approved version (name a version to run another)"
             raise ModelNotFound(f"model {body.model!r} has no {wanted} to run", model=body.model)
         try:
             status = jobs.start(body, manifest)

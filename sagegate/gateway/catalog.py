@@ -32,6 +32,10 @@ class CatalogProtocol(Protocol):
 
     def versions(self, model: str) -> list[str]: ...
 
+    def latest_approved(self, model: str) -> str | None:
+        """The version a batch job runs when none is named (sagegate.registry.chosen_version)."""
+        ...
+
 
 class InMemoryCatalog:
     """Manifests and routes held in memory: tests, and a local stack built from package folders."""
@@ -57,6 +61,11 @@ class InMemoryCatalog:
 
     def versions(self, model: str) -> list[str]:
         return sorted((v for name, v in self._manifests if name == model), key=_version_key)
+
+    def latest_approved(self, model: str) -> str | None:
+        """Manifests held in memory have no approval: each counts as approved."""
+        versions = self.versions(model)
+        return versions[-1] if versions else None
 
 
 def _version_key(version: str) -> tuple[int, int | str]:
@@ -95,6 +104,9 @@ class CachedCatalog:
 
     def versions(self, model: str) -> list[str]:
         return self._get(("versions", model), lambda: self._source.versions(model))
+
+    def latest_approved(self, model: str) -> str | None:
+        return self._get(("approved", model), lambda: self._source.latest_approved(model))
 
 
 class DirectoryCatalog(InMemoryCatalog):
@@ -136,3 +148,9 @@ class RegistryCatalog:
 
     def versions(self, model: str) -> list[str]:
         return [v.version for v in self._registry.versions(model)]
+
+    def latest_approved(self, model: str) -> str | None:
+        from sagegate.registry import chosen_version
+
+        found = chosen_version(self._registry.versions(model))
+        return found.version if found is not None else None

@@ -83,7 +83,7 @@ class Predictor:
         key = (manifest.name, manifest.version)
         validator = self._validators.get(key)
         if validator is None:
-            validator = self._validators[key] = RecordValidator(manifest.features)
+            validator = self._validators[key] = RecordValidator.for_manifest(manifest)
         return validator
 
     def _route(self, model: str) -> Route:

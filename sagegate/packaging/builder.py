@@ -1,4 +1,13 @@
-"""`build_package`: a trained model in, a verified model package out (or nothing at all)."""
+"""`build_package`: a trained model in, a model package out that is provably the same model (or
+nothing at all).
+
+Before anything is written the ONNX model and the source model answer the same records: the sample,
+and records generated across the declared ranges and categories of every feature (optional ones
+sometimes missing). Probabilities or values must agree within the tolerance, and the labels they
+make must be the same; the labels must be the model's own classes in the model's order
+(`classes_`), or are taken from them. The same model and spec always give the same bytes
+(model.onnx and its sha256): converters that name graphs at random are renamed.
+"""
 
 from __future__ import annotations
 
@@ -18,19 +27,22 @@ from sagegate.manifest import (
     MANIFEST_FILE,
     MODEL_FILE,
     Feature,
+    FeatureType,
     Framework,
     Lineage,
     ModelManifest,
     Outputs,
     Task,
+    one_of,
 )
 from sagegate.packaging.archive import sha256_file, write_archive
-from sagegate.packaging.converters import convert
+from sagegate.packaging.converters import Converted, convert, shape_of
 from sagegate.packaging.exceptions import PackageError, ParityError
 
-__all__ = ["BuiltPackage", "build_package", "onnx_predict"]
+__all__ = ["BuiltPackage", "build_package", "generated_records", "onnx_predict"]
 
 SAMPLE_KEPT = 5  # sample records stored in the manifest (all given are used for the parity check)
+GENERATED = 256  # records generated across the features' declared values for the parity check
 
 
 @dataclass(frozen=True)
@@ -39,18 +51,67 @@ class BuiltPackage:
     manifest: ModelManifest
     archive: Path
     archive_sha256: str
-    max_abs_diff: float  # largest difference between source and ONNX outputs on the sample
+    max_abs_diff: float  # largest difference between source and ONNX outputs on the checked records
+    checked_records: int = 0
 
 
-def onnx_predict(onnx_bytes: bytes, input_name: str, output: str, x: np.ndarray) -> np.ndarray:
+def onnx_predict(onnx_model: bytes | Path, inputs: Mapping[str, np.ndarray], output: str) -> np.ndarray:
+    """The ONNX model's output for these inputs (a model given as a path is loaded from it)."""
     import onnxruntime as ort
 
-    session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(
+        str(onnx_model) if isinstance(onnx_model, Path) else onnx_model, providers=["CPUExecutionProvider"]
+    )
     names = [o.name for o in session.get_outputs()]
     if output not in names:
         raise PackageError(f"the ONNX model has no output {output!r} (it has {', '.join(names)})")
-    result = session.run([output], {input_name: x})[0]
+    try:
+        result = session.run([output], dict(inputs))[0]
+    except Exception as exc:  # ORT's error names the input or the shape
+        raise PackageError(
+            f"the ONNX model cannot run on the features' inputs: {str(exc).splitlines()[0][:300]}"
+        ) from exc
     return np.asarray(result, dtype=np.float64)
+
+
+def _choice(enum: type[Any], value: Any, what: str) -> Any:
+    try:
+        return one_of(enum, value, what)
+    except ValueError as exc:
+        raise PackageError(str(exc)) from None
+
+
+def generated_records(
+    features: Sequence[Feature], sample: Sequence[Mapping[str, Any]], *, n: int = GENERATED, seed: int = 0
+) -> list[dict[str, Any]]:
+    """Valid records spread over what each feature declares: numbers across [minimum, maximum] (or
+    around the sample's values where unbounded), every category, both booleans, unknown text for a
+    string feature, and an optional feature sometimes left out."""
+    rng = np.random.default_rng(seed)
+    records: list[dict[str, Any]] = [{} for _ in range(n)]
+    for feature in features:
+        seen = [r[feature.name] for r in sample if isinstance(r.get(feature.name), int | float)]
+        values: list[Any]
+        if feature.type is FeatureType.BOOL:
+            values = [bool(v) for v in rng.integers(0, 2, n)]
+        elif feature.type.is_numeric:
+            spread = max([abs(float(v)) for v in seen] + [1.0]) * 3
+            lo = feature.minimum if feature.minimum is not None else min([float(v) for v in seen] + [0.0]) - spread
+            hi = feature.maximum if feature.maximum is not None else max([float(v) for v in seen] + [0.0]) + spread
+            if feature.type is FeatureType.INT:
+                values = [int(v) for v in rng.integers(int(np.ceil(lo)), int(np.floor(hi)) + 1, n)]
+            else:
+                values = [float(v) for v in rng.uniform(lo, hi, n)]
+        else:
+            choices = list(feature.categories or feature.encoded_categories)
+            if feature.type is FeatureType.STRING:
+                choices.append("unseen-value")
+            values = [choices[i % len(choices)] for i in rng.permutation(n)]
+        optional = not feature.required or feature.default is not None
+        for record, value, drop in zip(records, values, rng.random(n) < 0.2, strict=True):
+            if not (optional and drop):
+                record[feature.name] = value
+    return records
 
 
 def build_package(
@@ -74,60 +135,147 @@ def build_package(
     torch_output: str = "logits",
     overwrite: bool = False,
 ) -> BuiltPackage:
-    """Converts `model` to ONNX, checks it against the source on `sample`, and writes the package.
+    """Converts `model` to ONNX, checks it against the source, and writes the package.
 
     Raises PackageError (one line) on any problem; the output directory is then left untouched.
     """
-    try:
-        framework = Framework(framework)
-        task = Task(task)
-    except ValueError as exc:
-        raise PackageError(str(exc)) from None
+    framework_: Framework = _choice(Framework, framework, "framework")
+    task_: Task = _choice(Task, task, "task")
     if not sample:
         raise PackageError("a sample input (at least one record) is required")
     parsed = [f if isinstance(f, Feature) else Feature.model_validate(f) for f in features]
-    pipeline = FeaturePipeline(parsed)
+    shape = shape_of(model, framework_, parsed, FeaturePipeline(parsed).width)
+    plain = [f.name for f in parsed if not f.type.is_numeric and f.encoding is None]
+    if plain and not shape.columns:
+        raise PackageError(f"feature {plain[0]!r}: a text feature needs a one_hot or ordinal step for this model")
+    pipeline = FeaturePipeline(parsed, input_name=shape.input_name, input_types=shape.columns)
     try:
-        x = pipeline.transform(pipeline.rows_from_records(sample))
+        sample_rows = pipeline.rows_from_records(sample)
     except RecordError as exc:
         raise PackageError(f"sample {exc}") from None
+    records = [*sample, *generated_records(parsed, sample)]
+    inputs = pipeline.inputs([*sample_rows, *pipeline.rows_from_records(records[len(sample) :])])
 
-    converted = convert(model, framework, task, pipeline.width, torch_output=torch_output)
-    outputs = Outputs(
-        task=task, labels=list(labels) if labels else None, threshold=threshold, onnx_output=converted.output
-    )
-    if converted.classes is not None and outputs.labels and converted.classes != len(outputs.labels):
-        raise PackageError(
-            f"the model predicts {converted.classes} classes but {len(outputs.labels)} labels were given"
-        )
-    got = onnx_predict(converted.onnx, "input", converted.output, x)
-    _check_shape(got, task, outputs.labels, len(sample))
-    max_diff = 0.0
-    if converted.source_predict is not None:
-        expected = converted.source_predict(x)
-        max_diff = float(np.max(np.abs(expected.reshape(got.shape) - got))) if got.size else 0.0
-        if not max_diff <= tolerance:
-            raise ParityError(
-                f"ONNX and {framework} outputs differ by {max_diff:.3g} on the sample "
-                f"(tolerance {tolerance:g}); the package was not written"
-            )
+    converted = convert(model, framework_, task_, shape, torch_output=torch_output)
+    chosen = _labels(task_, labels, converted)
+    outputs = Outputs(task=task_, labels=chosen, threshold=threshold, onnx_output=converted.output)
+    onnx_model = _canonical(converted.onnx, name)
+    renamed = _onnx_names(onnx_model, shape.columns)
+    got = onnx_predict(onnx_model, {renamed.get(k, k): v for k, v in inputs.items()}, converted.output)
+    _check_shape(got, task_, outputs.labels, len(records))
+    max_diff = _parity(converted, inputs, got, outputs, framework=framework_, tolerance=tolerance)
 
+    digest = hashlib.sha256(onnx_model).hexdigest() if isinstance(onnx_model, bytes) else sha256_file(onnx_model)
     manifest = ModelManifest(
         name=name,
         version=version,
-        framework=framework,
+        framework=framework_,
         description=description,
         lineage=Lineage.model_validate(lineage) if isinstance(lineage, Mapping) else lineage,
         features=parsed,
         outputs=outputs,
         metrics=dict(metrics or {}),
         sample=[dict(r) for r in sample[:SAMPLE_KEPT]],
-        sha256=hashlib.sha256(converted.onnx).hexdigest(),
+        sha256=digest,
+        data_files={f.name: sha256_file(f) for f in converted.data_files},
+        onnx_input=shape.input_name,
+        inputs="columns" if shape.columns else "matrix",
+        input_types=shape.columns,
+        input_names=renamed,
         entity_key=entity_key,
         default_prediction=default_prediction,
     )
-    path, archive = _write(output_dir, converted.onnx, manifest, overwrite)
-    return BuiltPackage(path, manifest, archive, sha256_file(archive), max_diff)
+    path, archive = _write(output_dir, onnx_model, converted.data_files, manifest, overwrite)
+    return BuiltPackage(path, manifest, archive, sha256_file(archive), max_diff, len(records))
+
+
+def _labels(task: Task, given: Sequence[str] | None, converted: Converted) -> list[str] | None:
+    """The labels, in the order of the model's probabilities: the model's own classes decide."""
+    if task is Task.REGRESSION:
+        if given:
+            raise PackageError("a regression model has no labels")
+        return None
+    classes = converted.classes
+    if classes is None:
+        if given and converted.class_count is not None and converted.class_count != len(given):
+            raise PackageError(f"the model predicts {converted.class_count} classes but {len(given)} labels were given")
+        return list(given) if given else None
+    named = [str(c) for c in classes]
+    if not given:
+        return named
+    given = list(given)
+    if len(given) != len(classes):
+        raise PackageError(f"the model predicts {len(classes)} classes but {len(given)} labels were given: {named}")
+    textual = any(not isinstance(c, int | np.integer) for c in classes)  # (booleans are 0 and 1)
+    if (textual and given != named) or (not textual and set(given) == set(named) and given != named):
+        raise PackageError(
+            f"the labels {given} are not the model's classes in its order {named} (classes_): every answer would be"
+            " labelled wrong; give them in that order, or leave labels out to take them from the model"
+        )
+    return given
+
+
+def _parity(
+    converted: Converted,
+    inputs: Mapping[str, np.ndarray],
+    got: np.ndarray,
+    outputs: Outputs,
+    *,
+    framework: Framework,
+    tolerance: float,
+) -> float:
+    if converted.source_predict is None:
+        return 0.0
+    expected = converted.source_predict(dict(inputs)).reshape(got.shape)
+    max_diff = float(np.max(np.abs(expected - got))) if got.size else 0.0
+    if not max_diff <= tolerance:
+        worst = int(np.unravel_index(np.argmax(np.abs(expected - got)), got.shape)[0])
+        raise ParityError(
+            f"ONNX and {framework} outputs differ by {max_diff:.3g} (record {worst} of {len(got)} checked; "
+            f"tolerance {tolerance:g}); the package was not written"
+        )
+    if outputs.task is not Task.REGRESSION:
+        if outputs.task is Task.BINARY:
+            chosen, expected_choice = got[:, 1] >= outputs.threshold, expected[:, 1] >= outputs.threshold
+            close = np.abs(got[:, 1] - outputs.threshold) <= tolerance
+        else:
+            chosen, expected_choice = got.argmax(axis=1), expected.argmax(axis=1)
+            ranked = np.sort(got, axis=1)
+            close = ranked[:, -1] - ranked[:, -2] <= tolerance
+        differ = (chosen != expected_choice) & ~close
+        if differ.any():
+            raise ParityError(
+                f"ONNX and {framework} label {int(differ.sum())} of {len(got)} checked records differently; "
+                "the package was not written"
+            )
+    return max_diff
+
+
+def _onnx_names(model: bytes | Path, columns: Mapping[str, str] | None) -> dict[str, str]:
+    """For a columns model, the graph's input names that differ from the features' (a converter may
+    rename "mean radius" to "mean_radius"): the graph's inputs follow the features' order."""
+    if not columns or isinstance(model, Path):
+        return {}
+    import onnx
+
+    proto = onnx.load_model_from_string(model)
+    initializers = {i.name for i in proto.graph.initializer}
+    graph_inputs = [i.name for i in proto.graph.input if i.name not in initializers]
+    if len(graph_inputs) != len(columns):
+        raise PackageError(f"the ONNX model has {len(graph_inputs)} inputs for {len(columns)} features")
+    return {feature: name for feature, name in zip(columns, graph_inputs, strict=True) if feature != name}
+
+
+def _canonical(model: bytes | Path, name: str) -> bytes | Path:
+    """The same bytes for the same model: the graph named after the package (some converters name
+    it at random). A model that lives in a file with external data is used as it is."""
+    if isinstance(model, Path):
+        return model
+    import onnx
+
+    proto = onnx.load_model_from_string(model)
+    proto.graph.name = name
+    return bytes(proto.SerializeToString(deterministic=True))
 
 
 def _check_shape(got: np.ndarray, task: Task, labels: list[str] | None, n: int) -> None:
@@ -138,7 +286,9 @@ def _check_shape(got: np.ndarray, task: Task, labels: list[str] | None, n: int) 
         raise PackageError(f"expected probabilities of shape ({n}, {len(labels or ())}), got {got.shape}")
 
 
-def _write(output_dir: Path, onnx_bytes: bytes, manifest: ModelManifest, overwrite: bool) -> tuple[Path, Path]:
+def _write(
+    output_dir: Path, onnx_model: bytes | Path, data_files: list[Path], manifest: ModelManifest, overwrite: bool
+) -> tuple[Path, Path]:
     output_dir = Path(output_dir)
     if output_dir.exists() and not overwrite:
         raise PackageError(f"{output_dir} already exists (use overwrite to replace it)")
@@ -149,9 +299,14 @@ def _write(output_dir: Path, onnx_bytes: bytes, manifest: ModelManifest, overwri
     except OSError as exc:
         raise PackageError(f"cannot write to {parent}: {exc.strerror or exc}") from None
     try:
-        (staging / MODEL_FILE).write_bytes(onnx_bytes)
+        if isinstance(onnx_model, Path):
+            shutil.copyfile(onnx_model, staging / MODEL_FILE)  # streamed: a model may be larger than memory
+        else:
+            (staging / MODEL_FILE).write_bytes(onnx_model)
+        for data in data_files:
+            shutil.copyfile(data, staging / data.name)
         (staging / MANIFEST_FILE).write_text(manifest.dumps())
-        write_archive(staging)
+        write_archive(staging, extra=[d.name for d in data_files])
         os.chmod(staging, 0o755)
         if output_dir.exists():
             shutil.rmtree(output_dir)

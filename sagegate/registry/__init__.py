@@ -10,6 +10,7 @@ from sagegate.registry.protocol import (
     RegistryProtocol,
     Stage,
     VersionNotFound,
+    chosen_version,
 )
 
 __all__ = [
@@ -20,4 +21,5 @@ __all__ = [
     "RegistryProtocol",
     "Stage",
     "VersionNotFound",
+    "chosen_version",
 ]

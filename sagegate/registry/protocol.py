@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
@@ -18,6 +19,7 @@ __all__ = [
     "RegistryProtocol",
     "Stage",
     "VersionNotFound",
+    "chosen_version",
 ]
 
 
@@ -65,6 +67,19 @@ class ModelVersion(BaseModel):
             "created_at": self.created_at.isoformat(),
             "decided_by": self.decided_by,
         }
+
+
+def chosen_version(versions: Sequence[ModelVersion], wanted: str | None = None) -> ModelVersion | None:
+    """The version a job runs (`sagegate batch`, `/v1/batch_predict`): the one named, whatever its
+    status, else the latest Approved one."""
+    if wanted is not None:
+        return next((v for v in versions if v.version == wanted), None)
+    approved = [v for v in versions if v.status is ApprovalStatus.APPROVED]
+    return max(approved, key=lambda v: _number(v.version)) if approved else None
+
+
+def _number(version: str) -> tuple[int, int | str]:
+    return (0, int(version)) if version.isdigit() else (1, version)
 
 
 class RegistryError(Exception):

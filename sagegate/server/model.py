@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,6 +12,7 @@ import numpy as np
 
 from sagegate.features import FeaturePipeline, Row
 from sagegate.manifest import MODEL_FILE, ModelManifest, Task
+from sagegate.packaging.archive import sha256_file
 from sagegate.server.exceptions import ModelLoadError, ModelOutputError
 from sagegate.server.providers import session_options
 
@@ -21,27 +22,34 @@ Prediction = dict[str, Any]
 
 
 def estimate_memory_mb(package_dir: Path) -> float:
-    """What loading the package will take, before loading it: ORT holds about twice the file."""
-    size = (package_dir / MODEL_FILE).stat().st_size if (package_dir / MODEL_FILE).exists() else 0
+    """What loading the package will take, before loading it: ORT holds about twice the files."""
+    files = [package_dir / MODEL_FILE]
+    with contextlib.suppress(OSError, ValueError):
+        files += [package_dir / name for name in ModelManifest.read(package_dir).data_files]
+    size = sum(f.stat().st_size for f in files if f.exists())
     return 2.0 * size / (1024 * 1024) + 1.0
 
 
-def read_package(package_dir: Path) -> tuple[ModelManifest, bytes]:
-    """The manifest and the ONNX bytes, refusing an artifact whose sha256 differs from the manifest's."""
+def read_package(package_dir: Path) -> ModelManifest:
+    """The manifest, once model.onnx (and any data files beside it) have the sha256 it says: refusing
+    a modified artifact. Hashed as a stream: a model may be larger than memory."""
     try:
         manifest = ModelManifest.read(package_dir)
-        data = (package_dir / MODEL_FILE).read_bytes()
     except FileNotFoundError as exc:
         raise ModelLoadError(f"{package_dir} is not a model package: {Path(exc.filename).name} is missing") from None
     except ValueError as exc:
         raise ModelLoadError(f"{package_dir}/manifest.json is invalid: {str(exc).splitlines()[0]}") from None
-    digest = hashlib.sha256(data).hexdigest()
-    if digest != manifest.sha256:
-        raise ModelLoadError(
-            f"{package_dir}/model.onnx has sha256 {digest[:12]}..., the manifest says {manifest.sha256[:12]}...; "
-            "refusing to serve a modified artifact"
-        )
-    return manifest, data
+    for name, expected in {MODEL_FILE: manifest.sha256, **manifest.data_files}.items():
+        try:
+            digest = sha256_file(package_dir / name)
+        except FileNotFoundError:
+            raise ModelLoadError(f"{package_dir} is not a model package: {name} is missing") from None
+        if digest != expected:
+            raise ModelLoadError(
+                f"{package_dir}/{name} has sha256 {digest[:12]}..., the manifest says {expected[:12]}...; "
+                "refusing to serve a modified artifact"
+            )
+    return manifest
 
 
 @dataclass
@@ -65,10 +73,12 @@ class LoadedModel:
     ) -> LoadedModel:
         import onnxruntime as ort
 
-        manifest, data = read_package(package_dir)
-        try:
+        manifest = read_package(package_dir)
+        try:  # from the path: ORT reads the weights there (and any external data beside them)
             session = ort.InferenceSession(
-                data, sess_options=session_options(intra_op_threads, inter_op_threads), providers=list(providers)
+                str(package_dir / MODEL_FILE),
+                sess_options=session_options(intra_op_threads, inter_op_threads),
+                providers=list(providers),
             )
         except Exception as exc:
             raise ModelLoadError(
@@ -77,7 +87,7 @@ class LoadedModel:
         outputs = {o.name for o in session.get_outputs()}
         if manifest.outputs.onnx_output not in outputs:
             raise ModelLoadError(f"model {name}: the ONNX graph has no output {manifest.outputs.onnx_output!r}")
-        pipeline = FeaturePipeline(manifest.features)
+        pipeline = FeaturePipeline.for_manifest(manifest)
         return cls(
             name=name,
             url=str(package_dir),
@@ -100,8 +110,10 @@ class LoadedModel:
             self.predict_rows(batch)
         return sizes
 
-    def infer(self, x: np.ndarray) -> np.ndarray:
-        out = self.session.run([self.manifest.outputs.onnx_output], {self.manifest.onnx_input: x})[0]
+    def infer(self, inputs: dict[str, np.ndarray] | np.ndarray) -> np.ndarray:
+        """The model's output for its inputs (a matrix model's matrix may be given alone)."""
+        feed = self.pipeline.feed(inputs) if isinstance(inputs, dict) else {self.manifest.onnx_input: inputs}
+        out = self.session.run([self.manifest.outputs.onnx_output], feed)[0]
         return np.asarray(out)
 
     @staticmethod
@@ -113,7 +125,7 @@ class LoadedModel:
 
     def predict_rows(self, rows: Sequence[Row]) -> list[Prediction]:
         """Preprocess, infer and postprocess a batch of validated rows (runs in a worker thread)."""
-        out = self.infer(self.pipeline.transform(rows))
+        out = self.infer(self.pipeline.inputs(rows))
         bad = self.unanswered(out)
         if bad.any():
             raise ModelOutputError(

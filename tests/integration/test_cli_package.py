@@ -102,7 +102,10 @@ def test_package_from_each_model_file_format(spec_files: dict[str, Any]) -> None
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--framework", "caffe"], "'caffe' is not a valid Framework"),
+        (
+            ["--framework", "caffe"],
+            "--framework must be one of sklearn, xgboost, lightgbm, catboost, pytorch, tensorflow, onnx, not 'caffe'",
+        ),
         (["--framework", "sklearn", "--sample", "missing.json"], "cannot read"),
         (["--framework", "xgboost", "--model", "nothing.json"], "model file not found"),
         (["--framework", "pytorch", "--model", "spec.json"], "saved as .pt2"),

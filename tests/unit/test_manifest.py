@@ -16,7 +16,10 @@ def feature(**kwargs: Any) -> Feature:
     ("spec", "reason"),
     [
         ({"type": "categorical", "transforms": [{"kind": "one_hot"}]}, "need categories"),
-        ({"type": "categorical", "categories": ["a"]}, "exactly one one_hot or ordinal"),
+        (
+            {"type": "categorical", "categories": ["a"], "transforms": [{"kind": "impute", "value": "a"}]},
+            "exactly one one_hot or ordinal",
+        ),
         ({"type": "float", "transforms": [{"kind": "one_hot"}]}, "cannot be one_hot"),
         ({"type": "float", "transforms": [{"kind": "log1p"}]}, "log1p needs a declared minimum"),
         ({"type": "float", "required": False}, "needs a default or an impute"),
@@ -101,3 +104,26 @@ def test_manifest_round_trips_through_json() -> None:
 def test_manifest_validation(override: dict[str, Any], reason: str) -> None:
     with pytest.raises(ValidationError, match=reason):
         ModelManifest.model_validate(_manifest(**override))
+
+
+def test_a_matrix_model_encodes_its_text_features_and_a_columns_model_transforms_nothing() -> None:
+    from sagegate.manifest import ModelManifest
+
+    base = {
+        "name": "m",
+        "version": "1",
+        "framework": "sklearn",
+        "outputs": {"task": "regression", "onnx_output": "variable"},
+        "sample": [{"c": "a"}],
+        "sha256": "0" * 64,
+    }
+    plain = [{"name": "c", "type": "categorical", "categories": ["a"]}]
+    with pytest.raises(ValueError, match="text features of a matrix model need one one_hot or ordinal"):
+        ModelManifest.model_validate({**base, "features": plain})
+    columns = ModelManifest.model_validate(
+        {**base, "features": plain, "inputs": "columns", "input_types": {"c": "string"}}
+    )
+    assert columns.inputs == "columns"
+    encoded = [{**plain[0], "transforms": [{"kind": "one_hot"}]}]
+    with pytest.raises(ValueError, match="does its own preprocessing"):
+        ModelManifest.model_validate({**base, "features": encoded, "inputs": "columns", "input_types": {"c": "string"}})

@@ -48,6 +48,10 @@ def test_a_local_batch_job_runs_and_reports_progress(
     client = TestClient(app)
     source = tmp_path / "in.parquet"
     pq.write_table(pa.Table.from_pylist(transactions.records[:2000]), source)
+    body = {"model": "fraud", "input_uri": str(source), "output_uri": str(tmp_path / "out"), "batch_size": 300}
+    pending = client.post("/v1/batch_predict", json=body)  # as `sagegate batch`: the latest approved
+    assert pending.status_code == 404 and "no approved version" in pending.json()["error"]
+    registry.approve("fraud", "1", by="test")
 
     started = client.post(
         "/v1/batch_predict",

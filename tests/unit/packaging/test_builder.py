@@ -182,7 +182,7 @@ def _args(tmp_path: Path, **overrides: Any) -> dict[str, Any]:
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        ({"framework": "caffe"}, "'caffe' is not a valid Framework"),
+        ({"framework": "caffe"}, "framework must be one of sklearn, xgboost, lightgbm, catboost, pytorch, tensorflow"),
         ({"sample": []}, "a sample input"),
         ({"sample": [{"f0": 1.0, "f1": "x", "f2": 0.0}]}, "sample record 0, field 'f1': expected a number"),
         ({"labels": ["a", "b", "c"], "task": "multiclass"}, "predicts 2 classes but 3 labels"),
