@@ -51,7 +51,8 @@ def package(
     model: Annotated[
         Path,
         typer.Argument(
-            help="trained model: .joblib/.pkl (sklearn), .json/.ubj (XGBoost), .pt2 (torch.export program) or .onnx"
+            help="trained model: .joblib (sklearn), .json/.ubj (XGBoost), .txt/.joblib (LightGBM), .cbm (CatBoost), "
+            ".pt2 (torch.export program), .keras/.h5 (TensorFlow) or .onnx"
         ),
     ],
     framework: Annotated[
@@ -62,7 +63,9 @@ def package(
     sample: Annotated[Path | None, typer.Option(help="JSON list of sample records (else the spec's)")] = None,
     name: Annotated[str | None, typer.Option(help="overrides the spec's name")] = None,
     version: Annotated[str | None, typer.Option(help="overrides the spec's version")] = None,
-    tolerance: Annotated[float, typer.Option(help="largest allowed |source - ONNX| on the sample")] = 1e-3,
+    tolerance: Annotated[
+        float, typer.Option(help="largest allowed |source - ONNX| on the sample and the generated records")
+    ] = 1e-3,
     torch_output: Annotated[str, typer.Option(help="pytorch: the module returns logits or probabilities")] = "logits",
     overwrite: Annotated[bool, typer.Option(help="replace an existing package folder")] = False,
 ) -> None:

@@ -101,7 +101,7 @@ def number_failures(rule: FeatureRule, values: np.ndarray) -> Iterable[tuple[np.
     yield ~finite, lambda i: Reason.NOT_FINITE
     if rule.type is FeatureType.INT:
         with np.errstate(invalid="ignore"):
-            yield finite & (values != np.floor(values)), lambda i: Reason.NOT_INTEGER
+            yield finite & (values != np.floor(values)), lambda i: Reason.not_integer(float(values[i]))
         yield np.abs(values) > EXACT_INT, lambda i: Reason.BEYOND_EXACT
     if feature.minimum is not None:
         lo = feature.minimum

@@ -93,7 +93,6 @@ class Reason:
     REQUIRED = "is required"
     UNKNOWN = "is not a feature of this model"
     NOT_FINITE = "must be a finite number"
-    NOT_INTEGER = "expected an integer"
     BEYOND_EXACT = "is beyond +-2**53, the integers a float holds exactly"
     BEYOND_FLOAT32 = "is beyond the range of the model's float32 input"
     NOT_TEXT = "is not valid Unicode text (a lone surrogate)"
@@ -106,6 +105,10 @@ class Reason:
             FeatureType.FLOAT: "a number",
         }.get(feature_type, "a string")
         return f"expected {wanted}, got {got}"
+
+    @staticmethod
+    def not_integer(value: float) -> str:
+        return f"expected an integer, got {show(value)}"
 
     @staticmethod
     def not_boolean(value: float) -> str:
@@ -210,7 +213,7 @@ class FeatureRule:
             raise InvalidValue(Reason.NOT_FINITE)
         if self.type is FeatureType.INT:
             if not number.is_integer():
-                raise InvalidValue(Reason.NOT_INTEGER)
+                raise InvalidValue(Reason.not_integer(number))
             if abs(number) > EXACT_INT:
                 raise InvalidValue(Reason.BEYOND_EXACT)
         feature = self.feature

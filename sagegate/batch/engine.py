@@ -44,7 +44,8 @@ __all__ = ["FORMATS", "BatchSummary", "count_rows", "run_batch", "shards"]
 
 FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
 _EXTENSIONS = {"csv": ".csv", "jsonl": ".jsonl", "parquet": ".parquet"}
-_BLOCK = 16 << 20  # bytes per CSV/JSON read block
+_BLOCK = 16 << 20  # bytes per read when counting lines
+_CSV_BLOCK = 2 << 20  # bytes per CSV block: Arrow reads several blocks ahead, so this bounds memory
 
 
 @dataclass
@@ -99,7 +100,7 @@ def _batches(path: Path) -> Iterator[pa.RecordBatch]:
             null_values=[],
         )
         parse = pa_csv.ParseOptions(newlines_in_values=True)
-        read = pa_csv.ReadOptions(block_size=_BLOCK)
+        read = pa_csv.ReadOptions(block_size=_CSV_BLOCK)
         yield from pa_csv.open_csv(path, read_options=read, parse_options=parse, convert_options=convert)
     else:
         raise ValueError("JSON Lines are read by _records")

@@ -11,6 +11,7 @@ feature, text as strings), and so does an ONNX file with one input per feature (
 from __future__ import annotations
 
 import contextlib
+import importlib
 import io
 import logging
 import tempfile
@@ -443,28 +444,32 @@ def load_model_file(path: Path, framework: Framework, task: Task) -> Any:
         model.load_model(path)
         return model
     if framework is Framework.LIGHTGBM:
-        import lightgbm
+        if path.suffix == ".joblib":  # an LGBMClassifier / LGBMRegressor saved with joblib
+            _extra("lightgbm", "lightgbm")
+            import joblib
 
-        return lightgbm.Booster(model_file=str(path))
+            return joblib.load(path)
+        return _extra("lightgbm", "lightgbm").Booster(model_file=str(path))
     if framework is Framework.CATBOOST:
-        import catboost
-
+        catboost = _extra("catboost", "catboost")
         model = catboost.CatBoostRegressor() if task is Task.REGRESSION else catboost.CatBoostClassifier()
         model.load_model(str(path))
         return model
     if framework is Framework.TENSORFLOW:
-        try:
-            import keras
-        except ImportError:
-            raise PackageError(
-                "TensorFlow models need the tensorflow extra: pip install 'sagegate[tensorflow]'"
-            ) from None
-        return keras.models.load_model(path)
+        return _extra("keras", "tensorflow").models.load_model(path)
     import torch
 
     if path.suffix != ".pt2":
         raise PackageError("a PyTorch model is packaged from a torch.export program saved as .pt2")
     return torch.export.load(path)
+
+
+def _extra(module: str, extra: str) -> Any:
+    """`module`, or a one-line PackageError naming the extra that installs it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise PackageError(f"{extra} models need the {extra} extra: pip install 'sagegate[{extra}]'") from None
 
 
 def _first_line(exc: BaseException) -> str:

@@ -121,7 +121,7 @@ def test_columns_follow_manifest_order_with_mixed_types() -> None:
         ({"amount": 1e9}, "amount", "above the maximum 1000000"),
         ({"amount": math.inf}, "amount", "finite"),
         ({}, "amount", "is required"),
-        ({"amount": 1.0, "count": 1.5}, "count", "expected an integer"),
+        ({"amount": 1.0, "count": 1.5}, "count", "expected an integer, got 1.5"),
         ({"amount": 1.0, "channel": "fax"}, "channel", "'fax' is not one of the categories"),
         ({"amount": 1.0, "channel": 3}, "channel", "expected a string, got int"),
         ({"amount": 1.0, "flag": 2}, "flag", "expected a boolean (true, false, 0 or 1), got 2"),

@@ -113,7 +113,7 @@ def test_npy_bodies_decode_like_json() -> None:
     [
         ([[1.0, 1, 2], [-1.0, 0, 2]], BadRequest, "record 1, field 'a': -1 is below the minimum 0"),
         ([[1.0, 2, 2]], BadRequest, "field 'flag': expected a boolean"),
-        ([[1.0, 1, 2.5]], BadRequest, "field 'n': expected an integer"),
+        ([[1.0, 1, 2.5]], BadRequest, "field 'n': expected an integer, got 2.5"),
         ([[float("nan"), 1, 2]], BadRequest, "field 'a': must be a finite number"),
         ([[1.0, 1]], BadRequest, "expected an array of shape (records, 3)"),
         ([["x", "y", "z"]], BadRequest, "expected a numeric array"),
