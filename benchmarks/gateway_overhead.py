@@ -46,7 +46,7 @@ ANSWER = orjson.dumps({"predictions": [{"prediction": 0.12, "label": "legit", "c
 
 
 class TrivialEndpoint:
-    def invoke(self, endpoint: str, body: bytes, **kwargs: Any) -> EndpointResponse:
+    async def invoke(self, endpoint: str, body: bytes, **kwargs: Any) -> EndpointResponse:
         return EndpointResponse(ANSWER, "application/json", kwargs.get("target_variant"))
 
 

@@ -22,6 +22,26 @@ app = typer.Typer(
 console = Console(stderr=True)
 
 
+def _version(show: bool) -> None:
+    if show:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            print(f"sagegate {version('sagegate')}")
+        except PackageNotFoundError:
+            print("sagegate (not installed as a package)")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    show_version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="print the version and exit")
+    ] = False,
+) -> None:
+    """sagegate: register models, serve them fast and safely, on AWS or on this machine."""
+
+
 def fail(message: str) -> NoReturn:
     """One readable line on stderr and a non-zero exit; never a traceback."""
     console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
@@ -169,6 +189,8 @@ def serve(
         config = ServerConfig.from_env(overrides=overrides)
     except ValidationError as exc:
         fail(_validation_message(exc))
+    if not config.multi_model and not config.model_dir.is_dir():
+        fail(f"--model-dir {config.model_dir}: no such directory")
     code = run_server(config)
     if code:
         raise typer.Exit(code)
@@ -197,30 +219,35 @@ def demo(
     keep = sys.stdin.isatty() if serve is None else serve
 
     def wait(result: DemoResult) -> None:
-        out.print(f"\nAPI docs: {result.docs_url}")
-        out.print(
-            "Try next:\n"
-            f"  curl -s {result.docs_url.removesuffix('/docs')}/v1/predict -H 'content-type: application/json' "
-            '-d \'{"model": "fraud", "features": {"amount": 950, "hour": 2, '
-            '"merchant_category": "gaming", "channel": "web"}, "user_id": "u1"}\'\n'
-            f"  SAGEGATE_HOME={state_dir() / 'demo'} sagegate models list\n"
+        features = '{"amount": 950, "hour": 2, "merchant_category": "gaming", "channel": "web"}'
+        tries = (
+            f"  sagegate predict fraud --features '{features}' --user u1\n"
+            "  sagegate models list        sagegate models show fraud\n"
+            "  sagegate bench fraud --no-cache --requests 2000\n"
             "  sagegate package / register / deploy with your own model (README.md)"
         )
-        if keep:
-            out.print("The demo stack keeps serving; Ctrl-C stops it.")
-            signal.signal(signal.SIGTERM, _interrupt)
-            try:
-                while True:
-                    time.sleep(1)
-            except KeyboardInterrupt:
-                pass
+        if not keep:
+            out.print(
+                "\nThe demo's stack is stopped; its models and deployments stay in "
+                f"{state_dir()}/. `sagegate dev` serves them again, and then:\n{tries}",
+                soft_wrap=True,
+            )
+            return
+        out.print(f"\nAPI docs: {result.docs_url}\nTry next, in another terminal:\n{tries}", soft_wrap=True)
+        out.print("The demo stack keeps serving; Ctrl-C stops it.")
+        signal.signal(signal.SIGTERM, _interrupt)
+        try:
+            while True:
+                time.sleep(1)
+        except KeyboardInterrupt:
+            pass
 
     import time
 
     started = time.monotonic()
     try:
         run_demo(
-            root=state_dir() / "demo",
+            root=state_dir(),
             console=out,
             requests=requests,
             port=port,
@@ -547,6 +574,13 @@ def undeploy(model: str) -> None:
 def dev(
     port: Annotated[int, typer.Option(help="the gateway's port")] = 8000,
     emulator_port: Annotated[int, typer.Option(help="the SageMaker runtime emulator's port")] = 8001,
+    redis_port: Annotated[int | None, typer.Option(help="redis-server's port (default: a free one)")] = None,
+    server_ports: Annotated[
+        int | None, typer.Option(help="model servers on this port and up (default: free ones)")
+    ] = None,
+    api_key: Annotated[
+        str | None, typer.Option(help="require this x-api-key on /v1 requests (default: SAGEGATE_API_KEY, else none)")
+    ] = None,
 ) -> None:
     """Run the local stack: gateway, runtime emulator, one server per deployed version, Redis."""
     import signal
@@ -562,7 +596,15 @@ def dev(
     reaped = reap_orphans(paths)
     if reaped:
         console.print(f"stopped {len(reaped)} processes left by a local stack that was killed", highlight=False)
-    stack = DevStack(paths, gateway_port=port, emulator_port=emulator_port, redis_url=os.environ.get("REDIS_URL"))
+    stack = DevStack(
+        paths,
+        gateway_port=port,
+        emulator_port=emulator_port,
+        redis_url=os.environ.get("REDIS_URL"),
+        redis_port=redis_port,
+        server_ports=server_ports,
+        api_key=api_key or os.environ.get("SAGEGATE_API_KEY"),
+    )
 
     def terminate(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
@@ -579,16 +621,20 @@ def dev(
         for column in ("process", "pid", "url", "log"):
             table.add_column(column)
         for child in [*stack.children.values(), *stack.servers.values()]:
-            table.add_row(child.name, str(child.process.pid), child.url, str(child.log))
+            table.add_row(child.name, str(child.child.pid), child.url, str(child.child.spec.log))
         Console().print(table)
         console.print(f"API docs: {stack.children['gateway'].url}/docs   (Ctrl-C stops everything)", highlight=False)
         while True:
-            stack.reconcile()
+            try:
+                stack.reconcile()
+            except Exception as exc:  # the supervisor outlives its own bugs as it outlives its children
+                console.print(f"supervisor: {type(exc).__name__}: {exc}", highlight=False)
+            for event in stack.new_events():
+                console.print(event, highlight=False)
             time.sleep(0.5)
     except KeyboardInterrupt:
         pass
     except RuntimeError as exc:
-        stack.stop()
         fail(str(exc))
     finally:
         stack.stop()
@@ -622,7 +668,13 @@ def predict(
     """Ask the prediction API for one prediction."""
     from sagegate.client import ApiError
 
-    text = Path(features[1:]).read_text() if features.startswith("@") else features
+    if features.startswith("@"):
+        try:
+            text = Path(features[1:]).read_text()
+        except OSError as exc:
+            fail(f"--features {features}: {exc.strerror or exc}")
+    else:
+        text = features
     try:
         parsed = json.loads(text)
     except ValueError as exc:
@@ -643,26 +695,72 @@ def bench(
     requests: Annotated[int, typer.Option(help="predictions to send")] = 2000,
     concurrency: Annotated[int, typer.Option(help="requests in flight")] = 16,
     users: Annotated[int, typer.Option(help="distinct simulated users")] = 500,
+    no_cache: Annotated[
+        bool, typer.Option("--no-cache", help="a different record per request, generated from the manifest: no hits")
+    ] = False,
+    data: Annotated[Path | None, typer.Option(help="records to send: a JSON list or JSON Lines file")] = None,
     target: TargetOption = None,
     url: UrlOption = None,
     api_key: ApiKeyOption = None,
 ) -> None:
-    """Load the prediction API with the model's sample records; print throughput and a latency histogram."""
+    """Load the prediction API and print throughput and a latency histogram. By default the model's
+    sample records are sent again and again (mostly cache hits); --no-cache or --data send others."""
     from sagegate.client import ApiError
     from sagegate.local.loadtest import run_load, show_load
 
+    if no_cache and data is not None:
+        fail("--no-cache and --data are two ways to choose the records: give one")
     client = _gateway(target, url, api_key, connections=concurrency)
     try:
-        samples = [m.get("sample", []) for m in client.model(model).get("manifests", {}).values()]
+        manifests = list(client.model(model).get("manifests", {}).values())
     except ApiError as exc:
         fail(str(exc))
-    records = [r for group in samples for r in group]
+    if data is not None:
+        records = _records_file(data)
+    elif no_cache:
+        from sagegate.manifest import Feature
+        from sagegate.packaging.builder import generated_records
+
+        latest = manifests[-1] if manifests else {}
+        features = [Feature.model_validate(f) for f in latest.get("features", [])]
+        records = generated_records(features, latest.get("sample", []), n=requests, seed=os.getpid())
+    else:
+        records = [r for m in manifests for r in m.get("sample", [])]
     if not records:
-        fail(f"model {model!r} has no sample records to send")
-    result = run_load(client, model, records, requests=requests, concurrency=concurrency, users=users, console=console)
+        fail(f"model {model!r} has no records to send (give --data FILE)")
+    result = run_load(
+        client,
+        model,
+        records,
+        requests=requests,
+        concurrency=concurrency,
+        users=users,
+        console=console,
+        in_order=no_cache or data is not None,
+    )
     show_load(Console(), result)
     if result.errors == requests:
         fail("every request failed")
+
+
+def _records_file(path: Path) -> list[dict[str, Any]]:
+    """Records from a JSON list or a JSON Lines file, or one line and exit 1."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        fail(f"--data {path}: {exc.strerror or exc}")
+    try:
+        parsed = (
+            json.loads(text)
+            if text.lstrip().startswith("[")
+            else [json.loads(x) for x in text.splitlines() if x.strip()]
+        )
+    except ValueError as exc:
+        fail(f"--data {path}: not a JSON list or JSON Lines: {exc}")
+    records = [r.get("features", r) if isinstance(r, dict) else r for r in parsed]
+    if not all(isinstance(r, dict) for r in records):
+        fail(f"--data {path}: every record must be a JSON object of feature names to values")
+    return records
 
 
 @app.command()

@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-__all__ = ["PREFIX", "canonical_json", "feature_key", "features_hash", "lock_key", "prediction_key"]
+__all__ = ["PREFIX", "canonical_json", "feature_key", "features_hash", "hash_of", "lock_key", "prediction_key"]
 
 PREFIX = "sagegate"
 
@@ -30,13 +30,20 @@ def features_hash(features: Mapping[str, Any]) -> str:
 
 
 def prediction_key(model: str, version: str, features: Mapping[str, Any]) -> str:
-    """Where the prediction of `model` v`version` for these features is cached."""
-    return f"{PREFIX}:pred:{model}:{version}:{features_hash(features)}"
+    """Where the prediction of `model` v`version` for these features is cached. The hash is the key's
+    hash tag (`{...}`): a clustered Redis keeps the key and its lock in one slot, so one script can
+    touch both."""
+    return f"{PREFIX}:pred:{model}:{version}:{{{features_hash(features)}}}"
 
 
 def lock_key(key: str) -> str:
     """The single-flight lock of a cache key: held by the one request computing its value."""
     return f"{key}:lock"
+
+
+def hash_of(key: str) -> str:
+    """The features hash of a prediction key."""
+    return key.rsplit(":", 1)[-1].strip("{}")
 
 
 def feature_key(entity: str, entity_id: str) -> str:

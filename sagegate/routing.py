@@ -45,6 +45,10 @@ class Route(BaseModel):
     shadow: str | None = Field(default=None, description="variant that also gets a copy of each request")
     fallback: str | None = Field(default=None, description="model to ask when this one cannot answer")
     cache_ttl_s: int = Field(default=3600, ge=0)
+    timeout_ms: int | None = Field(
+        default=None, ge=1, le=60_000, description="time for the endpoint call, retries included (default: gateway's)"
+    )
+    attempts: int | None = Field(default=None, ge=1, le=5, description="endpoint attempts at most (default: gateway's)")
 
     @model_validator(mode="after")
     def _consistent(self) -> Route:

@@ -211,14 +211,32 @@ class StepFunctionsJobs:
 
 
 class LocalJobs:
-    """Jobs of the local stack: the batch engine on a thread, with the model from the local registry."""
+    """Jobs of the local stack: the batch engine on a thread, with the model from the local registry.
 
-    def __init__(self, registry: Any) -> None:
+    A job reads and writes only under `data` (the stack's data folder): `input_uri` and `output_uri`
+    are paths relative to it (or absolute paths inside it); anything that resolves outside it, through
+    `..` or a symbolic link, is refused before anything is read, with the same answer whether or not
+    it exists."""
+
+    def __init__(self, registry: Any, data: Path) -> None:
         self._registry = registry
+        self.data = data.resolve()
         self._jobs: dict[str, JobStatus] = {}
         self._lock = threading.Lock()
 
+    def _confined(self, uri: str, field: str) -> Path:
+        path = Path(uri.removeprefix("file://"))
+        resolved = (path if path.is_absolute() else self.data / path).resolve()
+        if resolved != self.data and self.data not in resolved.parents:
+            raise JobRefused(f"{field} must be a path under the stack's data folder {self.data}", field)
+        return resolved
+
     def start(self, request: BatchRequest, manifest: ModelManifest) -> JobStatus:
+        source = self._confined(request.input_uri, "input_uri")
+        target = self._confined(request.output_uri, "output_uri")
+        if not source.exists():
+            raise JobRefused(f"input_uri: nothing at {source.relative_to(self.data)} in the data folder", "input_uri")
+        request = request.model_copy(update={"input_uri": str(source), "output_uri": str(target)})
         version = manifest.version
         job_id = f"{request.model}-v{version}-{uuid.uuid4().hex[:12]}"
         status = JobStatus(

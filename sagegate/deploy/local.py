@@ -8,7 +8,7 @@ import urllib.request
 from collections.abc import Callable
 
 from sagegate.deploy.routes import SqliteRouteStore, next_route
-from sagegate.local.stack import StackPaths, read_status
+from sagegate.local.stack import StackPaths, WantedServers, read_status
 from sagegate.registry import ApprovalStatus, LocalRegistry, RegistryError
 from sagegate.routing import Route
 
@@ -44,7 +44,8 @@ def deploy(
     route = next_route(store.get(model), model, version, traffic=traffic, shadow=shadow, replace=replace)
     if read_status(paths) is None:
         raise RegistryError("the local stack is not running: start it with `sagegate dev`")
-    store.want(model, version)
+    wanted = WantedServers(paths.wanted)
+    wanted.add(model, version)
     try:
         key = f"{model}:{version}"
         _wait(
@@ -60,7 +61,7 @@ def deploy(
             + (" replacing" if replace else ""),
         )
     finally:
-        store.unwant(model, version)
+        wanted.remove(model, version)
     wait_for_emulator(paths, route, timeout)
     return route
 

@@ -27,11 +27,6 @@ CREATE TABLE IF NOT EXISTS routes (
     changed_at TEXT NOT NULL,
     PRIMARY KEY (model, revision)
 );
-CREATE TABLE IF NOT EXISTS pending (        -- versions wanted served before a route points at them
-    model TEXT NOT NULL,
-    version TEXT NOT NULL,
-    PRIMARY KEY (model, version)
-);
 """
 
 
@@ -93,20 +88,6 @@ class SqliteRouteStore:
         with self._connect() as db:
             rows = db.execute("SELECT DISTINCT model FROM routes ORDER BY model").fetchall()
         return [m for (m,) in rows if self.get(m) is not None]
-
-    def want(self, model: str, version: str) -> None:
-        """Asks for a server of `version` before any route sends it traffic (a deployment's first step)."""
-        with self._connect() as db:
-            db.execute("INSERT OR IGNORE INTO pending VALUES (?, ?)", (model, version))
-
-    def unwant(self, model: str, version: str) -> None:
-        with self._connect() as db:
-            db.execute("DELETE FROM pending WHERE model = ? AND version = ?", (model, version))
-
-    def pending(self) -> set[tuple[str, str]]:
-        """The (model, version) pairs asked for that no route may name yet."""
-        with self._connect() as db:
-            return {(m, v) for m, v in db.execute("SELECT model, version FROM pending")}
 
     def history(self, model: str) -> list[tuple[int, Route | None, str]]:
         with self._connect() as db:

@@ -39,7 +39,7 @@ class EndpointRejected(EndpointError):
 
 
 class EndpointClientProtocol(Protocol):
-    def invoke(
+    async def invoke(
         self,
         endpoint: str,
         body: bytes,
@@ -49,4 +49,8 @@ class EndpointClientProtocol(Protocol):
         target_variant: str | None = None,
         inference_id: str | None = None,
         custom_attributes: str | None = None,
-    ) -> EndpointResponse: ...
+        timeout: float = 1.0,
+        attempts: int = 2,
+    ) -> EndpointResponse:
+        """The answer within `timeout` seconds, all of at most `attempts` attempts together."""
+        ...

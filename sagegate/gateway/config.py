@@ -25,9 +25,22 @@ class GatewaySettings(BaseModel):
     singleflight_wait_ms: float = Field(default=1500.0, ge=0, description="how long a follower waits")
     stale_for_s: int = Field(default=86_400, ge=0, description="how long past its TTL a value may serve degraded")
     catalog_ttl_s: float = Field(default=30.0, ge=0, description="in-process cache of manifests and routes")
-    endpoint_connect_timeout_s: float = Field(default=1.0, gt=0)
-    endpoint_read_timeout_s: float = Field(default=2.0, gt=0)
-    endpoint_max_attempts: int = Field(default=2, ge=1)
+    invoke_timeout_ms: float = Field(
+        default=100.0,
+        gt=0,
+        le=60_000,
+        description="time for a model's endpoint call, retries included (routes may set their own)",
+    )
+    invoke_attempts: int = Field(
+        default=2,
+        ge=1,
+        le=5,
+        description="attempts per endpoint call at most; a retry only after a fast, retryable failure",
+    )
+    endpoint_connect_timeout_s: float = Field(default=1.0, gt=0, description="within the call's time")
+    concurrency: int = Field(default=32, ge=1, description="predictions at work at once; the rest wait their turn")
+    max_in_flight: int = Field(default=64, ge=1, description="endpoint calls open at once per variant (a bulkhead)")
+    max_connections: int = Field(default=256, ge=1, description="the endpoint client's connection pool")
     max_body_bytes: int = Field(default=64 * 1024, gt=0)
     prediction_log_stream: str | None = Field(default=None, description="Firehose delivery stream")
     prediction_log_path: str | None = Field(default=None, description="JSON Lines file (local)")
@@ -35,10 +48,11 @@ class GatewaySettings(BaseModel):
     batch_bucket: str | None = Field(default=None, description="the only bucket batch jobs may read and write")
     batch_instance_type: str = Field(default="ml.m5.xlarge", pattern=r"^ml\.[a-z0-9]+\.[a-z0-9]+$")
     resource_prefix: str | None = Field(default=None, description="names of the SageMaker resources jobs create")
-    inline_handlers: bool = Field(
-        default_factory=lambda: bool(os.environ.get("AWS_LAMBDA_FUNCTION_NAME")),
-        description="run routes on the event loop (Lambda: one request per environment at a time)",
+    flush_every_s: float = Field(
+        default=0.0, ge=0, description="log and metrics flushed at most this often (0: after every request, as Lambda)"
     )
+    sign_requests: bool = Field(default=True, description="SigV4-sign endpoint calls (the local emulator checks none)")
+    api_key: str | None = Field(default=None, description="required in x-api-key on every /v1 request (local stack)")
 
     @classmethod
     def environment(cls, **values: str) -> dict[str, str]:

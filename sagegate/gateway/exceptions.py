@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["GatewayError", "ModelNotFound", "NoPrediction", "PayloadTooLarge", "UnprocessableRequest"]
+__all__ = ["GatewayError", "ModelNotFound", "NoPrediction", "PayloadTooLarge", "Unauthorized", "UnprocessableRequest"]
 
 
 class GatewayError(Exception):
@@ -14,6 +14,12 @@ class GatewayError(Exception):
         super().__init__(message)
         self.message = message
         self.detail = detail
+
+
+class Unauthorized(GatewayError):
+    """No API key, or the wrong one (the local stack's optional key)."""
+
+    status = 401
 
 
 class ModelNotFound(GatewayError):

@@ -6,9 +6,11 @@ too many digits), and a JSON Content-Type assumed where none was sent, as API Ga
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from typing import Any
 
+import orjson
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -94,7 +96,18 @@ class BodyGuard:
 
 
 def _json_problem(body: bytes) -> str | None:
-    """Why the body is not a JSON document (as FastAPI's parser, the standard library's, reads it)."""
+    """Why the body is not a JSON document (as FastAPI's parser, the standard library's, reads it).
+
+    orjson answers first (about 5x faster): what it parses with few brackets the standard library
+    parses too. What it refuses (numbers past 64 bits, lone surrogates) or what nests deep enough to
+    approach the standard library's recursion limit is asked of the standard library itself."""
+    try:
+        orjson.loads(body)
+    except orjson.JSONDecodeError:
+        pass
+    else:
+        if body.count(b"[") + body.count(b"{") < 200:
+            return None
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -125,15 +138,22 @@ def _replay(body: bytes, original: Receive) -> Receive:
 
 
 class FlushAfter:
-    """After each /v1/ request (one Lambda invocation), one batch of log records and metrics."""
+    """After each /v1/ request (one Lambda invocation), one batch of log records and metrics; or,
+    with `every_s` (a long-running server), at most one batch per `every_s` seconds, the app's
+    lifespan flushing what is left."""
 
-    def __init__(self, inner: ASGIApp, flush: Callable[[], None]) -> None:
+    def __init__(self, inner: ASGIApp, flush: Callable[[], None], every_s: float = 0.0) -> None:
         self.inner = inner
         self.flush = flush
+        self.every_s = every_s
+        self._due = 0.0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             await self.inner(scope, receive, send)
         finally:
             if scope["type"] == "http" and scope["path"].startswith("/v1/"):
-                self.flush()
+                now = time.monotonic()
+                if now >= self._due:
+                    self._due = now + self.every_s
+                    self.flush()

@@ -31,17 +31,18 @@ class OnlineFeatureStore:
         self._client = client
         self._breaker = breaker or Breaker()
 
-    def fetch(self, entity: str, entity_id: str, names: Collection[str]) -> FeatureLookup:
+    async def fetch(self, entity: str, entity_id: str, names: Collection[str]) -> FeatureLookup:
         if self._client is None:
             return FeatureLookup({}, available=True)
         if self._breaker.open:
             return FeatureLookup({}, available=False)
         try:
-            raw = self._client.hgetall(feature_key(entity, entity_id))
+            raw = await self._client.hgetall(feature_key(entity, entity_id))
         except Exception as exc:  # redis-py raises ConnectionError, TimeoutError and friends
-            log.warning("online features unavailable: %s", exc)
-            self._breaker.trip()
+            log.warning("online features unavailable: %s", exc or type(exc).__name__)
+            self._breaker.failed()
             return FeatureLookup({}, available=False)
+        self._breaker.succeeded()
         values: dict[str, Any] = {}
         for field, encoded in raw.items():
             name = field.decode() if isinstance(field, bytes) else str(field)
@@ -52,9 +53,9 @@ class OnlineFeatureStore:
                     log.warning("feature %s of %s %s is not JSON; ignored", name, entity, entity_id)
         return FeatureLookup(values, available=True)
 
-    def put(self, entity: str, entity_id: str, values: dict[str, Any]) -> None:
+    async def put(self, entity: str, entity_id: str, values: dict[str, Any]) -> None:
         """Writes features (what a feature pipeline does; the demo and tests use it)."""
         if self._client is None:
             raise RuntimeError("no feature store is configured")
         mapping = {k: orjson.dumps(v) for k, v in values.items()}
-        self._client.hset(feature_key(entity, entity_id), mapping=mapping)
+        await self._client.hset(feature_key(entity, entity_id), mapping=mapping)

@@ -1,14 +1,25 @@
 """The prediction path, transport-free: validate, enrich, route, cache, invoke, degrade, log.
 
 The FastAPI layer parses HTTP and hands a `PredictRequest` here; Lambda and uvicorn run the
-same code, with different clients injected.
+same code. It is async end to end (Redis, the endpoint), so under uvicorn one process serves many
+requests at once and a request waiting on a hung model holds no thread.
+
+Time is bounded per request: the endpoint part (single-flight wait, the call, a retry) gets the
+route's budget (`Route.timeout_ms`, else the gateway's `invoke_timeout_ms`), and when it is spent the
+answer degrades (stale value, fallback model, default prediction) instead of waiting longer. Each
+variant may have at most `max_in_flight` calls open (a bulkhead): a hung variant fills its own
+slots and its next requests degrade at once, while every other variant keeps its connections.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
 import time
-import uuid
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -23,12 +34,12 @@ from sagegate.gateway.exceptions import ModelNotFound, NoPrediction, Unprocessab
 from sagegate.gateway.metrics import GatewayMetrics
 from sagegate.gateway.online_features import OnlineFeatureStore
 from sagegate.gateway.prediction_log import PredictionLogProtocol
-from sagegate.keys import prediction_key
+from sagegate.keys import hash_of, prediction_key
 from sagegate.manifest import ModelManifest
 from sagegate.routing import NoVariant, Route, Variant, choose_variant
 from sagegate.validation import RecordValidator
 
-__all__ = ["PredictRequest", "PredictResult", "Predictor"]
+__all__ = ["Budget", "Bulkhead", "PredictRequest", "PredictResult", "Predictor"]
 
 log = logging.getLogger("sagegate.gateway")
 
@@ -60,6 +71,36 @@ class PredictResult(BaseModel):
     features_defaulted: bool = Field(default=False, exclude=True)
 
 
+@dataclass(frozen=True)
+class Budget:
+    """How long the endpoint part of one request may take, and how many attempts it may make."""
+
+    timeout_ms: float = 100.0
+    attempts: int = 2
+
+    def of(self, route: Route) -> Budget:
+        return Budget(route.timeout_ms or self.timeout_ms, route.attempts or self.attempts)
+
+
+class Bulkhead:
+    """At most `limit` calls in flight per (endpoint, variant); past it, fail at once."""
+
+    def __init__(self, limit: int = 64) -> None:
+        self.limit = limit
+        self._in_flight: Counter[tuple[str, str]] = Counter()
+
+    @contextmanager
+    def slot(self, endpoint: str, variant: str) -> Iterator[None]:
+        key = (endpoint, variant)
+        if self._in_flight[key] >= self.limit:
+            raise EndpointUnavailable(f"variant {variant!r} of {endpoint!r} has {self.limit} calls in flight")
+        self._in_flight[key] += 1
+        try:
+            yield
+        finally:
+            self._in_flight[key] -= 1
+
+
 class Predictor:
     def __init__(
         self,
@@ -70,6 +111,9 @@ class Predictor:
         features: OnlineFeatureStore,
         prediction_log: PredictionLogProtocol,
         metrics: GatewayMetrics,
+        budget: Budget | None = None,
+        bulkhead: Bulkhead | None = None,
+        concurrency: int = 32,
     ) -> None:
         self.catalog = catalog
         self.endpoints = endpoints
@@ -77,6 +121,12 @@ class Predictor:
         self.features = features
         self.log = prediction_log
         self.metrics = metrics
+        self.budget = budget or Budget()
+        self.bulkhead = bulkhead or Bulkhead()
+        # At most this many predictions at work at once; the rest wait their turn before starting.
+        # Past the CPU's capacity, more at once only lengthens each turn of the event loop, until
+        # Redis answers that came in time are read too late and count as timeouts.
+        self._admission = asyncio.Semaphore(concurrency)
         self._validators: dict[tuple[str, str], RecordValidator] = {}
 
     def _validator(self, manifest: ModelManifest) -> RecordValidator:
@@ -85,6 +135,15 @@ class Predictor:
         if validator is None:
             validator = self._validators[key] = RecordValidator.for_manifest(manifest)
         return validator
+
+    async def warm_up(self) -> None:
+        """Opens what the first request would otherwise open (a Redis connection each, the HTTP
+        session), so it does not pay for them: a long-running server calls this at start."""
+        await self.cache.read("sagegate:warm-up")
+        await self.features.fetch("warm-up", "0", {"warm-up"})
+
+    def _names(self, manifest: ModelManifest) -> frozenset[str]:
+        return self._validator(manifest).names
 
     def _route(self, model: str) -> Route:
         route = self.catalog.route(model)
@@ -98,33 +157,41 @@ class Predictor:
             raise ModelNotFound(f"model {model!r} has no version {version!r} in the registry", model=model)
         return manifest
 
-    def predict(self, request: PredictRequest) -> PredictResult:
+    async def predict(self, request: PredictRequest) -> PredictResult:
         started = time.perf_counter()
-        prediction_id = uuid.uuid4().hex
+        async with self._admission:
+            return await self._predict(request, started)
+
+    async def _predict(self, request: PredictRequest, started: float) -> PredictResult:
+        prediction_id = os.urandom(16).hex()  # what uuid4().hex gives (32 hex digits), at a fraction of the cost
         route = self._route(request.model)
         try:
             variant = choose_variant(route, user_id=request.user_id, version=request.version)
         except NoVariant as exc:
             raise UnprocessableRequest(str(exc), field="version") from None
         manifest = self._manifest(route.model, variant.model_version)
-        clean, defaulted = self._features(manifest, request)
+        clean, defaulted = await self._features(manifest, request)
         key = prediction_key(manifest.name, manifest.version, clean)
         body = orjson.dumps({"features": clean})
+        budget = self.budget.of(route)
+        deadline = time.monotonic() + budget.timeout_ms / 1000
 
-        def call() -> dict[str, Any]:
-            return self._invoke(route.endpoint, variant, body, prediction_id)
+        async def call() -> dict[str, Any]:
+            return await self._invoke(
+                route.endpoint, variant, body, prediction_id, deadline=deadline, attempts=budget.attempts
+            )
 
         degraded_reason = None
         served_by: Variant | None
         try:
-            outcome = self.cache.get_or_compute(key, route.cache_ttl_s, call)
+            outcome = await self.cache.get_or_compute(key, route.cache_ttl_s, call, wait=budget.timeout_ms / 1000)
             answer, hit, served_by = outcome.value, outcome.hit, variant
         except EndpointRejected as exc:
             self.metrics.add(route.model, variant.name, "errors")
             raise UnprocessableRequest(f"the model refused the features: {exc}", model=route.model) from None
         except EndpointUnavailable as exc:
             degraded_reason = str(exc)
-            answer, hit, served_by = self._degrade(
+            answer, hit, served_by = await self._degrade(
                 route, manifest, key, variant, request, prediction_id=prediction_id, error=exc
             )
         result = PredictResult(
@@ -144,16 +211,17 @@ class Predictor:
         self._account(route.model, result, key)
         return result
 
-    def _features(self, manifest: ModelManifest, request: PredictRequest) -> tuple[dict[str, Any], bool]:
+    async def _features(self, manifest: ModelManifest, request: PredictRequest) -> tuple[dict[str, Any], bool]:
         """The request's features over the entity's online features; every bad field named at once."""
         merged = dict(request.features)
         defaulted = False
         entity = manifest.entity_key or "user_id"
         entity_id = request.features.get(entity) if manifest.entity_key else None
         entity_id = entity_id if entity_id is not None else request.user_id
-        if entity_id is not None:
-            names = {f.name for f in manifest.features}
-            lookup = self.features.fetch(entity, str(entity_id), names)
+        names = self._names(manifest)
+        # Online values fill only what the request leaves out: with every feature given, nothing to ask.
+        if entity_id is not None and not names <= merged.keys():
+            lookup = await self.features.fetch(entity, str(entity_id), names)
             merged = {**lookup.values, **merged}
             defaulted = not lookup.available
             if defaulted:
@@ -166,8 +234,21 @@ class Predictor:
             )
         return clean, defaulted
 
-    def _invoke(self, endpoint: str, variant: Variant, body: bytes, prediction_id: str) -> dict[str, Any]:
-        response = self.endpoints.invoke(endpoint, body, target_variant=variant.name, inference_id=prediction_id)
+    async def _invoke(
+        self, endpoint: str, variant: Variant, body: bytes, prediction_id: str, *, deadline: float, attempts: int
+    ) -> dict[str, Any]:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise EndpointUnavailable(f"endpoint {endpoint!r}: the request's time budget is spent")
+        with self.bulkhead.slot(endpoint, variant.name):
+            response = await self.endpoints.invoke(
+                endpoint,
+                body,
+                target_variant=variant.name,
+                inference_id=prediction_id,
+                timeout=left,
+                attempts=attempts,
+            )
         try:
             answer = orjson.loads(response.body)["predictions"][0]
         except (orjson.JSONDecodeError, KeyError, IndexError, TypeError) as exc:
@@ -176,7 +257,7 @@ class Predictor:
             raise EndpointUnavailable(f"endpoint {endpoint!r} answered something that is not a prediction")
         return {**answer, "_version": variant.model_version}
 
-    def _degrade(
+    async def _degrade(
         self,
         route: Route,
         manifest: ModelManifest,
@@ -189,11 +270,11 @@ class Predictor:
     ) -> tuple[dict[str, Any], bool, Variant | None]:
         """Stale cache, then the fallback model, then the manifest's default prediction; else 503."""
         self.metrics.add(route.model, variant.name, "endpoint_errors")
-        stale = self.cache.read(key)
+        stale = await self.cache.read(key)
         if stale is not None:
             return stale.value, True, variant
         if route.fallback:
-            answer = self._ask_fallback(route, request, prediction_id)
+            answer = await self._ask_fallback(route, request, prediction_id)
             if answer is not None:
                 return answer
         if manifest.default_prediction is not None:
@@ -204,17 +285,27 @@ class Predictor:
             model=route.model,
         )
 
-    def _ask_fallback(
+    async def _ask_fallback(
         self, route: Route, request: PredictRequest, prediction_id: str
     ) -> tuple[dict[str, Any], bool, Variant] | None:
-        """The fallback model's answer to the same features, or None if it cannot give one."""
+        """The fallback model's answer to the same features (within the fallback route's own
+        budget), or None if it cannot give one."""
         assert route.fallback is not None
         try:
             fallback = self._route(route.fallback)
             variant = choose_variant(fallback, user_id=request.user_id)
             manifest = self._manifest(fallback.model, variant.model_version)
-            clean, _ = self._features(manifest, PredictRequest(fallback.model, request.features, request.user_id))
-            answer = self._invoke(fallback.endpoint, variant, orjson.dumps({"features": clean}), prediction_id)
+            asked = PredictRequest(fallback.model, request.features, request.user_id)
+            clean, _ = await self._features(manifest, asked)
+            budget = self.budget.of(fallback)
+            answer = await self._invoke(
+                fallback.endpoint,
+                variant,
+                orjson.dumps({"features": clean}),
+                prediction_id,
+                deadline=time.monotonic() + budget.timeout_ms / 1000,
+                attempts=budget.attempts,
+            )
         except (ModelNotFound, UnprocessableRequest, NoVariant, EndpointUnavailable, EndpointRejected) as exc:
             log.warning("fallback %s of %s gave no answer: %s", route.fallback, route.model, exc)
             return None
@@ -234,7 +325,7 @@ class Predictor:
                 "model": model,
                 "version": result.model_version,
                 "variant": result.variant,
-                "features_hash": key.rsplit(":", 1)[-1],
+                "features_hash": hash_of(key),
                 "prediction": result.prediction,
                 "label": result.label,
                 "confidence": result.confidence,

@@ -37,6 +37,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorBody, "description": description}
     for status, description in (
         (400, "the body is not a JSON document"),
+        (401, "the API key is missing or wrong (where the gateway requires one)"),
         (404, "no such model, version or job"),
         (413, "the body is over the size limit"),
         (415, "the body is not JSON"),

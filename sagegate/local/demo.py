@@ -11,7 +11,6 @@ the AUC difference is significant (Hanley-McNeil z-test for two independent AUCs
 from __future__ import annotations
 
 import math
-import shutil
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -53,6 +52,7 @@ class DemoResult:
     z: float
     p_value: float
     docs_url: str
+    degraded: int = 0  # answers served degraded, left out of the comparison
 
 
 def auc_z_test(first: tuple[float, int, int], second: tuple[float, int, int]) -> tuple[float, float]:
@@ -93,11 +93,17 @@ def run_demo(
 ) -> DemoResult:
     from sagegate.deploy.local import deploy
     from sagegate.local.examples import build_fraud_package
+    from sagegate.local.stack import read_status
     from sagegate.registry import LocalRegistry
 
-    shutil.rmtree(root, ignore_errors=True)
     paths = StackPaths(root)
+    if read_status(paths) is not None:
+        raise RuntimeError(
+            f"a local stack is already running from {root}: stop it (Ctrl-C where `sagegate dev` runs) "
+            "and run the demo again, which starts its own"
+        )
     registry = LocalRegistry(paths.registry)
+    versions: list[str] = []
     with _progress(console) as progress:
         step = progress.add_task("generating 30,000 transactions (2% fraud) and training v1, v2", total=4)
         training = generate_transactions(30_000, seed=1)
@@ -106,10 +112,12 @@ def run_demo(
         v2 = build_fraud_package(root / "packages" / "v2", "xgboost", data=training)
         progress.advance(step)
         for built in (v1, v2):
+            # Trained and packaged deterministically: a second demo finds the same versions registered.
             version, _ = registry.register(built.path)
             registry.approve(
                 "fraud", version.version, by="demo", reason=f"holdout AUC {built.manifest.metrics['auc']:.3f}"
             )
+            versions.append(version.version)
             progress.advance(step)
         progress.update(
             step,
@@ -123,8 +131,8 @@ def run_demo(
         with console.status("starting the local stack (gateway, emulator, Redis) and deploying v1, then A/B 80/20"):
             stack.start()
             supervisor_stop.start()
-            deploy(paths, "fraud", "1", replace=True)
-            deploy(paths, "fraud", "2", traffic=20)
+            deploy(paths, "fraud", versions[0], replace=True)
+            deploy(paths, "fraud", versions[1], traffic=20)
         gateway = stack.children["gateway"].url
         traffic = generate_transactions(requests, seed=99)
         outcomes = _send(console, gateway, traffic.records, traffic.label, users)
@@ -207,14 +215,22 @@ def _report(log: Path, outcomes: list[dict[str, Any]], docs_url: str) -> DemoRes
     from sklearn.metrics import roc_auc_score
 
     deadline = time.monotonic() + 10
+    ids = {o["prediction_id"] for o in outcomes}
     lines: list[dict[str, Any]] = []
     while time.monotonic() < deadline:  # the gateway flushes after each response
         lines = [orjson.loads(x) for x in log.read_bytes().splitlines()] if log.exists() else []
-        if sum(1 for x in lines if x.get("type") == "feedback") >= len(outcomes):
+        if sum(1 for x in lines if x.get("type") == "feedback" and x["prediction_id"] in ids) >= len(outcomes):
             break
         time.sleep(0.2)
-    truth = {x["prediction_id"]: int(x["outcome"]) for x in lines if x.get("type") == "feedback"}
-    predictions = [x for x in lines if x.get("type") != "feedback" and x["prediction_id"] in truth]
+    ours = {o["prediction_id"] for o in outcomes}  # the log also holds earlier runs and other traffic
+    truth = {
+        x["prediction_id"]: int(x["outcome"])
+        for x in lines
+        if x.get("type") == "feedback" and x["prediction_id"] in ours
+    }
+    answered = [x for x in lines if x.get("type") != "feedback" and x["prediction_id"] in truth]
+    # A degraded answer (the default, a stale value) is not the variant's model speaking: not scored.
+    predictions = [x for x in answered if not x.get("degraded") and x.get("variant")]
     reports = []
     for variant in sorted({p["variant"] for p in predictions}):
         mine = [p for p in predictions if p["variant"] == variant]
@@ -242,7 +258,7 @@ def _report(log: Path, outcomes: list[dict[str, Any]], docs_url: str) -> DemoRes
     if len(reports) == 2 and not any(math.isnan(r.auc) for r in reports):
         a, b = reports
         z, p_value = auc_z_test((a.auc, a.frauds, a.requests - a.frauds), (b.auc, b.frauds, b.requests - b.frauds))
-    return DemoResult(reports, z, p_value, docs_url)
+    return DemoResult(reports, z, p_value, docs_url, degraded=len(answered) - len(predictions))
 
 
 def _print(console: Console, result: DemoResult) -> None:
@@ -276,6 +292,8 @@ def _print(console: Console, result: DemoResult) -> None:
             f"{r.auc:.3f}",
         )
     console.print(table)
+    if result.degraded:
+        console.print(f"{result.degraded} degraded answers (default or stale values) are left out of the comparison.")
     if math.isnan(result.p_value):
         console.print("Significance: not enough outcomes in both variants to compare AUCs.")
     else:

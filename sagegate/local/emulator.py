@@ -7,19 +7,25 @@ SageMaker-shaped errors (ModelError 424 with the container's status and message,
 400, ServiceUnavailable 503). The gateway's code is therefore the same here and in AWS.
 
 Endpoints are configured at start and changed at run time (a local deployment moves weights)
-through `PUT /_sagegate/endpoints/{name}`.
+through `PUT /_sagegate/endpoints/{name}`; each change is also written back to the `--config`
+file, so an emulator restarted by the supervisor comes back with the endpoints it had.
+
+It is a thin proxy: one aiohttp session whose pool is bounded per model server (a hung server
+holds only its own connections), the body passed through as bytes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
-import httpx
+import aiohttp
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.applications import Starlette
@@ -61,11 +67,15 @@ class RuntimeEmulator:
         *,
         timeout: float = 60.0,
         rng: random.Random | None = None,
+        config: Path | None = None,
+        per_server_connections: int = 128,
     ) -> None:
         self.endpoints = {e.name: e for e in endpoints or []}
         self._rng = rng or random.Random()
         self._timeout = timeout
-        self._http: httpx.AsyncClient | None = None
+        self._config = config
+        self._per_server = per_server_connections
+        self._http: aiohttp.ClientSession | None = None
         self._mirrors: set[asyncio.Task[None]] = set()
         self.app = Starlette(
             routes=[
@@ -80,8 +90,10 @@ class RuntimeEmulator:
 
     @asynccontextmanager
     async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
-        limits = httpx.Limits(max_connections=256, max_keepalive_connections=64)
-        async with httpx.AsyncClient(timeout=self._timeout, limits=limits) as client:
+        # SageMaker gives a container 60 s to answer; the pool is bounded per model server.
+        connector = aiohttp.TCPConnector(limit=0, limit_per_host=self._per_server)
+        timeout = aiohttp.ClientTimeout(total=self._timeout)
+        async with aiohttp.ClientSession(connector=connector, timeout=timeout, auto_decompress=False) as client:
             self._http = client
             yield
         self._http = None
@@ -113,8 +125,10 @@ class RuntimeEmulator:
         assert self._http is not None, "the emulator is not started"
         body = await request.body()
         try:
-            answer = await self._http.post(variant.url.rstrip("/") + path, content=body, headers=headers)
-        except httpx.TimeoutException:
+            async with self._http.post(variant.url.rstrip("/") + path, data=body, headers=headers) as answer:
+                content = await answer.read()
+                status, answer_headers = answer.status, answer.headers
+        except TimeoutError:
             return _error(
                 424,
                 "ModelError",
@@ -122,15 +136,15 @@ class RuntimeEmulator:
                 OriginalStatusCode=504,
                 OriginalMessage="timeout",
             )
-        except httpx.TransportError as exc:
+        except aiohttp.ClientError as exc:
             return _error(503, "ServiceUnavailable", f"variant {variant.name} of {name} is unreachable: {exc}")
-        if answer.status_code >= 400:
-            original = answer.text
+        if status >= 400:
+            original = content.decode(errors="replace")
             return _error(
                 424,
                 "ModelError",
-                f'Received client error ({answer.status_code}) from primary with message "{original}".',
-                OriginalStatusCode=answer.status_code,
+                f'Received client error ({status}) from primary with message "{original}".',
+                OriginalStatusCode=status,
                 OriginalMessage=original,
             )
         for shadow in (v for v in endpoint.variants if v.shadow and v is not variant):
@@ -139,15 +153,16 @@ class RuntimeEmulator:
             self._mirrors.add(task)
             task.add_done_callback(self._mirrors.discard)
         out_headers = {"x-amzn-invoked-production-variant": variant.name}
-        if "x-amzn-sagemaker-custom-attributes" in answer.headers:
-            out_headers["x-amzn-sagemaker-custom-attributes"] = answer.headers["x-amzn-sagemaker-custom-attributes"]
-        return Response(answer.content, 200, media_type=answer.headers.get("content-type"), headers=out_headers)
+        if "x-amzn-sagemaker-custom-attributes" in answer_headers:
+            out_headers["x-amzn-sagemaker-custom-attributes"] = answer_headers["x-amzn-sagemaker-custom-attributes"]
+        return Response(content, 200, media_type=answer_headers.get("content-type"), headers=out_headers)
 
     async def _mirror(self, shadow: VariantTarget, body: bytes, headers: dict[str, str]) -> None:
         path = f"/models/{shadow.model}/invoke" if shadow.model else "/invocations"
         assert self._http is not None
-        with contextlib.suppress(httpx.HTTPError):  # a failing shadow never affects the production answer
-            await self._http.post(shadow.url.rstrip("/") + path, content=body, headers=headers)
+        with contextlib.suppress(aiohttp.ClientError, TimeoutError):  # a failing shadow never affects the answer
+            async with self._http.post(shadow.url.rstrip("/") + path, data=body, headers=headers) as answer:
+                await answer.read()
 
     async def list_endpoints(self, request: Request) -> Response:
         body = [e.model_dump() for e in self.endpoints.values()]
@@ -161,17 +176,26 @@ class RuntimeEmulator:
         except (orjson.JSONDecodeError, ValidationError, TypeError) as exc:
             return Response(orjson.dumps({"error": str(exc).splitlines()[0]}), 400, media_type="application/json")
         self.endpoints[endpoint.name] = endpoint
+        self._save()
         return Response(endpoint.model_dump_json(), media_type="application/json")
 
     async def delete_endpoint(self, request: Request) -> Response:
         removed = self.endpoints.pop(request.path_params["name"], None)
+        self._save()
         return Response(status_code=204 if removed else 404)
+
+    def _save(self) -> None:
+        """The endpoints as they are now, where a restarted emulator reads them (atomically)."""
+        if self._config is None:
+            return
+        tmp = self._config.with_name(self._config.name + ".tmp")
+        tmp.write_bytes(orjson.dumps([e.model_dump() for e in self.endpoints.values()]))
+        os.replace(tmp, self._config)
 
 
 def main() -> None:
     """`python -m sagegate.local.emulator --port 8001 --config endpoints.json`."""
     import argparse
-    from pathlib import Path
 
     import uvicorn
 
@@ -181,9 +205,12 @@ def main() -> None:
     parser.add_argument("--config", type=Path, help="JSON list of endpoints: [{name, variants: [...]}]")
     args = parser.parse_args()
     endpoints = (
-        [EmulatedEndpoint.model_validate(e) for e in orjson.loads(args.config.read_bytes())] if args.config else []
+        [EmulatedEndpoint.model_validate(e) for e in orjson.loads(args.config.read_bytes())]
+        if args.config and args.config.exists()
+        else []
     )
-    uvicorn.run(RuntimeEmulator(endpoints).app, host=args.host, port=args.port, log_level="warning", access_log=False)
+    emulator = RuntimeEmulator(endpoints, config=args.config)
+    uvicorn.run(emulator.app, host=args.host, port=args.port, log_level="warning", access_log=False)
 
 
 if __name__ == "__main__":

@@ -40,12 +40,14 @@ def run_load(
     concurrency: int,
     users: int,
     console: Console,
+    in_order: bool = False,
 ) -> LoadResult:
+    """`requests` predictions, `concurrency` at a time: records chosen at random (with repeats), or
+    `in_order` (each record once, from the start again if there are fewer than requests)."""
     result = LoadResult()
     rng = np.random.default_rng(0)
-    plan = [
-        (records[int(rng.integers(len(records)))], f"bench-user-{int(rng.integers(users))}") for _ in range(requests)
-    ]
+    picks = [i % len(records) for i in range(requests)] if in_order else rng.integers(len(records), size=requests)
+    plan = [(records[int(i)], f"bench-user-{int(rng.integers(users))}") for i in picks]
 
     def one(item: tuple[dict[str, Any], str]) -> None:
         features, user = item

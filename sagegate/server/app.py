@@ -174,6 +174,7 @@ class InferenceApp:
             if method == "GET":
                 await self._list_models(request, send)
             elif method == "POST":
+                self._multi_model(method, path)
                 await self._load_model(request, send)
             else:
                 raise MethodNotAllowed(f"{method} is not allowed on {path}")
@@ -184,6 +185,7 @@ class InferenceApp:
             elif not action and method == "GET":
                 await _answer(send, 200, orjson.dumps(self._plane().get(name).model.describe()))
             elif not action and method == "DELETE":
+                self._multi_model(method, path)
                 await self._plane().unload(name)
                 await _answer(send, 200, orjson.dumps({"status": f"model {name!r} unloaded"}))
             else:
@@ -191,13 +193,25 @@ class InferenceApp:
         else:
             raise RouteNotFound(f"no route {method} {path}")
 
+    def _multi_model(self, method: str, path: str) -> None:
+        """Loading and unloading models over HTTP is a multi-model endpoint's API, and only its."""
+        if not self.config.multi_model:
+            raise RouteNotFound(
+                f"no route {method} {path}: loading and unloading models is the multi-model API "
+                "(SAGEGATE_MULTI_MODEL=true turns it on)"
+            )
+
     def _plane(self) -> DataPlane:
         if self.plane is None:
             raise ServerError("the server is not started")
         return self.plane
 
     async def _ping(self, send: Send) -> None:
-        if self.plane is not None and self.plane.ready:
+        plane = self.plane
+        if plane is not None and plane.ready and not plane.models and not self.config.multi_model:
+            # Every model was unloaded: this container can answer nothing, so it says so.
+            await _answer(send, 503, b'{"status":"no model is loaded"}')
+        elif plane is not None and plane.ready:
             await _answer(send, 200, b'{"status":"healthy"}')
         elif self.load_error:
             await _answer(send, 503, orjson.dumps({"status": "failed", "error": self.load_error}))
@@ -255,6 +269,16 @@ class InferenceApp:
             answer["nextPageToken"] = str(start + len(page))
         await _answer(send, 200, orjson.dumps(answer))
 
+    def _under_root(self, url: str) -> Path:
+        """The package folder `url` names, if it is inside the models root (after `..` and symbolic
+        links are resolved); else a refusal that reads the same whether or not the path exists."""
+        root = self.config.models_root.resolve()
+        path = Path(url.removeprefix("file://"))
+        resolved = (path if path.is_absolute() else root / path).resolve()
+        if resolved == root or root not in resolved.parents:
+            raise BadRequest(f"url must name a model package folder under {root}", field="url")
+        return resolved
+
     async def _load_model(self, request: _Request, send: Send) -> None:
         document = await request.json()
         if not isinstance(document, dict):
@@ -265,7 +289,7 @@ class InferenceApp:
         if not isinstance(url, str) or not url:
             raise BadRequest("url is required", field="url")
         try:
-            model = await self._plane().load(name, Path(url))
+            model = await self._plane().load(name, self._under_root(url))
         except ModelLoadError as exc:
             raise BadRequest(exc.message, model=name) from None
         await _answer(send, 200, orjson.dumps({"status": f"model {name!r} loaded", **model.describe()}))

@@ -30,8 +30,15 @@ class ServerConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     model_dir: Path = Path("/opt/ml/model")
-    host: str = "0.0.0.0"
+    # Loopback unless told: the container image sets SAGEGATE_HOST=0.0.0.0, as SageMaker requires.
+    host: str = "127.0.0.1"
     port: int = 8080
+    multi_model: bool = Field(
+        default=False, description="the multi-model API (POST /models, DELETE /models/NAME) is served"
+    )
+    models_root: Path = Field(
+        default=Path("/opt/ml/models"), description="multi-model mode: where POST /models may load packages from"
+    )
     max_batch_size: int = Field(default=32, ge=1)
     max_delay_ms: float = Field(default=10.0, ge=0)
     batch_workers: int = Field(default=1, ge=1, description="concurrent batches per model")
@@ -47,6 +54,7 @@ class ServerConfig(BaseModel):
     providers: tuple[str, ...] = ("tensorrt", "cuda", "cpu")
     intra_op_threads: int = Field(default=0, ge=0, description="0: ONNX Runtime's default")
     inter_op_threads: int = Field(default=0, ge=0)
+    spinning: bool = Field(default=True, description="ONNX Runtime threads busy-wait between runs (off: they sleep)")
     memory_budget_mb: int = Field(default_factory=default_memory_budget_mb, ge=1)
     warmup: bool = True
     request_timeout_s: float = Field(default=60.0, gt=0)

@@ -98,9 +98,16 @@ class DataPlane:
     async def load_model_dir(self) -> None:
         """Loads every package in the model directory; /ping turns 200 when this returns."""
         loop = asyncio.get_running_loop()
-        packages = await loop.run_in_executor(self._loader, discover_packages, self.config.model_dir, self._scratch)
+        model_dir = self.config.model_dir
+        if not self.config.multi_model and not model_dir.is_dir():
+            raise ModelLoadError(f"no model directory at {model_dir}")
+        packages = await loop.run_in_executor(self._loader, discover_packages, model_dir, self._scratch)
+        if not packages and not self.config.multi_model:
+            raise ModelLoadError(
+                f"no model package in {model_dir} (a folder with manifest.json and model.onnx, or model.tar.gz)"
+            )
         if not packages:
-            log.info("no model package in %s: waiting for POST /models", self.config.model_dir)
+            log.info("no model package in %s: waiting for POST /models", model_dir)
         for name, path in packages:
             await self.load(name, path)
         # What is loaded now lives as long as the process: keep it out of every future GC pass,
@@ -150,7 +157,14 @@ class DataPlane:
             return model
 
     def _load_sync(self, name: str, path: Path) -> LoadedModel:
-        model = LoadedModel.load(name, path, self.providers, self.config.intra_op_threads, self.config.inter_op_threads)
+        model = LoadedModel.load(
+            name,
+            path,
+            self.providers,
+            self.config.intra_op_threads,
+            self.config.inter_op_threads,
+            spinning=self.config.spinning,
+        )
         if self.config.warmup:
             try:
                 model.warm_up(self.config.max_batch_size)

@@ -70,6 +70,8 @@ class LoadedModel:
         providers: Sequence[str],
         intra_op_threads: int = 0,
         inter_op_threads: int = 0,
+        *,
+        spinning: bool = True,
     ) -> LoadedModel:
         import onnxruntime as ort
 
@@ -77,7 +79,7 @@ class LoadedModel:
         try:  # from the path: ORT reads the weights there (and any external data beside them)
             session = ort.InferenceSession(
                 str(package_dir / MODEL_FILE),
-                sess_options=session_options(intra_op_threads, inter_op_threads),
+                sess_options=session_options(intra_op_threads, inter_op_threads, spinning),
                 providers=list(providers),
             )
         except Exception as exc:

@@ -25,11 +25,16 @@ def choose_providers(requested: Sequence[str], available: Sequence[str]) -> list
     return chosen
 
 
-def session_options(intra_op_threads: int, inter_op_threads: int) -> Any:
+def session_options(intra_op_threads: int, inter_op_threads: int, spinning: bool = True) -> Any:
+    """`spinning`: ONNX Runtime's pool threads busy-wait for the next run (fast on a dedicated
+    instance); off, they sleep, leaving the cores to the other processes of a shared machine."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if not spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.add_session_config_entry("session.inter_op.allow_spinning", "0")
     if intra_op_threads:
         options.intra_op_num_threads = intra_op_threads
     if inter_op_threads:

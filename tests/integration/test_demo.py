@@ -51,16 +51,44 @@ def test_the_demo_runs_the_ab_test_and_reports_it(tmp_path: Path) -> None:
     assert 0.10 < requests["v2"] / 600 < 0.30  # an 80/20 split by user: 600 requests from 600 users
     assert float(rows["v1"].group(7)) > 0  # some repeated transactions were answered from the cache
     assert "Hanley-McNeil z-test" in out or "not enough outcomes" in out
-    assert "API docs: http://127.0.0.1:" in out
+    # --no-serve: the stack is stopped, and the next steps say how to bring it back first
+    assert "The demo's stack is stopped" in out and "`sagegate dev` serves them again" in out
     assert "sagegate models list" in out
-    # the demo's stack is gone: its status file is removed, its registry stays for `models list`
-    assert not (tmp_path / "state" / "demo" / "dev.json").exists()
+    # its status file is removed; its registry is the default one, so `models list` shows it as is
+    assert not (tmp_path / "state" / "dev.json").exists()
     listed = subprocess.run(
         [sys.executable, "-m", "sagegate", "models", "list"],
         capture_output=True,
         text=True,
-        env={**env, "SAGEGATE_HOME": str(tmp_path / "state" / "demo"), "COLUMNS": "200"},
+        env={**env, "COLUMNS": "200"},
         timeout=60,
         check=False,
     )
     assert "fraud" in listed.stdout and "Approved" in listed.stdout
+
+    # A second demo finds the same two versions registered (deterministic packages), not two more.
+    again = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sagegate",
+            "demo",
+            "--requests",
+            "100",
+            "--no-serve",
+            "--port",
+            str(free_port()),
+            "--emulator-port",
+            str(free_port()),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert again.returncode == 0, again.stderr[-2000:]
+    from sagegate.registry import LocalRegistry
+
+    versions = LocalRegistry(tmp_path / "state" / "registry").versions("fraud")
+    assert [v.version for v in versions] == ["1", "2"]

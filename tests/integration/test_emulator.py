@@ -1,11 +1,14 @@
-"""The SageMaker runtime emulator in front of real inference servers, driven by boto3."""
+"""The SageMaker runtime emulator in front of real inference servers, driven by the gateway's
+endpoint client and by botocore's own sagemaker-runtime client."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import numpy as np
@@ -13,8 +16,8 @@ import orjson
 import pytest
 import uvicorn
 
-from sagegate.endpoints import EndpointRejected, EndpointUnavailable
-from sagegate.endpoints.sagemaker import SageMakerEndpointClient, runtime_client
+from sagegate.endpoints import EndpointRejected, EndpointResponse, EndpointUnavailable
+from sagegate.endpoints.runtime import AsyncRuntimeClient
 from sagegate.local.data import Transactions
 from sagegate.local.emulator import EmulatedEndpoint, RuntimeEmulator
 from sagegate.local.process import ServerProcess, free_port
@@ -58,8 +61,31 @@ def two_variants(
     return emulated, url, v1, v2
 
 
-def client(url: str) -> SageMakerEndpointClient:
-    return SageMakerEndpointClient(runtime_client(endpoint_url=url, read_timeout=30, max_attempts=2))
+class _Client:
+    """The gateway's client, one call per event loop (each call makes and closes its own)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def invoke(self, endpoint: str, body: bytes, **kwargs: Any) -> EndpointResponse:
+        async def call() -> EndpointResponse:
+            client = AsyncRuntimeClient(region="local", endpoint_url=self.url)
+            try:
+                return await client.invoke(endpoint, body, timeout=30, **kwargs)
+            finally:
+                await client.aclose()
+
+        return asyncio.run(call())
+
+
+def client(url: str) -> _Client:
+    return _Client(url)
+
+
+def botocore_client(url: str) -> Any:
+    from botocore.session import get_session
+
+    return get_session().create_client("sagemaker-runtime", region_name="local", endpoint_url=url)
 
 
 def test_target_variant_reaches_that_variants_model(
@@ -105,9 +131,18 @@ def test_weights_split_traffic(two_variants: tuple, transactions: Transactions) 
 def test_sagemaker_shaped_errors(two_variants: tuple, transactions: Transactions) -> None:  # type: ignore[type-arg]
     _, url, v1, _ = two_variants
     c = client(url)
+    bad = orjson.dumps({"features": {**transactions.records[0], "hour": 99}})
     with pytest.raises(EndpointRejected, match="field 'hour'") as rejected:
-        c.invoke("fraud-prod", orjson.dumps({"features": {**transactions.records[0], "hour": 99}}), target_variant="v1")
+        c.invoke("fraud-prod", bad, target_variant="v1")
     assert rejected.value.status == 400
+    from botocore.exceptions import ClientError
+
+    with pytest.raises(ClientError) as by_botocore:  # botocore reads the emulator's error as SageMaker's
+        botocore_client(url).invoke_endpoint(
+            EndpointName="fraud-prod", Body=bad, TargetVariant="v1", ContentType="application/json"
+        )
+    assert by_botocore.value.response["Error"]["Code"] == "ModelError"
+    assert by_botocore.value.response["OriginalStatusCode"] == 400
     with pytest.raises(EndpointUnavailable, match="ValidationError: Endpoint nope not found"):
         c.invoke("nope", b"{}")
     with pytest.raises(EndpointUnavailable, match="Variant v9 not found"):

@@ -85,7 +85,8 @@ def test_multi_model_api(
     client: httpx.Client,
     tmp_path: Path,
 ) -> None:
-    server = start_server(fraud_logreg)
+    root = fraud_xgboost.path.parent  # the models root: packages may be loaded from under it only
+    server = start_server(fraud_logreg, env={"SAGEGATE_MULTI_MODEL": "true", "SAGEGATE_MODELS_ROOT": str(root)})
     record = {"instances": transactions.records[:3]}
     assert client.post(f"{server.url}/invocations", json=record).status_code == 200
 
@@ -117,9 +118,49 @@ def test_multi_model_api(
     assert client.get(f"{server.url}/models/xgb").status_code == 404
     assert client.post(f"{server.url}/models/xgb/invoke", json=record).status_code == 404
     assert client.delete(f"{server.url}/models/xgb").status_code == 404
-    missing = client.post(f"{server.url}/models", json={"model_name": "nope", "url": str(tmp_path / "absent")})
+    missing = client.post(f"{server.url}/models", json={"model_name": "nope", "url": str(root / "absent")})
     assert missing.status_code == 404
     assert client.post(f"{server.url}/models", json={"url": "/x"}).json()["field"] == "model_name"
+
+
+def test_the_multi_model_api_is_off_unless_asked_and_confined_to_its_root(
+    start_server: StartServer,
+    fraud_logreg: BuiltPackage,
+    fraud_xgboost: BuiltPackage,
+    client: httpx.Client,
+    tmp_path: Path,
+) -> None:
+    single = start_server(fraud_logreg)
+    for method, path in (("POST", "/models"), ("DELETE", "/models/fraud-logreg")):
+        refused = client.request(
+            method, f"{single.url}{path}", json={"model_name": "x", "url": str(fraud_xgboost.path)}
+        )
+        assert refused.status_code == 404 and "multi-model API" in refused.json()["error"]
+    assert client.get(f"{single.url}/ping").status_code == 200  # the model is still there
+
+    root = tmp_path / "models"
+    root.mkdir()
+    (root / "link").symlink_to(fraud_xgboost.path.parent)
+    multi = start_server(fraud_logreg, env={"SAGEGATE_MULTI_MODEL": "true", "SAGEGATE_MODELS_ROOT": str(root)})
+    answers = {}
+    for url in (
+        str(fraud_xgboost.path),  # a real package, outside the root
+        str(tmp_path / "absent"),  # nothing there
+        f"{root}/../{fraud_xgboost.path.name}",
+        "link/fraud-xgboost",  # a symbolic link out of the root
+        "/etc",
+    ):
+        answer = client.post(f"{multi.url}/models", json={"model_name": "x", "url": url})
+        answers[url] = (answer.status_code, answer.json()["error"])
+    assert set(answers.values()) == {(400, f"url must name a model package folder under {root.resolve()}")}, answers
+    # a package copied under the root loads; unloading every model leaves a multi-model server healthy
+    import shutil
+
+    shutil.copytree(fraud_xgboost.path, root / "xgb")
+    assert client.post(f"{multi.url}/models", json={"model_name": "xgb", "url": "xgb"}).status_code == 200
+    assert client.delete(f"{multi.url}/models/xgb").status_code == 200
+    assert client.delete(f"{multi.url}/models/fraud-logreg").status_code == 200
+    assert client.get(f"{multi.url}/ping").status_code == 200
 
 
 def test_a_modified_artifact_is_refused(
@@ -131,7 +172,7 @@ def test_a_modified_artifact_is_refused(
     shutil.copytree(fraud_logreg.path, tampered)
     with (tampered / "model.onnx").open("ab") as fh:
         fh.write(b"\0")
-    server = start_server(fraud_logreg)
+    server = start_server(fraud_logreg, env={"SAGEGATE_MULTI_MODEL": "true", "SAGEGATE_MODELS_ROOT": str(tmp_path)})
     refused = client.post(f"{server.url}/models", json={"model_name": "t", "url": str(tampered)})
     assert refused.status_code == 400 and "refusing to serve a modified artifact" in refused.json()["error"]
     assert [m["modelName"] for m in client.get(f"{server.url}/models").json()["models"]] == ["fraud-logreg"]
@@ -144,7 +185,9 @@ def test_a_modified_artifact_is_refused(
 def test_memory_budget_gives_507(
     start_server: StartServer, heavy: BuiltPackage, fraud_logreg: BuiltPackage, client: httpx.Client
 ) -> None:
-    server = start_server(args=("--memory-budget-mb", "100"))
+    root = {"SAGEGATE_MULTI_MODEL": "true", "SAGEGATE_MODELS_ROOT": str(heavy.path.parent)}
+    assert fraud_logreg.path.parent == heavy.path.parent
+    server = start_server(args=("--memory-budget-mb", "100"), env=root)
     full = client.post(f"{server.url}/models", json={"model_name": "heavy", "url": str(heavy.path)})
     assert full.status_code == 507 and "needs about" in full.json()["error"]
     small = client.post(f"{server.url}/models", json={"model_name": "fraud", "url": str(fraud_logreg.path)})

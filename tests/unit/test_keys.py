@@ -29,4 +29,6 @@ def test_keys_separate_models_versions_and_values() -> None:
         == 4
     )
     assert keys.lock_key(base) == base + ":lock"
+    assert base.endswith("{" + keys.features_hash({"a": 1}) + "}")  # the hash tag: key and lock in one slot
+    assert keys.hash_of(base) == keys.features_hash({"a": 1})
     assert keys.feature_key("user_id", "u1") == "sagegate:feat:user_id:u1"

@@ -65,13 +65,15 @@ def test_the_gateway_catalog_reads_registry_and_routes(tmp_path: Path, fraud_log
     assert catalog.route("fraud") == route(100)
 
 
-def test_pending_versions_are_kept_until_released(tmp_path: Path) -> None:
-    store = SqliteRouteStore(tmp_path / "routes.sqlite3")
-    store.want("fraud", "2")
-    store.want("fraud", "2")
-    assert store.pending() == {("fraud", "2")}
-    store.unwant("fraud", "2")
-    assert store.pending() == set()
+def test_wanted_servers_are_kept_until_released(tmp_path: Path) -> None:
+    from sagegate.local.stack import WantedServers
+
+    wanted = WantedServers(tmp_path / "wanted.sqlite3")
+    wanted.add("fraud", "2")
+    wanted.add("fraud", "2")
+    assert wanted.all() == {("fraud", "2")}
+    wanted.remove("fraud", "2")
+    assert wanted.all() == set()
 
 
 def test_the_gateway_reads_routes_from_the_route_table_in_aws(monkeypatch: pytest.MonkeyPatch) -> None:

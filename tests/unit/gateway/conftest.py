@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,15 +28,23 @@ from sagegate.routing import Route
 
 @dataclass
 class FakeEndpoints:
-    """Answers P(fraud) = amount / 1000 per endpoint, or fails as told; records every call."""
+    """Answers P(fraud) = amount / 1000 per endpoint, or fails as told, or hangs (a variant of
+    `hanging` answers after that many seconds, cut short by the call's timeout); records every call."""
 
     calls: list[dict[str, Any]] = field(default_factory=list)
     failing: dict[str, Exception] = field(default_factory=dict)
+    hanging: dict[str, float] = field(default_factory=dict)
 
-    def invoke(self, endpoint: str, body: bytes, **kwargs: Any) -> EndpointResponse:
+    async def invoke(self, endpoint: str, body: bytes, **kwargs: Any) -> EndpointResponse:
         self.calls.append({"endpoint": endpoint, "body": orjson.loads(body), **kwargs})
         if endpoint in self.failing:
             raise self.failing[endpoint]
+        delay = self.hanging.get(kwargs.get("target_variant") or "")
+        if delay is not None:
+            if delay > kwargs["timeout"]:
+                await asyncio.sleep(kwargs["timeout"])
+                raise EndpointUnavailable(f"endpoint {endpoint!r}: no answer within {kwargs['timeout'] * 1000:.0f} ms")
+            await asyncio.sleep(delay)
         p = min(orjson.loads(body)["features"]["amount"] / 1000, 1.0)
         answer = {
             "predictions": [{"prediction": p, "label": "fraud" if p >= 0.5 else "legit", "confidence": max(p, 1 - p)}]
@@ -66,6 +75,7 @@ class Gateway:
     catalog: InMemoryCatalog
     metrics: GatewayMetrics
     log_path: Path
+    app: Any
 
     def predict(self, **body: Any) -> Any:
         return self.client.post("/v1/predict", json={"model": "fraud", **body})
@@ -84,8 +94,9 @@ def make_gateway(tmp_path: Path) -> Iterator[Callable[..., Gateway]]:
     def make(
         routes: list[dict[str, Any]] | None = None,
         manifests: list[ModelManifest] | None = None,
-        inline: bool = False,
         max_body_bytes: int = 4096,
+        predictor_options: dict[str, Any] | None = None,
+        api_key: str | None = None,
     ) -> Gateway:
         catalog = InMemoryCatalog(
             manifests if manifests is not None else [manifest("1"), manifest("2", default_prediction=0.0)],
@@ -113,10 +124,11 @@ def make_gateway(tmp_path: Path) -> Iterator[Callable[..., Gateway]]:
             features=OnlineFeatureStore(None),
             prediction_log=JsonLinesLog(log_path),
             metrics=metrics,
+            **(predictor_options or {}),
         )
-        app = create_app(GatewaySettings(max_body_bytes=max_body_bytes, inline_handlers=inline))
+        app = create_app(GatewaySettings(max_body_bytes=max_body_bytes, api_key=api_key))
         app.dependency_overrides[current_predictor] = lambda: predictor
-        return Gateway(TestClient(app), endpoints, catalog, metrics, log_path)
+        return Gateway(TestClient(app), endpoints, catalog, metrics, log_path, app)
 
     yield make
 

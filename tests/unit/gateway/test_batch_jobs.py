@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 from fastapi.testclient import TestClient
 from moto import mock_aws
 
-from sagegate.batch.jobs import BatchRequest, LocalJobs, StepFunctionsJobs, transform_parameters
+from sagegate.batch.jobs import BatchRequest, JobRefused, LocalJobs, StepFunctionsJobs, transform_parameters
 from sagegate.deploy.routes import SqliteRouteStore
 from sagegate.gateway.app import create_app, current_jobs, current_predictor
 from sagegate.gateway.cache import PredictionCache
@@ -41,22 +41,21 @@ def test_a_local_batch_job_runs_and_reports_progress(
         prediction_log=NullLog(),
         metrics=GatewayMetrics(emit=False),
     )
-    jobs = LocalJobs(registry)
+    data = tmp_path / "data"
+    data.mkdir()
+    jobs = LocalJobs(registry, data)
     app = create_app(GatewaySettings())
     app.dependency_overrides[current_predictor] = lambda: predictor
     app.dependency_overrides[current_jobs] = lambda: jobs
     client = TestClient(app)
-    source = tmp_path / "in.parquet"
+    source = data / "in.parquet"
     pq.write_table(pa.Table.from_pylist(transactions.records[:2000]), source)
-    body = {"model": "fraud", "input_uri": str(source), "output_uri": str(tmp_path / "out"), "batch_size": 300}
+    body = {"model": "fraud", "input_uri": "in.parquet", "output_uri": "out", "batch_size": 300}
     pending = client.post("/v1/batch_predict", json=body)  # as `sagegate batch`: the latest approved
     assert pending.status_code == 404 and "no approved version" in pending.json()["error"]
     registry.approve("fraud", "1", by="test")
 
-    started = client.post(
-        "/v1/batch_predict",
-        json={"model": "fraud", "input_uri": str(source), "output_uri": str(tmp_path / "out"), "batch_size": 300},
-    )
+    started = client.post("/v1/batch_predict", json=body)
     assert started.status_code == 202, started.text
     job_id = started.json()["job_id"]
     deadline = time.monotonic() + 60
@@ -65,6 +64,7 @@ def test_a_local_batch_job_runs_and_reports_progress(
     assert status["status"] == "SUCCEEDED", status
     assert (status["progress"], status["eta_seconds"], status["predicted"]) == (100.0, 0, 2000)
     assert pq.read_table(status["outputs"][0]).num_rows == 2000
+    assert Path(status["outputs"][0]).is_relative_to(data / "out")
     assert client.get("/v1/jobs/nope").status_code == 404
     missing = client.post("/v1/batch_predict", json={"model": "churn", "input_uri": "x", "output_uri": "y"})
     assert missing.status_code == 404
@@ -72,6 +72,37 @@ def test_a_local_batch_job_runs_and_reports_progress(
         "/v1/batch_predict", json={"model": "fraud", "input_uri": "x", "output_uri": "y", "capacity": "cheap"}
     )
     assert bad.status_code == 422 and "capacity" in [f["field"] for f in bad.json()["fields"]]
+
+
+def test_a_local_batch_job_reads_and_writes_only_in_the_data_folder(
+    tmp_path: Path, fraud_logreg: BuiltPackage, transactions: Transactions
+) -> None:
+    """Paths outside the stack's data folder are refused alike whether or not they exist: a caller
+    learns nothing of the host's files, and nothing is read or written."""
+    registry = LocalRegistry(tmp_path / "registry")
+    registry.approve("fraud", registry.register(fraud_logreg.path)[0].version, by="test")
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "in.parquet").write_bytes(b"")
+    (tmp_path / "secret.parquet").write_bytes(b"")
+    (data / "escape").symlink_to(tmp_path)
+    jobs = LocalJobs(registry, data)
+    request = {"model": "fraud", "batch_size": 300}
+    for field, other in (("input_uri", "output_uri"), ("output_uri", "input_uri")):
+        for outside in (
+            str(tmp_path / "secret.parquet"),  # exists
+            str(tmp_path / "missing.parquet"),  # does not
+            "../secret.parquet",
+            "escape/secret.parquet",  # a symbolic link out of the folder
+            "/etc/passwd",
+        ):
+            refused = None
+            try:
+                jobs.start(BatchRequest.model_validate({**request, field: outside, other: "in.parquet"}), manifest("1"))
+            except JobRefused as exc:
+                refused = (exc.field, str(exc))
+            assert refused == (field, f"{field} must be a path under the stack's data folder {data.resolve()}")
+    assert not (tmp_path / "out").exists()
 
 
 def test_step_functions_jobs_start_the_workflow_and_read_progress_from_s3() -> None:

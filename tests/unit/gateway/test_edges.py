@@ -119,8 +119,8 @@ def test_multiclass_answers_carry_their_probabilities(make_gateway: MakeGateway)
     gw = make_gateway()
     real = gw.endpoints.invoke
 
-    def three_classes(endpoint: str, body: bytes, **kwargs: object):  # type: ignore[no-untyped-def]
-        answer = real(endpoint, body, **kwargs)
+    async def three_classes(endpoint: str, body: bytes, **kwargs: object):  # type: ignore[no-untyped-def]
+        answer = await real(endpoint, body, **kwargs)
         import orjson
 
         return type(answer)(

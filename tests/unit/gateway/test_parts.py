@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -15,7 +16,7 @@ from sagegate.gateway.catalog import CachedCatalog, InMemoryCatalog
 from sagegate.gateway.metrics import GatewayMetrics
 from sagegate.gateway.online_features import OnlineFeatureStore
 from sagegate.gateway.prediction_log import FirehoseLog
-from sagegate.gateway.redis_support import redis_client
+from sagegate.gateway.redis_support import Breaker, cache_store, redis_client
 from sagegate.routing import Route
 from tests.unit.gateway.conftest import manifest
 
@@ -86,54 +87,65 @@ def test_metrics_flush_one_emf_document_per_model_and_variant(capsys: pytest.Cap
     assert metrics.total("latency_ms", model="fraud") == 4.0
 
 
-def test_a_hanging_redis_costs_the_budget_once_then_is_skipped(silent_port: int) -> None:
-    client = redis_client(f"redis://127.0.0.1:{silent_port}/0", budget_ms=50)
-    store = OnlineFeatureStore(client)
-    started = time.perf_counter()
-    first = store.fetch("user_id", "u1", {"amount"})
-    assert first.available is False and first.values == {}
-    assert time.perf_counter() - started < 5  # bounded by the budget, not by a default socket timeout
-    again = store.fetch("user_id", "u1", {"amount"})
-    assert again.available is False  # the breaker skips Redis for a while
+def test_a_hanging_redis_costs_the_budget_three_times_then_is_skipped(silent_port: int) -> None:
+    async def scenario() -> None:
+        client = redis_client(f"redis://127.0.0.1:{silent_port}/0", budget_ms=50)
+        asked: list[str] = []
+        real_hgetall = client.hgetall
 
-    cache = PredictionCache(redis_client(f"redis://127.0.0.1:{silent_port}/0", budget_ms=50))
-    calls: list[int] = []
+        async def counted(name: str) -> Any:
+            asked.append(name)
+            return await real_hgetall(name)
 
-    def compute() -> dict[str, Any]:
-        calls.append(1)
-        return {"prediction": 0.5}
+        client.hgetall = counted
+        breaker = Breaker(threshold=3)
+        store = OnlineFeatureStore(client, breaker)
+        for _ in range(3):
+            started = time.perf_counter()
+            lookup = await store.fetch("user_id", "u1", {"amount"})
+            assert lookup.available is False and lookup.values == {}
+            assert time.perf_counter() - started < 5  # bounded by the budget, not by a default socket timeout
+            assert breaker.open is (_ == 2)  # a slow answer or two is not an outage; three in a row are
+        again = await store.fetch("user_id", "u1", {"amount"})
+        assert again.available is False and len(asked) == 3  # skipped, not asked
 
-    outcome = cache.get_or_compute("k", 60, compute)
-    assert (outcome.value, outcome.hit, calls) == ({"prediction": 0.5}, False, [1])
-    assert cache.unavailable >= 1
+        cache = PredictionCache(cache_store(redis_client(f"redis://127.0.0.1:{silent_port}/0", budget_ms=50)))
+        calls: list[int] = []
+
+        async def compute() -> dict[str, Any]:
+            calls.append(1)
+            return {"prediction": 0.5}
+
+        outcome = await cache.get_or_compute("k", 60, compute)
+        assert (outcome.value, outcome.hit, calls) == ({"prediction": 0.5}, False, [1])
+        assert cache.unavailable >= 1
+
+    asyncio.run(scenario())
 
 
 def test_the_in_process_store_serves_the_cache_and_features_like_redis() -> None:
-    import threading as th
+    async def scenario() -> None:
+        client = redis_client("memory://", budget_ms=20)
+        assert client is redis_client("memory://", budget_ms=20)  # one store per process
+        cache = PredictionCache(cache_store(client), wait=2.0, clock=time.time)
+        calls: list[int] = []
+        gate = asyncio.Event()
 
-    client = redis_client("memory://", budget_ms=20)
-    assert client is redis_client("memory://", budget_ms=20)  # one store per process
-    cache = PredictionCache(client, wait=2.0, clock=time.time)
-    calls: list[int] = []
-    gate = th.Event()
+        async def compute() -> dict[str, Any]:
+            calls.append(1)
+            await asyncio.wait_for(gate.wait(), 1)
+            return {"prediction": 0.25}
 
-    def compute() -> dict[str, Any]:
-        calls.append(1)
-        gate.wait(1)
-        return {"prediction": 0.25}
+        waiting = [asyncio.create_task(cache.get_or_compute("k-mem", 1, compute)) for _ in range(8)]
+        await asyncio.sleep(0.2)
+        gate.set()
+        results = await asyncio.gather(*waiting)
+        assert len(calls) == 1 and sum(r.hit for r in results) == 7  # single-flight
+        await asyncio.sleep(1.1)
+        stale = await cache.read("k-mem")
+        assert stale is not None and not stale.fresh  # past its TTL, kept for degraded answers
+        store = OnlineFeatureStore(client)
+        await store.put("user_id", "u9", {"amount": 12.5, "channel": "web"})
+        assert (await store.fetch("user_id", "u9", {"amount"})).values == {"amount": 12.5}
 
-    results: list[Any] = []
-    threads = [th.Thread(target=lambda: results.append(cache.get_or_compute("k-mem", 1, compute))) for _ in range(8)]
-    for t in threads:
-        t.start()
-    time.sleep(0.2)
-    gate.set()
-    for t in threads:
-        t.join()
-    assert len(calls) == 1 and sum(r.hit for r in results) == 7  # single-flight
-    time.sleep(1.1)
-    stale = cache.read("k-mem")
-    assert stale is not None and not stale.fresh  # past its TTL, kept for degraded answers
-    store = OnlineFeatureStore(client)
-    store.put("user_id", "u9", {"amount": 12.5, "channel": "web"})
-    assert store.fetch("user_id", "u9", {"amount"}).values == {"amount": 12.5}
+    asyncio.run(scenario())
