@@ -86,7 +86,7 @@ class AiohttpTransport:
                 return response.status, {k.lower(): v for k, v in response.headers.items()}, content
         except TimeoutError:
             raise TimedOut from None
-        except aiohttp.ClientConnectionError as exc:  # refused, reset, or a kept-alive connection closed
+        except aiohttp.ClientError as exc:  # refused, reset, cut short mid-answer, or not HTTP at all
             raise Dropped(f"{type(exc).__name__}: {exc}") from None
 
     async def close(self) -> None:

@@ -211,3 +211,46 @@ def test_a_refused_connection_is_retried_within_the_budget(transport: str) -> No
         port = probe.getsockname()[1]  # closed again: nothing listens there
     with pytest.raises(EndpointUnavailable, match=r"ClientConnectorError|NewConnectionError"):
         invoke(ours(f"http://127.0.0.1:{port}", transport), timeout=1.0, attempts=2)
+
+
+def _raw_server(answer: bytes) -> tuple[str, threading.Thread]:
+    """A server that reads one request, writes `answer` as is and closes: what a runtime killed
+    mid-answer, or something that is not HTTP, looks like on the wire."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+
+    def serve() -> None:
+        with server:
+            server.settimeout(5)
+            for _ in range(2):  # one per attempt
+                try:
+                    connection, _ = server.accept()
+                except OSError:
+                    return
+                with connection:
+                    connection.recv(65536)
+                    connection.sendall(answer)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    return f"http://127.0.0.1:{server.getsockname()[1]}", thread
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"predic",  # cut short
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n{\"pre",  # a chunk cut short
+        b"SSH-2.0-OpenSSH_9.2\r\n",  # not HTTP at all
+        b"",  # closed without a word
+    ],
+    ids=["content-length", "chunked", "not-http", "empty"],
+)
+def test_an_answer_cut_short_or_not_http_is_a_failure_to_retry_never_another_exception(
+    answer: bytes, transport: str
+) -> None:
+    url, thread = _raw_server(answer)
+    with pytest.raises(EndpointUnavailable):
+        invoke(ours(url, transport), timeout=1.0, attempts=2)
+    thread.join(10)
