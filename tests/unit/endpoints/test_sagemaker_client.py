@@ -240,8 +240,8 @@ def _raw_server(answer: bytes) -> tuple[str, threading.Thread]:
 @pytest.mark.parametrize(
     "answer",
     [
-        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"predic",  # cut short
-        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n{\"pre",  # a chunk cut short
+        b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"predic',  # cut short
+        b'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n{"pre',  # a chunk cut short
         b"SSH-2.0-OpenSSH_9.2\r\n",  # not HTTP at all
         b"",  # closed without a word
     ],
