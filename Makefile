@@ -51,6 +51,7 @@ bench: setup
 	bash scripts/ensure-tools.sh wrk redis-server
 	$(PY) benchmarks/server_throughput.py
 	$(PY) benchmarks/gateway_overhead.py
+	$(PY) benchmarks/stack_throughput.py
 
 clean:
 	rm -rf $(VENV) node_modules cdk.out .sagegate .pytest_cache .mypy_cache .ruff_cache

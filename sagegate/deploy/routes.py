@@ -190,14 +190,10 @@ def next_route(
     if current is None or replace:
         if shadow or (traffic is not None and traffic < 100 and current is None):
             raise RegistryError(f"model {model!r} has no live version to share traffic with: deploy it first")
-        endpoint = current.endpoint if current else f"{model}-local"
-        return Route(
-            model=model,
-            endpoint=endpoint,
-            variants=[Variant(name=name, model_version=version, weight=100)],
-            split=current.split if current else "user",
-            fallback=current.fallback if current else None,
-        )
+        only = [Variant(name=name, model_version=version, weight=100)]
+        if current is not None:  # the route's own settings (split, fallback, TTL, budget) stay
+            return current.model_copy(update={"variants": only, "shadow": None})
+        return Route(model=model, endpoint=f"{model}-local", variants=only)
     others = [v for v in current.variants if v.name not in (name, current.shadow)]
     if shadow:
         variants = [*others, Variant(name=name, model_version=version, weight=0)]

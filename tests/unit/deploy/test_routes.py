@@ -94,3 +94,38 @@ def test_the_gateway_reads_routes_from_the_route_table_in_aws(monkeypatch: pytes
         finally:
             gateway_app.get_settings.cache_clear()
             gateway_app.get_catalog.cache_clear()
+
+
+def test_a_replacing_deploy_keeps_the_routes_own_settings() -> None:
+    from sagegate.deploy.routes import next_route
+
+    tuned = route(100).model_copy(update={"timeout_ms": 250, "attempts": 3, "cache_ttl_s": 60, "fallback": "rules"})
+    replaced = next_route(tuned, "fraud", "2", replace=True)
+    assert [(v.model_version, v.weight) for v in replaced.variants] == [("2", 100)]
+    assert (replaced.timeout_ms, replaced.attempts, replaced.cache_ttl_s, replaced.fallback) == (250, 3, 60, "rules")
+
+
+def test_the_route_command_sets_a_models_budget_and_refuses_bad_values(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from sagegate.cli import app
+    from sagegate.local.stack import StackPaths
+
+    monkeypatch.setenv("SAGEGATE_HOME", str(tmp_path))
+    store = SqliteRouteStore(StackPaths(tmp_path).routes)
+    store.put(route(100), "deploy v1")
+    result = CliRunner().invoke(app, ["route", "fraud", "--timeout-ms", "250", "--attempts", "3"])
+    assert result.exit_code == 0, result.output
+    assert "time budget 250 ms, attempts 3" in result.output
+    now = store.get("fraud")
+    assert now is not None and (now.timeout_ms, now.attempts) == (250, 3)
+    assert store.history("fraud")[-1][2] == "settings timeout_ms=250, attempts=3"
+
+    refused = CliRunner().invoke(app, ["route", "fraud", "--attempts", "9"])
+    assert refused.exit_code == 1
+    assert "--attempts" in refused.output and "less than or equal to 5" in refused.output
+    assert CliRunner().invoke(app, ["route", "fraud", "--fallback", "nothing"]).exit_code == 1
+    assert CliRunner().invoke(app, ["route", "ghost"]).exit_code == 1
+    assert store.get("fraud") == now  # nothing written by a refusal
