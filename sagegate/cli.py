@@ -552,6 +552,53 @@ def _print_route(route: Any) -> None:
 
 
 @app.command()
+def route(
+    model: str,
+    timeout_ms: Annotated[
+        int | None, typer.Option(help="time for an endpoint call, retries included; then the answer degrades")
+    ] = None,
+    attempts: Annotated[
+        int | None, typer.Option(help="endpoint attempts at most (a retry only when one can help)")
+    ] = None,
+    cache_ttl_s: Annotated[int | None, typer.Option(help="how long a prediction is served from the cache")] = None,
+    fallback: Annotated[str | None, typer.Option(help="model asked when this one cannot answer ('' for none)")] = None,
+) -> None:
+    """Show the model's live route, or change its settings (time budget, attempts, cache TTL, fallback)."""
+    from pydantic import ValidationError
+
+    from sagegate.deploy.routes import SqliteRouteStore
+
+    store = SqliteRouteStore(_stack_paths().routes)
+    current = store.get(model)
+    if current is None:
+        fail(f"model {model!r} is not deployed")
+    changes: dict[str, Any] = {
+        name: value
+        for name, value in (("timeout_ms", timeout_ms), ("attempts", attempts), ("cache_ttl_s", cache_ttl_s))
+        if value is not None
+    }
+    if fallback is not None:
+        if fallback and store.get(fallback) is None:
+            fail(f"fallback model {fallback!r} is not deployed")
+        changes["fallback"] = fallback or None
+    if changes:
+        try:
+            current = type(current).model_validate({**current.model_dump(), **changes})
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            fail(f"--{str(error['loc'][0]).replace('_', '-')}: {error['msg']}")
+        store.put(current, "settings " + ", ".join(f"{k}={v}" for k, v in changes.items()))
+    _print_route(current)
+    budget = f"{current.timeout_ms} ms" if current.timeout_ms else "the gateway's default"
+    tries = current.attempts or "the gateway's default"
+    console.print(
+        f"time budget {budget}, attempts {tries}, cache TTL {current.cache_ttl_s} s, "
+        f"fallback {current.fallback or 'none'}",
+        highlight=False,
+    )
+
+
+@app.command()
 def rollback(model: str) -> None:
     """Put the model's previous route (versions and weights) back."""
     from sagegate.deploy.local import rollback as rollback_local
@@ -773,6 +820,9 @@ def batch(
     id_column: Annotated[list[str] | None, typer.Option(help="input columns copied to the output")] = None,
     chunk_rows: Annotated[int, typer.Option(help="rows per chunk (and per checkpoint)")] = 50_000,
     threads: Annotated[int, typer.Option(help="ONNX Runtime threads (0: all cores)")] = 0,
+    restart: Annotated[
+        bool, typer.Option(help="predict everything again, discarding a run in --output that cannot continue")
+    ] = False,
 ) -> None:
     """Predict every record of a file or folder; a killed run resumes from its checkpoint."""
     from contextlib import ExitStack
@@ -784,7 +834,7 @@ def batch(
         def render(self, task: Any) -> Text:
             return Text(f"{task.speed:,.0f} rows/s" if task.speed else "")
 
-    from sagegate.batch.engine import count_rows, run_batch, shards
+    from sagegate.batch.engine import RunConflict, count_rows, run_batch, shards
     from sagegate.batch.runner import batch_model
     from sagegate.registry import chosen_version
     from sagegate.server.exceptions import ModelLoadError
@@ -821,14 +871,19 @@ def batch(
             task = progress.add_task(
                 f"{loaded.manifest.name} v{loaded.manifest.version} over {len(files)} file(s)", total=total
             )
-            summary = run_batch(
-                loaded,
-                source,
-                output,
-                chunk_rows=chunk_rows,
-                id_columns=id_column,
-                on_chunk=lambda n: progress.advance(task, n),
-            )
+            try:
+                summary = run_batch(
+                    loaded,
+                    source,
+                    output,
+                    chunk_rows=chunk_rows,
+                    id_columns=id_column,
+                    on_chunk=lambda n: progress.advance(task, n),
+                    restart=restart,
+                )
+            except RunConflict as exc:
+                progress.stop()
+                fail(str(exc))
             elapsed = progress.tasks[0].elapsed or 1e-9
     console.print(
         f"{summary.rows:,} rows: {summary.predicted:,} predicted, {summary.rejected:,} rejected "

@@ -40,7 +40,7 @@ import pyarrow.parquet as pq
 from sagegate.batch.columns import ColumnBatch, RowError, unreadable, validate_columns, validate_records
 from sagegate.server.model import LoadedModel
 
-__all__ = ["FORMATS", "BatchSummary", "count_rows", "run_batch", "shards"]
+__all__ = ["FORMATS", "BatchSummary", "RunConflict", "count_rows", "run_batch", "shards"]
 
 FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
 _EXTENSIONS = {"csv": ".csv", "jsonl": ".jsonl", "parquet": ".parquet"}
@@ -251,16 +251,87 @@ def _write(table: pa.Table, path: Path, kind: str) -> None:
     os.replace(tmp, path)
 
 
+class RunConflict(ValueError):
+    """The output folder holds (part of) a run over another model, input or chunking."""
+
+
+def _file_sha256(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while block := fh.read(_BLOCK):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _fingerprint(
+    model: LoadedModel, files: list[Path], chunk_rows: int, ids: list[str], earlier: dict[str, Any] | None
+) -> dict[str, Any]:
+    """What a run's chunks depend on: the model's bytes, each shard's bytes, the chunking and the id
+    columns. A shard's sha256 is reused from the earlier run while its size and mtime are unchanged
+    (hashing a large input again on every resume would cost seconds); a copied or downloaded input
+    (a new mtime, as on a spot job's restart) is hashed again and compared by content."""
+    known = (earlier or {}).get("shards", {})
+    shards: dict[str, Any] = {}
+    for path in files:
+        stat = path.stat()
+        before = known.get(path.name, {})
+        same = before.get("size") == stat.st_size and before.get("mtime_ns") == stat.st_mtime_ns
+        digest = before["sha256"] if same and "sha256" in before else _file_sha256(path)
+        shards[path.name] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": digest}
+    manifest = model.manifest
+    return {
+        "model": {"name": manifest.name, "version": manifest.version, "sha256": manifest.sha256},
+        "chunk_rows": chunk_rows,
+        "id_columns": ids,
+        "shards": shards,
+    }
+
+
+def _differences(earlier: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    said: list[str] = []
+    if earlier.get("model") != now["model"]:
+        was = earlier.get("model", {})
+        said.append(
+            f"the model was {was.get('name')} v{was.get('version')} (sha256 {str(was.get('sha256'))[:12]}), now "
+            f"{now['model']['name']} v{now['model']['version']} (sha256 {now['model']['sha256'][:12]})"
+        )
+    for name in ("chunk_rows", "id_columns"):
+        if earlier.get(name) != now[name]:
+            said.append(f"{name.replace('_', ' ')} was {earlier.get(name)}, now {now[name]}")
+    before, after = earlier.get("shards", {}), now["shards"]
+    for name in sorted(set(before) | set(after)):
+        if name not in after:
+            said.append(f"input {name} is gone")
+        elif name not in before:
+            said.append(f"input {name} is new")
+        elif before[name].get("sha256") != after[name]["sha256"]:
+            said.append(f"input {name} changed")
+    return said
+
+
 class _Checkpoint:
-    """The chunks done, per shard, with how many rows each predicted and rejected."""
+    """The chunks done, per shard, with how many rows each predicted and rejected, and the
+    fingerprint of the run they belong to."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         loaded = json.loads(path.read_text()) if path.exists() else {}
-        self.done: dict[str, dict[str, list[int]]] = {
-            shard: {str(c): [0, 0] for c in chunks} if isinstance(chunks, list) else chunks
-            for shard, chunks in loaded.items()
-        }
+        self.run: dict[str, Any] | None = loaded.get("run")
+        self.done: dict[str, dict[str, list[int]]] = loaded.get("done", {})
+
+    def bind(self, run: dict[str, Any]) -> None:
+        """Continue only the same run: the same model, inputs, chunking and id columns."""
+        if self.done:
+            said = _differences(self.run, run) if self.run is not None else ["it has no fingerprint"]
+            if said:
+                raise RunConflict(
+                    f"{self.path.parent} holds a run that cannot be continued ({'; '.join(said)}): "
+                    "give another --output, or --restart to predict everything again"
+                )
+        self.run = run
+        self._save()
 
     def has(self, shard: str, chunk: int) -> bool:
         return str(chunk) in self.done.get(shard, {})
@@ -271,8 +342,11 @@ class _Checkpoint:
 
     def record(self, shard: str, chunk: int, predicted: int, rejected: int) -> None:
         self.done.setdefault(shard, {})[str(chunk)] = [predicted, rejected]
+        self._save()
+
+    def _save(self) -> None:
         tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.done))
+        tmp.write_text(json.dumps({"run": self.run, "done": self.done}))
         os.replace(tmp, self.path)
 
 
@@ -323,16 +397,23 @@ def run_batch(
     chunk_rows: int = 50_000,
     id_columns: list[str] | None = None,
     on_chunk: Callable[[int], None] | None = None,
+    restart: bool = False,
 ) -> BatchSummary:
-    """Predicts every row of `source` into `output` (a folder); resumable with the same arguments."""
-    output.mkdir(parents=True, exist_ok=True)
-    parts, errors = output / "_parts", output / "_errors"
-    parts.mkdir(exist_ok=True)
-    errors.mkdir(exist_ok=True)
-    checkpoint = _Checkpoint(output / "_checkpoint.json")
-    summary = BatchSummary()
+    """Predicts every row of `source` into `output` (a folder); resumable with the same model, input
+    and arguments (anything else raises RunConflict, unless `restart` starts over)."""
     files = shards(source)
     ids = list(id_columns or [])
+    output.mkdir(parents=True, exist_ok=True)
+    parts, errors = output / "_parts", output / "_errors"
+    if restart:
+        shutil.rmtree(parts, ignore_errors=True)
+        shutil.rmtree(errors, ignore_errors=True)
+        (output / "_checkpoint.json").unlink(missing_ok=True)
+    checkpoint = _Checkpoint(output / "_checkpoint.json")
+    checkpoint.bind(_fingerprint(model, files, chunk_rows, ids, checkpoint.run))
+    parts.mkdir(exist_ok=True)
+    errors.mkdir(exist_ok=True)
+    summary = BatchSummary()
     with _Writer(checkpoint) as writer:
         for shard in files:
             counts = summary.shards.setdefault(shard.name, {"rows": 0, "predicted": 0, "rejected": 0})

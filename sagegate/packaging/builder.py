@@ -36,7 +36,7 @@ from sagegate.manifest import (
     one_of,
 )
 from sagegate.packaging.archive import sha256_file, write_archive
-from sagegate.packaging.converters import Converted, convert, shape_of
+from sagegate.packaging.converters import Converted, check_columns, convert, shape_of
 from sagegate.packaging.exceptions import PackageError, ParityError
 
 __all__ = ["BuiltPackage", "build_package", "generated_records", "onnx_predict"]
@@ -148,6 +148,7 @@ def build_package(
     plain = [f.name for f in parsed if not f.type.is_numeric and f.encoding is None]
     if plain and not shape.columns:
         raise PackageError(f"feature {plain[0]!r}: a text feature needs a one_hot or ordinal step for this model")
+    check_columns(model, framework_, parsed, shape)
     pipeline = FeaturePipeline(parsed, input_name=shape.input_name, input_types=shape.columns)
     try:
         sample_rows = pipeline.rows_from_records(sample)

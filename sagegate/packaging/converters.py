@@ -22,10 +22,10 @@ from typing import Any
 
 import numpy as np
 
-from sagegate.manifest import Feature, Framework, InputType, Task
+from sagegate.manifest import Feature, Framework, InputType, OneHot, Task
 from sagegate.packaging.exceptions import PackageError
 
-__all__ = ["Converted", "Shape", "convert", "load_model_file", "shape_of"]
+__all__ = ["Converted", "Shape", "check_columns", "convert", "load_model_file", "shape_of"]
 
 TARGET_OPSET = 17
 BOOSTER_OPSET = 15  # the highest onnxmltools' XGBoost and LightGBM converters support
@@ -98,6 +98,88 @@ def shape_of(model: Any, framework: Framework, features: Sequence[Feature], widt
             raise PackageError(f"the ONNX model's inputs are {sorted(inputs)}; the spec's features are {list(types)}")
         return Shape(width, columns={name: inputs[name] for name in types})
     return Shape(width)
+
+
+def matrix_columns(features: Sequence[Feature]) -> list[str]:
+    """The names of the matrix's columns, as a data frame would name them: a feature's own name, or
+    `<name>_<category>` for each column of its one-hot encoding (pandas.get_dummies' names)."""
+    columns: list[str] = []
+    for f in features:
+        if f.width == 1 and not isinstance(f.encoding, OneHot):
+            columns.append(f.name)
+        else:
+            columns.extend(f"{f.name}_{category}" for category in f.encoded_categories)
+    return columns
+
+
+def fitted_columns(model: Any, framework: Framework) -> list[str] | None:
+    """The column names the model was fit on, where it kept them (a fit on a data frame)."""
+    names: Any = None
+    if framework is Framework.SKLEARN:
+        final = model.steps[-1][1] if hasattr(model, "steps") else model
+        names = getattr(model, "feature_names_in_", None)
+        names = names if names is not None else getattr(final, "feature_names_in_", None)
+    elif framework is Framework.XGBOOST:
+        with contextlib.suppress(Exception):
+            names = model.get_booster().feature_names
+    elif framework is Framework.LIGHTGBM:
+        with contextlib.suppress(Exception):
+            names = model.feature_name() if callable(getattr(model, "feature_name", None)) else model.feature_name_
+    elif framework is Framework.CATBOOST:
+        names = getattr(model, "feature_names_", None)
+    return None if names is None else [str(n) for n in names]
+
+
+def check_columns(model: Any, framework: Framework, features: Sequence[Feature], shape: Shape) -> None:
+    """Refuses a spec whose features are not in the order of the columns the model was fit on: the
+    model would read each value as another feature's and answer confidently wrong. Only names that
+    are the spec's own columns are compared (a model fit on a bare matrix has f0, Column_0, 0...)."""
+    if shape.columns:
+        return  # inputs named per feature: no order to get wrong
+    fitted = fitted_columns(model, framework)
+    if not fitted:
+        return
+    ours = matrix_columns(features)
+    if len(fitted) != len(ours):
+        if set(fitted) & set(ours):
+            raise PackageError(
+                f"the model was fit on {len(fitted)} columns {_listed(fitted)}; the spec's features make "
+                f"{len(ours)}: {_listed(ours)}"
+            )
+        return
+    known = set(ours)
+    for at, (theirs, mine) in enumerate(zip(fitted, ours, strict=True)):
+        if theirs in known and theirs != mine:
+            raise PackageError(
+                f"column {at} of the model's input is {theirs!r} where the spec's features put {mine!r}: "
+                f"the model was fit on {_listed(fitted)}; list the spec's features in that order"
+            )
+    _check_category_order(model, framework, features)
+
+
+def _check_category_order(model: Any, framework: Framework, features: Sequence[Feature]) -> None:
+    """LightGBM fit on pandas categoricals codes each category by its position in the dtype's
+    categories: an ordinal encoding in another order would feed it other categories."""
+    if framework is not Framework.LIGHTGBM:
+        return
+    booster = model if callable(getattr(model, "feature_name", None)) else getattr(model, "booster_", None)
+    categoricals = getattr(booster, "pandas_categorical", None) or []
+    ordinal = [f for f in features if f.encoding is not None and not isinstance(f.encoding, OneHot)]
+    if len(categoricals) != len(ordinal):
+        return
+    for feature, categories in zip(ordinal, categoricals, strict=True):
+        theirs = [str(c) for c in categories]
+        if theirs != feature.encoded_categories:
+            raise PackageError(
+                f"feature {feature.name!r}: the model was fit on the categories {theirs} in that order (pandas "
+                f"categorical codes); the spec's ordinal step gives {feature.encoded_categories}: give them in "
+                "the model's order"
+            )
+
+
+def _listed(names: Sequence[str], most: int = 8) -> str:
+    shown = ", ".join(names[:most])
+    return f"[{shown}{', ...' if len(names) > most else ''}]"
 
 
 def _source_matrix(inputs: Inputs, shape: Shape) -> np.ndarray:

@@ -112,13 +112,16 @@ def test_a_killed_run_resumes_and_every_row_is_written_exactly_once(tmp_path: Pa
     checkpoint = out / "_checkpoint.json"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        if checkpoint.exists() and len(json.loads(checkpoint.read_text() or "{}").get("big.parquet", [])) >= 3:
+        if (
+            checkpoint.exists()
+            and len(json.loads(checkpoint.read_text() or "{}").get("done", {}).get("big.parquet", [])) >= 3
+        ):
             break
         time.sleep(0.005)
     os.kill(first.pid, signal.SIGKILL)
     first.wait()
     assert not (out / "_summary.json").exists(), "the run finished before it could be killed"
-    done_before = len(json.loads(checkpoint.read_text())["big.parquet"])
+    done_before = len(json.loads(checkpoint.read_text())["done"]["big.parquet"])
     assert 3 <= done_before < n // 2000
 
     second = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
@@ -126,3 +129,59 @@ def test_a_killed_run_resumes_and_every_row_is_written_exactly_once(tmp_path: Pa
     assert f"{done_before} chunks already done" in second.stderr.replace("\n", " ")
     ids = pq.read_table(out / "big.predictions.parquet", columns=["id"]).column("id").to_numpy()
     assert len(ids) == n and np.array_equal(np.sort(ids), np.arange(n))  # each row exactly once
+
+
+def test_a_run_over_another_model_or_changed_input_is_not_continued(
+    tmp_path: Path, fraud_xgboost: BuiltPackage, fraud_logreg: BuiltPackage, transactions: Transactions
+) -> None:
+    """Chunks done by one model over one input are never mixed with another's: the output would
+    hold predictions of two models, or of rows that are no longer in the input, with exit 0."""
+    import shutil
+
+    from sagegate.batch.engine import RunConflict
+
+    records = [{"id": i, **r} for i, r in enumerate(transactions.records[:900])]
+    source = write(pa.Table.from_pylist(records), tmp_path / "in.csv")
+    out = tmp_path / "out"
+    xgb = LoadedModel.load("fraud", fraud_xgboost.path, ["CPUExecutionProvider"])
+    first = run_batch(xgb, source, out, chunk_rows=300, id_columns=["id"])
+    assert first.predicted == 900
+    # the same run again: every chunk done already, nothing predicted twice
+    assert run_batch(xgb, source, out, chunk_rows=300, id_columns=["id"]).skipped_chunks == 3
+
+    logreg = LoadedModel.load("fraud", fraud_logreg.path, ["CPUExecutionProvider"])
+    with pytest.raises(RunConflict, match=r"the model was fraud-xgb v1 \(sha256 \w{12}\), now fraud v1"):
+        run_batch(logreg, source, out, chunk_rows=300, id_columns=["id"])
+    with pytest.raises(RunConflict, match="chunk rows was 300, now 200"):
+        run_batch(xgb, source, out, chunk_rows=200, id_columns=["id"])
+
+    changed = [{**r, "amount": r["amount"] + 1} if r["id"] == 450 else r for r in records]
+    write(pa.Table.from_pylist(changed), source)  # one value, mid-file
+    with pytest.raises(RunConflict, match=r"input in\.csv changed"):
+        run_batch(xgb, source, out, chunk_rows=300, id_columns=["id"])
+    restarted = run_batch(xgb, source, out, chunk_rows=300, id_columns=["id"], restart=True)
+    assert (restarted.predicted, restarted.skipped_chunks) == (900, 0)
+
+    # the same bytes copied anew (a new mtime, as a spot job's re-downloaded input): compared by content
+    time.sleep(0.01)
+    shutil.copy(source, tmp_path / "copy.csv")
+    os.replace(tmp_path / "copy.csv", source)
+    assert run_batch(xgb, source, out, chunk_rows=300, id_columns=["id"]).skipped_chunks == 3
+
+
+def test_the_cli_refuses_to_continue_another_run_in_one_line(
+    tmp_path: Path, fraud_xgboost: BuiltPackage, fraud_logreg: BuiltPackage, transactions: Transactions
+) -> None:
+    source = write(pa.Table.from_pylist(transactions.records[:200]), tmp_path / "in.parquet")
+
+    def batch(package: BuiltPackage, *extra: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "sagegate", "batch", str(source), "-o", str(tmp_path / "out")]
+        command += ["--package", str(package.path), *extra]
+        return subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+
+    assert batch(fraud_xgboost).returncode == 0
+    refused = batch(fraud_logreg)
+    assert refused.returncode == 1
+    assert "cannot be continued" in refused.stderr and "--restart" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert batch(fraud_logreg, "--restart").returncode == 0

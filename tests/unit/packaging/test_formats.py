@@ -278,7 +278,7 @@ def test_boosters_are_packaged_and_answer_as_their_source(tmp_path: Path, kind: 
         import catboost
 
         model = (catboost.CatBoostRegressor if task == "regression" else catboost.CatBoostClassifier)(
-            iterations=20, verbose=False
+            iterations=20, verbose=False, allow_writing_files=False
         ).fit(x, y)
     built = build_package(
         model,
@@ -477,3 +477,140 @@ def test_the_cli_lists_the_frameworks_it_knows(tmp_path: Path) -> None:
     )
     assert result.exit_code != 0
     assert "--framework must be one of sklearn, xgboost, lightgbm, catboost, pytorch, tensorflow, onnx" in result.output
+
+
+# -- features in the model's own column order ---------------------------------------------------------------
+
+
+def _frame_fit(kind: str) -> tuple[Any, Any]:
+    """A model fit on a data frame of columns amount, hour, age (y depends on amount and hour only)."""
+    import pandas as pd
+
+    x = pd.DataFrame(RNG.normal(size=(300, 3)), columns=["amount", "hour", "age"])
+    y = (x["amount"] + 0.5 * x["hour"] > 0).astype(int)
+    if kind == "sklearn":
+        from sklearn.linear_model import LogisticRegression
+
+        return LogisticRegression().fit(x, y), x
+    if kind == "xgboost":
+        import xgboost
+
+        return xgboost.XGBClassifier(n_estimators=10, max_depth=3).fit(x, y), x
+    if kind == "lightgbm":
+        import lightgbm
+
+        return lightgbm.LGBMClassifier(n_estimators=10, verbose=-1).fit(x, y), x
+    import catboost
+
+    return catboost.CatBoostClassifier(iterations=10, verbose=False, allow_writing_files=False).fit(x, y), x
+
+
+def _package(model: Any, kind: str, names: list[str], frame: Any, out: Path) -> Any:
+    return build_package(
+        model,
+        framework=kind,
+        name="m",
+        version="1",
+        features=[Feature(name=n, type="float") for n in names],
+        task="binary",
+        sample=frame[names].head(3).to_dict("records"),
+        output_dir=out,
+    )
+
+
+@pytest.mark.parametrize("kind", ["sklearn", "xgboost", "lightgbm", "catboost"])
+def test_features_listed_in_another_order_than_the_model_was_fit_on_are_refused(tmp_path: Path, kind: str) -> None:
+    model, frame = _frame_fit(kind)
+    with pytest.raises(
+        PackageError, match=r"column 0 of the model's input is 'amount' where the spec's features put 'age'"
+    ):
+        _package(model, kind, ["age", "hour", "amount"], frame, tmp_path / "p")
+    assert not (tmp_path / "p").exists()
+    # in the model's order it packages, and serves what the model answers
+    built = _package(model, kind, ["amount", "hour", "age"], frame, tmp_path / "ok")
+    served = _served(built.path, frame.head(40).to_dict("records"))
+    assert [int(p["label"]) for p in served] == [int(v) for v in model.predict(frame.head(40)).reshape(-1)]
+
+
+def test_one_hot_columns_in_another_order_than_the_frame_the_model_was_fit_on_are_refused(tmp_path: Path) -> None:
+    import pandas as pd
+    from sklearn.linear_model import LogisticRegression
+
+    raw = pd.DataFrame({"amount": RNG.normal(size=300), "channel": RNG.choice(["app", "web"], size=300)})
+    x = pd.get_dummies(raw, columns=["channel"], dtype=float)  # amount, channel_app, channel_web
+    model = LogisticRegression().fit(x, (raw["channel"] == "web").astype(int))
+    features = [
+        Feature(name="amount", type="float"),
+        Feature.model_validate(
+            {
+                "name": "channel",
+                "type": "categorical",
+                "categories": ["web", "app"],  # one-hot columns channel_web, channel_app: swapped
+                "transforms": [{"kind": "one_hot"}],
+            }
+        ),
+    ]
+    with pytest.raises(PackageError, match=r"column 1 of the model's input is 'channel_app' where the spec"):
+        build_package(
+            model,
+            framework="sklearn",
+            name="m",
+            version="1",
+            features=features,
+            task="binary",
+            sample=raw.head(3).to_dict("records"),
+            output_dir=tmp_path / "p",
+        )
+
+
+def test_a_model_fit_on_a_bare_matrix_has_no_names_to_check(tmp_path: Path) -> None:
+    import xgboost
+
+    x, y = _matrix()
+    model = xgboost.XGBClassifier(n_estimators=5, max_depth=2).fit(x, y)
+    names = ["f3", "f2", "f1", "f0"]  # the booster's default names are f0..f3, but it kept none
+    built = build_package(
+        model,
+        framework="xgboost",
+        name="m",
+        version="1",
+        features=[Feature(name=n, type="float") for n in names],
+        task="binary",
+        sample=[dict(zip(names, map(float, row), strict=True)) for row in x[:3]],
+        output_dir=tmp_path / "p",
+    )
+    assert built.manifest.features[0].name == "f3"
+
+
+def test_lightgbm_pandas_categories_in_another_order_than_the_ordinal_step_are_refused(tmp_path: Path) -> None:
+    import lightgbm
+    import pandas as pd
+
+    channel = pd.Categorical(RNG.choice(["app", "pos", "web"], size=400), categories=["app", "pos", "web"])
+    frame = pd.DataFrame({"amount": RNG.normal(size=400), "channel": channel})
+    y = (frame["channel"] == "web").astype(int)
+    model = lightgbm.LGBMClassifier(n_estimators=10, verbose=-1, min_child_samples=5).fit(frame, y)
+
+    def package(order: list[str], out: Path) -> Any:
+        return build_package(
+            model,
+            framework="lightgbm",
+            name="m",
+            version="1",
+            features=[
+                Feature(name="amount", type="float"),
+                Feature.model_validate(
+                    {"name": "channel", "type": "categorical", "categories": order, "transforms": [{"kind": "ordinal"}]}
+                ),
+            ],
+            task="binary",
+            sample=[{"amount": 0.1, "channel": "web"}],
+            output_dir=out,
+        )
+
+    with pytest.raises(
+        PackageError, match=r"feature 'channel': the model was fit on the categories \['app', 'pos', 'web'\]"
+    ):
+        package(["web", "pos", "app"], tmp_path / "p")
+    built = package(["app", "pos", "web"], tmp_path / "ok")
+    assert _served(built.path, [{"amount": 0.0, "channel": "web"}])[0]["label"] == "1"
