@@ -362,6 +362,9 @@ class FeaturePipeline:
             if column.dtype.kind == "b":
                 rejections.reject(np.ones(len(x), dtype=bool), feature.name, Reason.expected(rule.type, "bool"))
                 continue
+            if rule.type is FeatureType.INT and column.dtype.kind in "iu":  # exactly: 2**53 + 1 is no double
+                beyond = (column > 2**53) | (column < -(2**53)) if column.dtype.kind == "i" else column > 2**53
+                rejections.reject(beyond, feature.name, Reason.BEYOND_EXACT)
             values = column.astype(np.float64, copy=False)
             for bad, reason in number_failures(rule, values):
                 rejections.reject(bad, feature.name, reason)

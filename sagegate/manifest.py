@@ -8,7 +8,7 @@ that serves it: the inference server compiles its input features into preprocess
 from __future__ import annotations
 
 import math
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
@@ -241,7 +241,9 @@ class ModelManifest(_Strict):
     name: str = Field(pattern=NAME_PATTERN)
     version: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,63}$")
     framework: Framework
-    created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    # When it was registered is the registry's to say; a package holds nothing that depends on the
+    # time it was built, so the same model and spec give the same bytes (read from older packages).
+    created_at: datetime | None = None
     description: str | None = None
     lineage: Lineage | None = None
     features: list[Feature] = Field(min_length=1)

@@ -34,6 +34,7 @@ __all__ = [
     "RecordError",
     "RecordValidator",
     "as_affine",
+    "beyond_exact",
     "float32_inputs",
     "is_text",
     "safe_text",
@@ -45,8 +46,8 @@ __all__ = [
 MISSING: Any = object()  # marks a feature that was not given
 FLOAT32_MAX = 3.4028234663852886e38
 EXACT_INT = 2.0**53  # the integers a double holds exactly; checked on the value as a double, in every path
-TRUE_WORDS = frozenset({"true", "1", "t", "yes"})
-FALSE_WORDS = frozenset({"false", "0", "f", "no"})
+TRUE_WORDS = frozenset({"true", "1"})  # in any case: True and TRUE as other tools write them
+FALSE_WORDS = frozenset({"false", "0"})
 # The numbers a text cell may hold: what Python's float() and Arrow's cast both read the same way.
 NUMBER_PATTERN = r"^[+-]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|(?i:inf|infinity|nan))$"
 _NUMBER = re.compile(NUMBER_PATTERN)
@@ -66,6 +67,18 @@ class RecordError(ValueError):
         self.reason = reason
         where = f"record {record}" + (f", field {safe_text(field)!r}" if field else "")
         super().__init__(f"{where}: {reason}")
+
+
+def beyond_exact(value: Any) -> bool:
+    """Whether an integer that reads as +-2**53 as a double is in fact beyond it (2**53 + 1 rounds
+    to 2**53): compared exactly, on the JSON integer or the text it came from."""
+    import decimal
+
+    try:
+        exact = decimal.Decimal(value.strip()) if isinstance(value, str) else decimal.Decimal(value)
+    except (decimal.InvalidOperation, TypeError, ValueError):
+        return False
+    return abs(exact) > decimal.Decimal(2**53)
 
 
 def is_text(value: str) -> bool:
@@ -92,7 +105,7 @@ class Reason:
 
     REQUIRED = "is required"
     UNKNOWN = "is not a feature of this model"
-    NOT_FINITE = "must be a finite number"
+    NOT_FINITE = "must be a finite number (not NaN or infinite, nor beyond a float's range)"
     BEYOND_EXACT = "is beyond +-2**53, the integers a float holds exactly"
     BEYOND_FLOAT32 = "is beyond the range of the model's float32 input"
     NOT_TEXT = "is not valid Unicode text (a lone surrogate)"
@@ -203,18 +216,19 @@ class FeatureRule:
             raise InvalidValue(Reason.expected(kind, type_name(value)))
         return self.check_text(value)
 
-    def check_number(self, value: float) -> float:
-        """The numeric rules after the type: finite, integer, declared range, the model's range."""
+    def check_number(self, value: float | str) -> float:
+        """The numeric rules after the type: finite, integer, declared range, the model's range.
+        `value` is a JSON number or the text of one (already matched by the number grammar)."""
         try:
             number = float(value)
         except OverflowError:  # an integer beyond any float
             raise InvalidValue(Reason.NOT_FINITE) from None
-        if not math.isfinite(number):
+        if not math.isfinite(number):  # (1e400 reads as inf in every parser: the same reason)
             raise InvalidValue(Reason.NOT_FINITE)
         if self.type is FeatureType.INT:
             if not number.is_integer():
                 raise InvalidValue(Reason.not_integer(number))
-            if abs(number) > EXACT_INT:
+            if abs(number) > EXACT_INT or (abs(number) == EXACT_INT and beyond_exact(value)):
                 raise InvalidValue(Reason.BEYOND_EXACT)
         feature = self.feature
         if feature.minimum is not None and number < feature.minimum:
@@ -245,7 +259,7 @@ class FeatureRule:
         if kind.is_numeric:
             if not _NUMBER.match(text):
                 raise InvalidValue(Reason.text_not(kind, text))
-            return self.check_number(float(text))
+            return self.check_number(text)
         return self.check_text(text)
 
 

@@ -22,6 +22,7 @@ import pyarrow.compute as pc
 from sagegate.features import FeaturePipeline, Rejections, number_failures
 from sagegate.manifest import FeatureType, Impute
 from sagegate.validation import (
+    EXACT_INT,
     FALSE_WORDS,
     MISSING,
     NUMBER_PATTERN,
@@ -29,6 +30,7 @@ from sagegate.validation import (
     FeatureRule,
     Reason,
     RecordError,
+    beyond_exact,
 )
 
 __all__ = ["ColumnBatch", "RowError", "validate_columns", "validate_records"]
@@ -129,6 +131,7 @@ def _numbers(
         else:
             rejections.reject(given, name, Reason.expected(rule.type, _arrow_type_name(kind)))
         values = np.where(missing, np.nan, values)
+        _reject_unexact(rule, column, values, ~missing, rejections)
     present = ~missing
     if rule.type is FeatureType.BOOL:
         not_bool = present & (values != 0) & (values != 1)
@@ -141,6 +144,19 @@ def _numbers(
     elif not rule.imputed:
         rejections.reject(missing, name, Reason.REQUIRED)
     return values
+
+
+def _reject_unexact(
+    rule: FeatureRule, column: pa.ChunkedArray, values: np.ndarray, present: np.ndarray, rejections: Rejections
+) -> None:
+    """What a double cannot tell, decided on the cell itself as `FeatureRule.check_number` decides
+    it: an integer that rounds to exactly +-2**53 but is beyond it (2**53 + 1)."""
+    if rule.type is not FeatureType.INT:
+        return
+    edge = present & (np.abs(np.nan_to_num(values)) == EXACT_INT)
+    if edge.any():
+        cells = _texts(column)
+        rejections.reject(edge & np.array([beyond_exact(c) for c in cells]), rule.name, Reason.BEYOND_EXACT)
 
 
 def _parsed_numbers(

@@ -405,12 +405,34 @@ def _from_torch(model: Any, task: Task, shape: Shape, torch_output: str) -> Conv
     return Converted(onnx_bytes, "output", predict, None, width_out)
 
 
+def _tf_to_onnx(function: Any) -> Any:
+    """The function's graph with every captured value made a constant first: tf2onnx freezes
+    variables, but a layer's captured tensors (Keras 3's Normalization mean and variance) would be
+    left as extra graph inputs that no request feeds."""
+    import tf2onnx
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+    frozen = convert_variables_to_constants_v2(function.get_concrete_function())
+    (given,) = [t.name for t in frozen.inputs]
+    (answer,) = [t.name for t in frozen.outputs]
+    proto, _ = tf2onnx.convert.from_graph_def(
+        frozen.graph.as_graph_def(), input_names=[given], output_names=[answer], opset=TARGET_OPSET
+    )
+    names = {given: INPUT_NAME, answer: "output"}
+    for value in [*proto.graph.input, *proto.graph.output]:
+        value.name = names.get(value.name, value.name)
+    for node in proto.graph.node:
+        node.input[:] = [names.get(n, n) for n in node.input]
+        node.output[:] = [names.get(n, n) for n in node.output]
+    return proto
+
+
 def _from_tensorflow(model: Any, task: Task, shape: Shape) -> Converted:
     """A Keras model (its outputs probabilities for classification: softmax or sigmoid, or values),
     exported through tf2onnx; a single sigmoid output becomes [1-p, p]."""
     try:
         import tensorflow as tf
-        import tf2onnx
+        import tf2onnx  # noqa: F401  (here: a missing extra is named before any work)
     except ImportError:
         raise PackageError("TensorFlow models need the tensorflow extra: pip install 'sagegate[tensorflow]'") from None
 
@@ -427,7 +449,7 @@ def _from_tensorflow(model: Any, task: Task, shape: Shape) -> Converted:
     function = tf.function(lambda x: {"output": head(x)}, input_signature=spec)
     try:
         with _quiet():
-            proto, _ = tf2onnx.convert.from_function(function, input_signature=spec, opset=TARGET_OPSET)
+            proto = _tf_to_onnx(function)
     except Exception as exc:
         raise PackageError(f"TensorFlow model could not be converted to ONNX: {_first_line(exc)}") from exc
 

@@ -253,7 +253,16 @@ def test_numeric_arrays_are_judged_as_the_same_numbers_in_json(record: dict[str,
 @pytest.mark.parametrize(
     ("record", "field", "reason"),
     [
-        ({"amount": 10**400, "hour": 1, "channel": "web"}, "amount", "must be a finite number"),
+        (
+            {"amount": 10**400, "hour": 1, "channel": "web"},
+            "amount",
+            "must be a finite number (not NaN or infinite, nor beyond a float's range)",
+        ),
+        (
+            {"amount": 1.0, "hour": 2**53 + 1, "channel": "web"},  # rounds to 2**53 as a double
+            "hour",
+            "is beyond +-2**53, the integers a float holds exactly",
+        ),
         (
             {"amount": 1.0, "hour": 2**60, "channel": "web"},
             "hour",

@@ -38,3 +38,16 @@ def test_every_bad_field_is_named_at_once() -> None:
         FieldError("is_foreign", "expected a boolean, got str"),
     }
     assert "hour" not in clean
+
+
+def test_text_booleans_are_true_false_0_or_1_in_any_case_and_nothing_else() -> None:
+    import pytest
+
+    from sagegate.manifest import Feature
+    from sagegate.validation import InvalidValue, text_parser
+
+    parse = text_parser(Feature(name="is_foreign", type="bool"))
+    assert [parse(t) for t in ("true", "True", "TRUE", "1", "false", "FALSE", "0")] == [1.0] * 4 + [0.0] * 3
+    for word in ("yes", "no", "t", "f", "y", "on"):
+        with pytest.raises(InvalidValue, match=r"expected a boolean, got "):
+            parse(word)

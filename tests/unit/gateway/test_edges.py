@@ -25,9 +25,13 @@ def _fields(body: dict) -> dict[str, str]:  # type: ignore[type-arg]
 @pytest.mark.parametrize(
     ("features", "field", "reason"),
     [
-        ('{"amount": 1' + "0" * 400 + "}", "amount", "must be a finite number"),  # beyond any float
-        ('{"amount": 1e400}', "amount", "must be a finite number"),
-        ('{"amount": NaN}', "amount", "must be a finite number"),
+        (
+            '{"amount": 1' + "0" * 400 + "}",
+            "amount",
+            "must be a finite number (not NaN or infinite, nor beyond a float's range)",
+        ),  # beyond any float
+        ('{"amount": 1e400}', "amount", "must be a finite number (not NaN or infinite, nor beyond a float's range)"),
+        ('{"amount": NaN}', "amount", "must be a finite number (not NaN or infinite, nor beyond a float's range)"),
         ('{"hour": 123456789012345678901234567890}', "hour", "is beyond +-2**53, the integers a float holds exactly"),
         ('{"merchant_category": "\\ud800"}', "merchant_category", "is not valid Unicode text (a lone surrogate)"),
     ],

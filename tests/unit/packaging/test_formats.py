@@ -155,6 +155,9 @@ def test_the_same_model_and_spec_give_the_same_bytes(tmp_path: Path) -> None:
     second = build_package(model, output_dir=tmp_path / "b", **args)
     assert first.manifest.sha256 == second.manifest.sha256
     assert (first.path / "model.onnx").read_bytes() == (second.path / "model.onnx").read_bytes()
+    # the whole artifact too: model.tar.gz holds the manifest, so nothing in it may depend on the time
+    assert (first.path / "manifest.json").read_bytes() == (second.path / "manifest.json").read_bytes()
+    assert first.archive_sha256 == second.archive_sha256
 
 
 # -- scikit-learn pipelines over raw columns ------------------------------------------------------------------------
@@ -376,6 +379,34 @@ def test_a_keras_model_is_packaged_through_tf2onnx(tmp_path: Path, task: str) ->
         np.testing.assert_allclose([p["prediction"] for p in served], probabilities[:, 0], atol=1e-4)
     else:
         assert [p["label"] for p in served] == [labels[i] for i in probabilities.argmax(axis=1)]
+
+
+def test_a_keras_model_with_a_normalization_layer_is_packaged_with_its_statistics(tmp_path: Path) -> None:
+    """Keras 3 keeps an adapted Normalization's mean and variance as captured tensors, which a plain
+    tf2onnx conversion leaves as graph inputs that no request feeds."""
+    keras = pytest.importorskip("keras")
+    x = RNG.normal(size=(200, 4)) * 10 + 5
+    norm = keras.layers.Normalization()
+    norm.adapt(x.astype(np.float32))
+    model = keras.Sequential(
+        [keras.Input(shape=(4,)), norm, keras.layers.Dense(8, activation="relu"), keras.layers.Dense(1)]
+    )
+    model.compile(loss="mse")
+    model.fit(x, x[:, 0] * 2, epochs=1, verbose=0)
+    built = build_package(
+        model,
+        framework="tensorflow",
+        name="m",
+        version="1",
+        features=_numeric(),
+        task="regression",
+        sample=_records(x[:3]),
+        output_dir=tmp_path / "p",
+        tolerance=1e-4,
+    )
+    served = _served(built.path, _records(x[:20]))
+    expected = model.predict(x[:20].astype(np.float32), verbose=0).reshape(-1)
+    np.testing.assert_allclose([p["prediction"] for p in served], expected, rtol=1e-4, atol=1e-4)
 
 
 # -- big models: external data --------------------------------------------------------------------------------------

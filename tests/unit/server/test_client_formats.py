@@ -78,8 +78,16 @@ def test_an_npy_header_declaring_a_huge_shape_is_refused_before_anything_is_allo
 @pytest.mark.parametrize(
     ("body", "field", "reason"),
     [
-        (b'{"instances": [{"a": 1' + b"0" * 400 + b', "b": true, "n": 1}]}', "a", "must be a finite number"),
-        (b'{"instances": [{"a": 1e400, "b": true, "n": 1}]}', "a", "must be a finite number"),
+        (
+            b'{"instances": [{"a": 1' + b"0" * 400 + b', "b": true, "n": 1}]}',
+            "a",
+            "must be a finite number (not NaN or infinite, nor beyond a float's range)",
+        ),
+        (
+            b'{"instances": [{"a": 1e400, "b": true, "n": 1}]}',
+            "a",
+            "must be a finite number (not NaN or infinite, nor beyond a float's range)",
+        ),
         (b'{"instances": [{"a": 1, "b": true, "n": 123456789012345678901234}]}', "n", "is beyond +-2**53"),
     ],
 )
