@@ -39,7 +39,14 @@ from sagegate.gateway.online_features import OnlineFeatureStore
 from sagegate.gateway.prediction_log import FirehoseLog, JsonLinesLog, NullLog, PredictionLogProtocol
 from sagegate.gateway.predictor import Budget, Bulkhead, Predictor, PredictRequest, PredictResult
 from sagegate.gateway.redis_support import Breaker, cache_store, redis_client
-from sagegate.gateway.schemas import ERRORS, FeedbackBody, PredictBody, features_schema, with_model_schemas
+from sagegate.gateway.schemas import (
+    ERRORS,
+    FeedbackBody,
+    PredictBody,
+    features_schema,
+    outcome_problem,
+    with_model_schemas,
+)
 from sagegate.manifest import ModelManifest
 
 __all__ = ["create_app", "current_predictor", "get_catalog", "get_predictor", "get_settings"]
@@ -360,6 +367,14 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         """Ground truth for a prediction, for A/B analysis and accuracy monitoring."""
         from datetime import UTC, datetime
 
+        if body.model is not None:
+            catalog = predictor.catalog
+            manifests = [m for v in catalog.versions(body.model) if (m := catalog.manifest(body.model, v)) is not None]
+            if not manifests:
+                raise ModelNotFound(f"unknown model {body.model!r}", model=body.model)
+            reasons = {outcome_problem(body.outcome, m.outputs) for m in manifests}
+            if None not in reasons:  # no version of the model could have predicted this outcome
+                raise UnprocessableRequest(f"outcome {sorted(map(str, reasons))[0]}", field="outcome", model=body.model)
         predictor.log.record(
             {
                 "type": "feedback",

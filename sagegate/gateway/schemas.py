@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from sagegate.manifest import Feature, FeatureType, ModelManifest
+from sagegate.manifest import Feature, FeatureType, ModelManifest, Outputs, Task
 
 __all__ = ["ErrorBody", "FeedbackBody", "FieldProblem", "PredictBody", "features_schema", "with_model_schemas"]
 
@@ -62,7 +62,9 @@ class PredictBody(BaseModel):
 class FeedbackBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    prediction_id: str = Field(min_length=1, max_length=64)
+    prediction_id: str = Field(
+        pattern=r"^[0-9a-f]{32}$", description="the prediction_id /v1/predict answered (32 hex digits)"
+    )
     outcome: Any = Field(
         description="the ground truth: a label, a class or a finite value",
         json_schema_extra={"anyOf": [{"type": "string"}, {"type": "number"}, {"type": "boolean"}]},
@@ -143,3 +145,20 @@ def with_model_schemas(document: dict[str, Any], manifests: dict[str, ModelManif
         },
     }
     return document
+
+
+def outcome_problem(outcome: bool | int | float | str, outputs: Outputs) -> str | None:
+    """Why `outcome` cannot be the truth for a model with these outputs, or None: a label or a class
+    index (0/1, true/false for a binary model) for a classifier, a number for a regression."""
+    if outputs.task is Task.REGRESSION:
+        if isinstance(outcome, bool) or not isinstance(outcome, int | float):
+            return f"must be a number for a regression model, got {type(outcome).__name__}"
+        return None
+    labels = outputs.labels or []
+    if isinstance(outcome, str):
+        return None if outcome in labels else f"{outcome!r} is not one of the model's labels {labels}"
+    if isinstance(outcome, bool):
+        return None if outputs.task is Task.BINARY else "must be a label or a class index, not a boolean"
+    if isinstance(outcome, int) and 0 <= outcome < len(labels):
+        return None
+    return f"must be one of the labels {labels} or a class index 0..{len(labels) - 1}, got {outcome!r}"

@@ -236,6 +236,7 @@ class InferenceApp:
         try:
             body = await request.body(self.config.max_body_bytes)
             content_type = request.headers.get("content-type")
+            codecs.answer_type(request.headers.get("accept"), content_type)  # a 406 before the model runs
             rows = codecs.decode(body, content_type, served.model.pipeline, self.config.max_records)
             predictions = await plane.predict(served, rows)
             payload, media = codecs.encode(predictions, request.headers.get("accept"), content_type)

@@ -13,7 +13,7 @@ import numpy as np
 import orjson
 
 from sagegate.features import FeaturePipeline, RecordError, Row
-from sagegate.server.exceptions import BadRequest, PayloadTooLarge, UnsupportedMediaType
+from sagegate.server.exceptions import BadRequest, NotAcceptable, PayloadTooLarge, UnsupportedMediaType
 from sagegate.server.model import Prediction
 
 __all__ = ["CSV", "JSON", "JSONLINES", "decode", "encode", "media_type"]
@@ -59,6 +59,8 @@ def media_type(header: str | None, default: str | None = None) -> str | None:
             return _ALIASES[base]
         if base in ("*/*", "application/*", ""):
             return default
+        if base == "text/*":
+            return CSV  # the one text type there is
     return None
 
 
@@ -111,6 +113,8 @@ def _npy_rows(body: bytes, pipeline: FeaturePipeline, max_records: int) -> list[
         raise BadRequest(f"the body is not a NumPy .npy array: {str(exc).splitlines()[0]}") from None
     if not isinstance(array, np.ndarray):
         raise BadRequest("the body is not a NumPy .npy array")
+    if array.ndim >= 1 and array.shape[0] == 0:
+        raise BadRequest("no records in the array (its shape is " + repr(array.shape) + ")")
     try:
         return pipeline.rows_from_array(array)
     except RecordError:
@@ -189,12 +193,19 @@ def _csv_cells(body: bytes, pipeline: FeaturePipeline, max_records: int) -> tupl
     return header, rows
 
 
-def encode(predictions: Sequence[Prediction], accept: str | None, content_type: str | None) -> tuple[bytes, str]:
-    """The response body in the Accept type, defaulting to the request's own format family."""
+def answer_type(accept: str | None, content_type: str | None) -> str:
+    """The type to answer in: the Accept header's choice, defaulting to the request's own format
+    family; 406 (before any work) when nothing the server writes is acceptable."""
     same = media_type(content_type, JSON) or JSON
     kind = media_type(accept, JSON if same == NPY else same)
     if kind is None or kind == NPY:
-        raise UnsupportedMediaType(f"cannot answer in {accept!r}: accept {JSON}, {JSONLINES} or {CSV}", field="Accept")
+        raise NotAcceptable(f"cannot answer in {accept!r}: accept {JSON}, {JSONLINES} or {CSV}", field="Accept")
+    return kind
+
+
+def encode(predictions: Sequence[Prediction], accept: str | None, content_type: str | None) -> tuple[bytes, str]:
+    """The response body in the Accept type, defaulting to the request's own format family."""
+    kind = answer_type(accept, content_type)
     if kind == JSON:
         return orjson.dumps({"predictions": predictions}), JSON
     if kind == JSONLINES:

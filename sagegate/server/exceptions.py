@@ -11,6 +11,7 @@ __all__ = [
     "ModelNotFound",
     "ModelOutputError",
     "ModelRuntimeError",
+    "NotAcceptable",
     "PayloadTooLarge",
     "RouteNotFound",
     "ServerError",
@@ -38,6 +39,12 @@ class PayloadTooLarge(BadRequest):
 
 class UnsupportedMediaType(BadRequest):
     status = 415
+
+
+class NotAcceptable(BadRequest):
+    """No type the server answers in is acceptable to the client (Accept)."""
+
+    status = 406
 
 
 class RouteNotFound(ServerError):

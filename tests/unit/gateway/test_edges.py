@@ -4,6 +4,7 @@ error format (or its body error), never a 500 or a wrong 200; and what typed cli
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -114,9 +115,43 @@ def test_a_body_without_content_type_is_read_as_json(make_gateway: MakeGateway) 
 @pytest.mark.parametrize("outcome", ["NaN", "Infinity", "-Infinity", "[1, 2]", '{"a": 1}', "null"])
 def test_feedback_outcomes_must_be_a_label_a_class_or_a_finite_number(make_gateway: MakeGateway, outcome: str) -> None:
     gw = make_gateway()
-    status, body = _raw(gw, b'{"prediction_id": "abc", "outcome": ' + outcome.encode() + b"}", "/v1/feedback")
+    status, body = _raw(
+        gw, b'{"prediction_id": "' + PID.encode() + b'", "outcome": ' + outcome.encode() + b"}", "/v1/feedback"
+    )
     assert status == 422 and "outcome" in _fields(body)
     assert all(line.get("type") != "feedback" for line in gw.log_lines())  # nothing logged
+
+
+PID = "0123456789abcdef0123456789abcdef"
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "field", "says"),
+    [
+        ({"prediction_id": PID, "outcome": 7, "model": "fraud"}, 422, "outcome", "class index 0..1, got 7"),
+        ({"prediction_id": PID, "outcome": "maybe", "model": "fraud"}, 422, "outcome", "not one of the model's labels"),
+        ({"prediction_id": PID, "outcome": 2.5, "model": "fraud"}, 422, "outcome", "got 2.5"),
+        ({"prediction_id": PID, "outcome": 1, "model": "churn"}, 404, None, "unknown model 'churn'"),
+        ({"prediction_id": "abc", "outcome": 1, "model": "fraud"}, 422, "prediction_id", "pattern"),
+    ],
+)
+def test_feedback_a_model_could_not_have_predicted_is_refused(
+    make_gateway: MakeGateway, body: dict[str, Any], status: int, field: str | None, says: str
+) -> None:
+    """Ground truth feeds the A/B report and accuracy monitoring: an outcome outside the model's
+    labels, or for an id no prediction had, would count as a wrong answer that never happened."""
+    gw = make_gateway()
+    answer = gw.client.post("/v1/feedback", json=body)
+    assert answer.status_code == status, answer.text
+    assert says in answer.text
+    if field is not None:
+        assert field in answer.text
+    assert all(line.get("type") != "feedback" for line in gw.log_lines())
+    # the model's own labels and class indexes are accepted
+    labels = gw.client.get("/v1/models/fraud").json()["manifests"]["1"]["outputs"]["labels"]
+    for outcome in (*labels, 0, 1, True):
+        ok = gw.client.post("/v1/feedback", json={"prediction_id": PID, "outcome": outcome, "model": "fraud"})
+        assert ok.status_code == 202, (outcome, ok.text)
 
 
 def test_multiclass_answers_carry_their_probabilities(make_gateway: MakeGateway) -> None:

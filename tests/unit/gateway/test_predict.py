@@ -153,9 +153,10 @@ def test_models_feedback_health_and_openapi(make_gateway: MakeGateway) -> None:
     described = gw.client.get("/v1/models/fraud").json()
     assert described["manifests"]["2"]["default_prediction"] == 0.0
     assert gw.client.get("/v1/models/churn").status_code == 404
-    accepted = gw.client.post("/v1/feedback", json={"prediction_id": "abc", "outcome": 1, "model": "fraud"})
+    pid = gw.predict(features=GOOD).json()["prediction_id"]
+    accepted = gw.client.post("/v1/feedback", json={"prediction_id": pid, "outcome": 1, "model": "fraud"})
     assert accepted.status_code == 202
-    assert gw.log_lines()[-1] == {**gw.log_lines()[-1], "type": "feedback", "prediction_id": "abc", "outcome": 1}
+    assert gw.log_lines()[-1] == {**gw.log_lines()[-1], "type": "feedback", "prediction_id": pid, "outcome": 1}
     assert gw.client.get("/health").json()["status"] == "ok"
     spec = gw.client.get("/openapi.json").json()
     assert "/v1/predict" in spec["paths"] and gw.client.get("/docs").status_code == 200

@@ -54,9 +54,18 @@ def test_accept_is_read_by_its_quality_values(accept: str, expected: str) -> Non
     assert codecs.media_type(accept, "application/json") == expected
 
 
-def test_accept_of_only_unknown_or_refused_types_is_415() -> None:
+def test_accept_of_only_unknown_or_refused_types_is_406_not_acceptable() -> None:
+    from sagegate.server.exceptions import NotAcceptable
+
     assert codecs.media_type("image/png", "application/json") is None
     assert codecs.media_type("application/json;q=0", "text/csv") is None
+    for accept in ("image/png", "application/json;q=0, text/csv;q=0", "application/x-npy"):
+        with pytest.raises(NotAcceptable) as refused:
+            codecs.answer_type(accept, "application/json")
+        assert refused.value.status == 406
+    # wildcards: text/* is CSV, the one text type answered; application/* the request's own family
+    assert codecs.answer_type("text/*", "application/json") == "text/csv"
+    assert codecs.answer_type("application/*", "application/jsonlines") == "application/jsonlines"
 
 
 def _npy_with_header(shape: tuple[int, ...], payload: bytes = b"") -> bytes:
@@ -103,3 +112,12 @@ def test_a_lone_surrogate_is_a_field_error() -> None:
     with pytest.raises(BadRequest) as caught:
         codecs.decode(b'{"instances": [{"a": 1, "c": "\\ud800"}]}', "application/json", MIXED, 10)
     assert caught.value.detail["field"] == "c" and "lone surrogate" in caught.value.message
+
+
+def test_an_empty_array_is_no_records_as_an_empty_list_is() -> None:
+    out = io.BytesIO()
+    np.save(out, np.zeros((0, 3)))
+    with pytest.raises(BadRequest, match=r"no records in the array \(its shape is \(0, 3\)\)"):
+        codecs.decode(out.getvalue(), "application/x-npy", NUMERIC, 100)
+    with pytest.raises(BadRequest, match="no records in the request"):
+        codecs.decode(b'{"instances": []}', "application/json", NUMERIC, 100)

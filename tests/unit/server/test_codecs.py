@@ -6,7 +6,7 @@ import pytest
 from sagegate.features import FeaturePipeline
 from sagegate.manifest import Feature
 from sagegate.server import codecs
-from sagegate.server.exceptions import BadRequest, PayloadTooLarge, UnsupportedMediaType
+from sagegate.server.exceptions import BadRequest, NotAcceptable, PayloadTooLarge, UnsupportedMediaType
 
 PIPELINE = FeaturePipeline(
     [
@@ -72,7 +72,7 @@ def test_answers_follow_accept_else_the_request_format() -> None:
     assert [orjson.loads(line) for line in body.splitlines()] == PREDICTIONS
     body, media = codecs.encode(PREDICTIONS, "text/csv", "application/json")
     assert (media, body) == ("text/csv", b"0.9,yes,0.9\n1.5,,\n")
-    with pytest.raises(UnsupportedMediaType, match="cannot answer in 'image/png'"):
+    with pytest.raises(NotAcceptable, match="cannot answer in 'image/png'"):
         codecs.encode(PREDICTIONS, "image/png", "application/json")
 
 
