@@ -484,11 +484,11 @@ def _predict_chunk(model: LoadedModel, chunk: _Chunk, *, first_row: int, shard: 
     if out is not None and (unanswered := model.unanswered(out)).any():
         batch = _unanswered(batch, unanswered)
         out = out[~unanswered]
-    answers: dict[str, Any] = (
-        model.postprocess_columns(out)
-        if out is not None and len(out)
-        else {"prediction": np.zeros(0), "label": None, "confidence": np.zeros(0)}
-    )
+    if out is None or not len(out):
+        # no row answered: the columns of no answers, typed as every other part's (a dataset's parts
+        # must share one schema: a multiclass prediction is text, a label a dictionary)
+        out = np.zeros((0, len(model.manifest.outputs.labels or [None])), dtype=np.float32)
+    answers: dict[str, Any] = model.postprocess_columns(out)
     kept = chunk.ids.filter(pa.array(batch.valid))
     n = int(batch.valid.sum())
     table = pa.table(

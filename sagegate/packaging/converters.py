@@ -89,6 +89,7 @@ def shape_of(model: Any, framework: Framework, features: Sequence[Feature], widt
             raise PackageError(
                 f"the pipeline does its own preprocessing (a ColumnTransformer): {shaped[0]!r} declares transforms"
             )
+        _check_strict_encoders(model, features)
         return Shape(width, columns=types)
     if framework is Framework.ONNX:
         inputs = _onnx_inputs(model)
@@ -180,6 +181,47 @@ def _check_category_order(model: Any, framework: Framework, features: Sequence[F
 def _listed(names: Sequence[str], most: int = 8) -> str:
     shown = ", ".join(names[:most])
     return f"[{shown}{', ...' if len(names) > most else ''}]"
+
+
+def _strict_encoders(model: Any) -> Iterator[tuple[str, list[str]]]:
+    """(column, the categories it was fit on) for each column of the pipeline's ColumnTransformer
+    that a OneHotEncoder or OrdinalEncoder encodes with handle_unknown='error'."""
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder
+
+    prepare = model.steps[0][1]
+    names = [str(c) for c in getattr(prepare, "feature_names_in_", [])]
+    for _, transformer, columns in getattr(prepare, "transformers_", []):
+        steps = [s for _, s in transformer.steps] if isinstance(transformer, Pipeline) else [transformer]
+        for step in steps:
+            if isinstance(step, OneHotEncoder | OrdinalEncoder) and step.handle_unknown == "error":
+                listed = [columns] if isinstance(columns, str | int) else list(columns)
+                for column, categories in zip(listed, step.categories_, strict=False):
+                    name = names[column] if isinstance(column, int | np.integer) and names else str(column)
+                    yield name, [str(c) for c in categories]
+
+
+def _check_strict_encoders(model: Any, features: Sequence[Feature]) -> None:
+    """An encoder that refuses unseen categories fails inside ONNX Runtime on one: every such
+    request would be a 500. The spec must then declare the feature categorical, within the
+    categories the encoder knows, so validation refuses the others with a 422 naming them."""
+    declared = {f.name: f for f in features}
+    for name, known in _strict_encoders(model):
+        feature = declared.get(name)
+        if feature is None:
+            continue
+        if feature.categories is None:
+            raise PackageError(
+                f"feature {name!r}: the pipeline's encoder refuses categories it was not fit on "
+                f"(handle_unknown='error'): declare it categorical with categories from {_listed(known)}, "
+                "or fit the encoder with handle_unknown='ignore'"
+            )
+        unknown = [c for c in feature.categories if c not in known]
+        if unknown:
+            raise PackageError(
+                f"feature {name!r}: categories {unknown} were not seen by the pipeline's encoder "
+                f"(handle_unknown='error'), which knows {_listed(known)}"
+            )
 
 
 def _source_matrix(inputs: Inputs, shape: Shape) -> np.ndarray:

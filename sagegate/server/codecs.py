@@ -144,6 +144,13 @@ def _json_records(body: bytes, max_records: int) -> list[Any]:
     document = load_json(body)
     if isinstance(document, list) and document and not isinstance(document[0], dict | list):
         document = [document]  # one record as a bare list of values
+    if isinstance(document, dict) and ("instances" in document or "features" in document):
+        key = "instances" if "instances" in document else "features"
+        others = sorted(set(document) - {key})
+        if others:  # {"instances": [...], "features": {...}}: which one did the client mean?
+            raise BadRequest(
+                f"unexpected key {others[0]!r} beside {key!r}: the body is {{{key!r}: ...}} alone", field=others[0]
+            )
     if isinstance(document, dict) and "instances" in document:
         records = document["instances"]
         if not isinstance(records, list):

@@ -185,3 +185,40 @@ def test_the_cli_refuses_to_continue_another_run_in_one_line(
     assert "cannot be continued" in refused.stderr and "--restart" in refused.stderr
     assert "Traceback" not in refused.stderr
     assert batch(fraud_logreg, "--restart").returncode == 0
+
+
+def test_parts_share_one_schema_when_a_chunk_has_no_answered_row(tmp_path: Path) -> None:
+    """A multiclass model's prediction is its label (text) and the label a dictionary column; a
+    chunk whose rows were all refused must write the same types, or the Parquet dataset of parts
+    cannot be read as one table."""
+    from sklearn.linear_model import LogisticRegression
+
+    from sagegate.packaging import build_package
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(300, 2))
+    model = LogisticRegression().fit(x, np.digitize(x[:, 0], [-0.5, 0.5]))
+    built = build_package(
+        model,
+        framework="sklearn",
+        name="tri",
+        version="1",
+        features=[{"name": "a", "type": "float", "minimum": -10, "maximum": 10}, {"name": "b", "type": "float"}],
+        task="multiclass",
+        labels=["0", "1", "2"],
+        sample=[{"a": 0.1, "b": 0.2}],
+        output_dir=tmp_path / "pkg",
+    )
+    rows = [{"id": i, "a": float(x[i, 0]), "b": float(x[i, 1])} for i in range(30)]
+    for i in range(10, 20):
+        rows[i]["a"] = 99.0  # the whole second chunk refused
+    source = write(pa.Table.from_pylist(rows), tmp_path / "in.parquet")
+    loaded = LoadedModel.load("tri", built.path, ["CPUExecutionProvider"])
+    summary = run_batch(loaded, source, tmp_path / "out", chunk_rows=10, id_columns=["id"])
+    assert (summary.predicted, summary.rejected) == (20, 10)
+    parts = sorted(Path(summary.outputs[0]).glob("*.parquet"))
+    assert len(parts) == 3
+    schemas = {str(pq.read_schema(p)) for p in parts}
+    assert len(schemas) == 1, schemas
+    table = pq.read_table(summary.outputs[0])
+    assert table.num_rows == 20 and set(table.column("prediction").to_pylist()) <= {"0", "1", "2"}

@@ -645,3 +645,41 @@ def test_lightgbm_pandas_categories_in_another_order_than_the_ordinal_step_are_r
         package(["web", "pos", "app"], tmp_path / "p")
     built = package(["app", "pos", "web"], tmp_path / "ok")
     assert _served(built.path, [{"amount": 0.0, "channel": "web"}])[0]["label"] == "1"
+
+
+def test_a_pipeline_whose_encoder_refuses_unseen_categories_needs_them_declared(tmp_path: Path) -> None:
+    """With handle_unknown='error' an unseen category fails inside ONNX Runtime: a 500 per request.
+    Declared as categorical within the encoder's categories, validation refuses the rest (422)."""
+    import pandas as pd
+    from sklearn.compose import ColumnTransformer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    frame = pd.DataFrame({"region": RNG.choice(["north", "south"], 200), "amount": RNG.normal(size=200)})
+    y = (frame["region"] == "north").astype(int)
+    pipeline = Pipeline(
+        [
+            ("prepare", ColumnTransformer([("codes", OneHotEncoder(), ["region"])], remainder="passthrough")),
+            ("model", LogisticRegression()),
+        ]
+    ).fit(frame, y)
+
+    def package(region: dict[str, Any], out: str) -> Any:
+        return build_package(
+            pipeline,
+            framework="sklearn",
+            name="m",
+            version="1",
+            features=[{"name": "region", **region}, {"name": "amount", "type": "float"}],
+            task="binary",
+            sample=frame.head(2).to_dict("records"),
+            output_dir=tmp_path / out,
+        )
+
+    with pytest.raises(PackageError, match=r"feature 'region': the pipeline's encoder refuses categories"):
+        package({"type": "string"}, "a")
+    with pytest.raises(PackageError, match=r"categories \['west'\] were not seen"):
+        package({"type": "categorical", "categories": ["north", "south", "west"]}, "b")
+    built = package({"type": "categorical", "categories": ["north", "south"]}, "c")
+    assert _served(built.path, [{"region": "south", "amount": 0.0}])[0]["label"] in ("0", "1")

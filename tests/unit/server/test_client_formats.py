@@ -121,3 +121,12 @@ def test_an_empty_array_is_no_records_as_an_empty_list_is() -> None:
         codecs.decode(out.getvalue(), "application/x-npy", NUMERIC, 100)
     with pytest.raises(BadRequest, match="no records in the request"):
         codecs.decode(b'{"instances": []}', "application/json", NUMERIC, 100)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b'{"instances": [[1.5, 1, 2]], "features": {"a": 9}}', b'{"features": {"a": 1, "b": 1, "n": 1}, "instance": []}'],
+)
+def test_a_key_beside_instances_or_features_is_refused_not_ignored(body: bytes) -> None:
+    with pytest.raises(BadRequest, match="unexpected key"):
+        codecs.decode(body, "application/json", NUMERIC, 100)
