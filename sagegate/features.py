@@ -49,7 +49,7 @@ from sagegate.validation import (
     safe_text,
 )
 
-__all__ = ["FeaturePipeline", "RecordError", "Rejections", "Row", "number_failures"]
+__all__ = ["ArrayShapeError", "FeaturePipeline", "RecordError", "Rejections", "Row", "number_failures"]
 
 # A validated record: numeric feature values (NaN = missing, to impute) then categorical ones.
 Row = tuple[tuple[float, ...], tuple[str | None, ...]]
@@ -70,6 +70,10 @@ def _fill_value(rule: FeatureRule, numeric: bool) -> Any:
     if rule.imputed:
         return math.nan if numeric else None  # imputed in transform()
     return MISSING
+
+
+class ArrayShapeError(ValueError):
+    """A numeric array whose shape is not (records, features)."""
 
 
 class Rejections:
@@ -346,8 +350,8 @@ class FeaturePipeline:
             )
         x = array.reshape(1, -1) if array.ndim == 1 else array
         if x.ndim != 2 or x.shape[1] != len(self.features):
-            raise RecordError(
-                start, None, f"expected an array of shape (records, {len(self.features)}), got {array.shape}"
+            raise ArrayShapeError(  # the whole array's, not one record's
+                f"expected an array of shape (records, {len(self.features)}), one column per feature, got {array.shape}"
             )
         if x.dtype.kind not in "fiub":
             raise RecordError(start, None, f"expected a numeric array, got dtype {x.dtype}")

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from sagegate.features import FeaturePipeline, RecordError, Row
+from sagegate.features import ArrayShapeError, FeaturePipeline, RecordError, Row
 from sagegate.server.exceptions import BadRequest, NotAcceptable, PayloadTooLarge, UnsupportedMediaType
 from sagegate.server.model import Prediction
 
@@ -96,7 +96,10 @@ def _npy_header(body: bytes, max_records: int) -> None:
         reader = npy.read_array_header_1_0 if version == (1, 0) else npy.read_array_header_2_0
         shape, _, dtype = reader(stream)
     except (ValueError, OSError, EOFError) as exc:
-        raise BadRequest(f"the body is not a NumPy .npy array: {str(exc).splitlines()[0]}") from None
+        said = str(exc).splitlines()[0]
+        if "ast." in said or "malformed node" in said:  # the header's dict is not a plain literal
+            said = "its header is not a literal {'descr', 'fortran_order', 'shape'} dict"
+        raise BadRequest(f"the body is not a NumPy .npy array: {said}") from None
     if dtype.hasobject:
         raise BadRequest("the body is not a NumPy .npy array of numbers: it holds Python objects (never unpickled)")
     _too_many(shape[0] if len(shape) > 1 else 1, max_records)
@@ -119,6 +122,8 @@ def _npy_rows(body: bytes, pipeline: FeaturePipeline, max_records: int) -> list[
         return pipeline.rows_from_array(array)
     except RecordError:
         raise
+    except ArrayShapeError as exc:
+        raise BadRequest(f"{NPY}: {exc}") from None
     except ValueError as exc:
         raise UnsupportedMediaType(f"{NPY}: {exc}") from None
 
@@ -135,7 +140,11 @@ def load_json(body: bytes, what: str = "the body is") -> Any:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         try:
-            return json.loads(body)
+            text = body.decode("utf-8")
+        except UnicodeDecodeError as bad:
+            raise BadRequest(f"{what} not UTF-8 text (byte {bad.start})") from None
+        try:
+            return json.loads(text)
         except (ValueError, RecursionError):
             raise BadRequest(f"{what} not valid JSON: {exc}") from None
 

@@ -130,3 +130,22 @@ def test_an_empty_array_is_no_records_as_an_empty_list_is() -> None:
 def test_a_key_beside_instances_or_features_is_refused_not_ignored(body: bytes) -> None:
     with pytest.raises(BadRequest, match="unexpected key"):
         codecs.decode(body, "application/json", NUMERIC, 100)
+
+
+def test_bodies_that_are_not_what_they_say_get_a_message_about_the_body() -> None:
+    # a header whose dict calls a function: refused by what it is, not by Python's parser's words
+    header = b"{'descr': __import__('os').getpid(), 'fortran_order': False, 'shape': (1, 3), }"
+    header += b" " * (63 - (10 + len(header)) % 64) + b"\n"
+    hostile = b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header
+    with pytest.raises(BadRequest) as refused:
+        codecs.decode(hostile, "application/x-npy", NUMERIC, 100)
+    assert "header is not a literal" in str(refused.value) and "ast" not in str(refused.value)
+    # a matrix of the wrong width is the array's fault, not "record 0"
+    out = io.BytesIO()
+    np.save(out, np.zeros((2, 5)))
+    with pytest.raises(BadRequest, match=r"shape \(records, 3\), one column per feature, got \(2, 5\)") as wide:
+        codecs.decode(out.getvalue(), "application/x-npy", NUMERIC, 100)
+    assert "record" not in str(wide.value).split("(records")[0]
+    # bytes that are not UTF-8
+    with pytest.raises(BadRequest, match=r"the body is not UTF-8 text \(byte 0\)"):
+        codecs.decode(b'\xff{"features": {}}', "application/json", NUMERIC, 100)
