@@ -24,8 +24,9 @@ demo: setup
 	$(VENV)/bin/sagegate demo
 
 # Every environment's templates in cdk.out/, Lambda code bundled for real, cdk-nag checked.
+# (`cdk synth` synthesizes every stack of the app; the pinned CLI has no --all for synth.)
 synth: setup
-	JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION=20 npx cdk synth --all --quiet
+	JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION=20 npx cdk synth --quiet
 
 services:
 	bash scripts/ensure-tools.sh redis-server

@@ -5,11 +5,14 @@ cdk-nag 3 names a finding `AwsSolutions-RULE[detail]` and acknowledges each on i
 matching), so the helpers below spell the details the way cdk-nag renders them: a wildcard
 resource reads `<LogicalId.Arn>/prefix/*` for a bucket of this stack, and
 `arn:<AWS::Partition>:service:region:account:rest` for an ARN built with `Stack.format_arn`.
+
+checkov's skips (`skip_check(`) are made the same way: on the resource, with the reason the check
+does not apply to it. Checks that apply to no resource of the project are skipped in .checkov.yaml.
 """
 
 from __future__ import annotations
 
-from aws_cdk import Acknowledgment, CfnElement, Stack, Validations
+from aws_cdk import Acknowledgment, CfnElement, CfnResource, Stack, Validations
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3 as s3
 from constructs import Construct, IConstruct
@@ -30,6 +33,23 @@ def acknowledge(construct: IConstruct, finding: str, reason: str) -> None:
     if earlier and reason in earlier[-1]:
         return  # said already
     Validations.of(construct).acknowledge(Acknowledgment(id=rule, reason="; ".join([*earlier[-1:], reason])))
+
+
+def skip_check(construct: IConstruct, check: str, reason: str) -> None:
+    """checkov: `check` (e.g. "CKV_AWS_116") does not apply to this resource, for `reason`. Written
+    into the resource's Metadata (checkov.skip), which checkov reads and reports as skipped."""
+    resource = construct if isinstance(construct, CfnResource) else construct.node.default_child
+    assert isinstance(resource, CfnResource), f"{construct.node.path} is not a resource"
+    metadata = resource.get_metadata("checkov") or {}
+    skips = [s for s in metadata.get("skip", []) if s["id"] != check]
+    resource.add_metadata("checkov", {**metadata, "skip": [*skips, {"id": check, "comment": reason}]})
+
+
+def default_policy(grantee: iam.IGrantable) -> Construct:
+    """The policy that the grants to a role (or a function's role) are written into."""
+    policy = policy_holder(grantee).node.find_child("DefaultPolicy")
+    assert isinstance(policy, Construct)
+    return policy
 
 
 def wildcard_resource(resource: str) -> str:

@@ -59,6 +59,8 @@ class LocalPip:
                 self.python_version,
                 "--only-binary=:all:",
                 "--upgrade",
+                # No .pyc: pip compiles with the Python that runs it (cpython-311 here), which the Lambda's never loads.
+                "--no-compile",
                 *lambda_requirements(),
             ],
             check=True,

@@ -1,5 +1,6 @@
 """Rotation of the cache's AUTH token every `days` (sagegate.cache_auth): a Lambda in the VPC that
-Secrets Manager calls step by step, allowed to modify this one replication group and to reach it."""
+Secrets Manager calls step by step, for this one secret only, allowed to modify this one
+replication group and to reach it."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
 from infra.constructs.functions import python_function
-from infra.nag import acknowledge, acknowledge_key_grant, policy_holder, wildcard_resource
+from infra.nag import acknowledge, acknowledge_key_grant, policy_holder, skip_check, wildcard_resource
 
 
 class CacheRotation(Construct):
@@ -85,4 +86,19 @@ class CacheRotation(Construct):
             rotate_immediately_on_update=False,
         )
         self.schedule.node.add_dependency(cache)
+        # CDK's invoke permission for Secrets Manager names no source: any account's secret could name this
+        # function. Scoped to this account (as AWS's guide advises) and to the one secret it rotates.
+        (permission,) = [
+            child
+            for child in self.function.node.children
+            if isinstance(child, lambda_.CfnPermission) and child.principal == "secretsmanager.amazonaws.com"
+        ]
+        permission.source_account = Stack.of(self).account
+        permission.source_arn = secret.secret_arn
+        skip_check(
+            self.function,
+            "CKV_AWS_116",
+            "Secrets Manager calls the rotation step by step and waits for each answer, retrying a failed"
+            " rotation itself (and marking it failed on the secret): no invocation is asynchronous",
+        )
         acknowledge_key_grant(policy_holder(self.function), "the token's secret (encrypted with the environment's key)")

@@ -1,10 +1,12 @@
 """Encrypted storage: a customer-managed KMS key, the S3 buckets (TLS only, no public access,
 versioned, lifecycle rules, access logs), the route table, ElastiCache for Redis (TLS, AUTH,
-Multi-AZ) and the Firehose stream that writes prediction logs to S3."""
+Multi-AZ) and the Firehose stream that writes prediction logs to S3. Every log group of the stack
+is encrypted with the key too (LogGroupsUseKey)."""
 
 from __future__ import annotations
 
-from aws_cdk import Duration, RemovalPolicy
+import jsii
+from aws_cdk import ArnFormat, CfnResource, Duration, IAspect, RemovalPolicy, Stack
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_elasticache as elasticache
@@ -14,9 +16,9 @@ from aws_cdk import aws_kms as kms
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_secretsmanager as secretsmanager
-from constructs import Construct
+from constructs import Construct, IConstruct
 
-from infra.nag import acknowledge, acknowledge_key_grant, objects, wildcard_action, wildcard_resource
+from infra.nag import acknowledge, acknowledge_key_grant, objects, skip_check, wildcard_action, wildcard_resource
 
 REDIS_PORT = 6390  # not the default port
 
@@ -43,7 +45,7 @@ class Data(Construct):
             removal_policy=removal,
             description=f"{prefix}: artifacts, logs, cache, routes, queues",
         )
-        self.key.grant_encrypt_decrypt(iam.ServicePrincipal("logs.amazonaws.com"))
+        self._allow_logs()
         auto_delete = removal == RemovalPolicy.DESTROY
         self.access_logs = s3.Bucket(
             self,
@@ -53,12 +55,22 @@ class Data(Construct):
             enforce_ssl=True,
             versioned=True,
             object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,  # no ACLs: log delivery by bucket policy
-            lifecycle_rules=[s3.LifecycleRule(expiration=Duration.days(365))],
+            # Versioned: an expired log stays as a noncurrent version until this removes it.
+            lifecycle_rules=[
+                s3.LifecycleRule(expiration=Duration.days(365), noncurrent_version_expiration=Duration.days(30))
+            ],
             removal_policy=removal,
             auto_delete_objects=auto_delete,
         )
+        skip_check(
+            self.access_logs,
+            "CKV_AWS_18",
+            "this is the bucket the others' server access logs go to: logging it would write its own log"
+            " objects into a bucket too, one more log bucket with the same finding",
+        )
 
-        def bucket(name: str, *, versioned: bool, expire_days: int | None, ia_days: int = 30) -> s3.Bucket:
+        # Versioned, so that an object deleted or overwritten by mistake can be restored for `keep_days`.
+        def bucket(name: str, *, expire_days: int | None, ia_days: int = 30, keep_days: int = 30) -> s3.Bucket:
             rules = [
                 s3.LifecycleRule(
                     transitions=[
@@ -67,7 +79,7 @@ class Data(Construct):
                         )
                     ],
                     expiration=Duration.days(expire_days) if expire_days else None,
-                    noncurrent_version_expiration=Duration.days(90) if versioned else None,
+                    noncurrent_version_expiration=Duration.days(keep_days),
                     abort_incomplete_multipart_upload_after=Duration.days(7),
                 )
             ]
@@ -79,7 +91,7 @@ class Data(Construct):
                 bucket_key_enabled=True,
                 block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
                 enforce_ssl=True,
-                versioned=versioned,
+                versioned=True,
                 server_access_logs_bucket=self.access_logs,
                 server_access_logs_prefix=f"{name.lower()}/",
                 lifecycle_rules=rules,
@@ -87,10 +99,12 @@ class Data(Construct):
                 auto_delete_objects=auto_delete,
             )
 
-        self.artifacts = bucket("Artifacts", versioned=True, expire_days=None, ia_days=90)
-        self.batch = bucket("Batch", versioned=False, expire_days=90)
-        self.capture = bucket("Capture", versioned=False, expire_days=180)
-        self.prediction_logs = bucket("PredictionLogs", versioned=False, expire_days=400)
+        self.artifacts = bucket("Artifacts", expire_days=None, ia_days=90, keep_days=90)
+        self.batch = bucket("Batch", expire_days=90)
+        self.capture = bucket("Capture", expire_days=180)
+        self.prediction_logs = bucket("PredictionLogs", expire_days=400)
+        if auto_delete:
+            _skip_auto_delete_provider(self)
 
         self.routes = dynamodb.TableV2(
             self,
@@ -176,3 +190,53 @@ class Data(Construct):
             "Firehose names the objects it delivers (time-partitioned); this bucket holds nothing else",
         )
         acknowledge_key_grant(self.predictions, "the delivery stream and its bucket")
+
+    def _allow_logs(self) -> None:
+        """CloudWatch Logs encrypts and decrypts the log groups of this account and region with the key:
+        the statement of AWS's guide (Encrypt log data in CloudWatch Logs using AWS KMS), with the
+        regional principal and the log group ARN of the encryption context."""
+        stack = Stack.of(self)
+        log_groups = stack.format_arn(
+            service="logs", resource="log-group", resource_name="*", arn_format=ArnFormat.COLON_RESOURCE_NAME
+        )
+        self.key.add_to_resource_policy(
+            iam.PolicyStatement(
+                principals=[iam.ServicePrincipal(f"logs.{stack.region}.amazonaws.com")],
+                actions=["kms:Encrypt*", "kms:Decrypt*", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:Describe*"],
+                resources=["*"],
+                conditions={"ArnLike": {"kms:EncryptionContext:aws:logs:arn": log_groups}},
+            )
+        )
+
+
+@jsii.implements(IAspect)
+class LogGroupsUseKey:
+    """Every log group under the construct it is added to is encrypted with `key` (execution data of
+    the state machines, request logs, flow logs): one rule for the log groups made here and for those
+    CDK makes itself."""
+
+    def __init__(self, key: kms.IKey) -> None:
+        self.key = key
+
+    def visit(self, node: IConstruct) -> None:
+        if isinstance(node, logs.CfnLogGroup) and node.kms_key_id is None:
+            node.kms_key_id = self.key.key_arn
+
+
+def _skip_auto_delete_provider(scope: Construct) -> None:
+    """CDK's own function that empties the buckets when the stack is destroyed (auto_delete_objects)."""
+    provider = Stack.of(scope).node.find_child("Custom::S3AutoDeleteObjectsCustomResourceProvider")
+    handler = provider.node.find_child("Handler")
+    assert isinstance(handler, CfnResource)
+    skip_check(
+        handler,
+        "CKV_AWS_116",
+        "CDK's auto_delete_objects provider, invoked by CloudFormation, which waits for its answer and fails the"
+        " stack operation on an error: there is no lost event for a dead-letter queue to keep",
+    )
+    skip_check(
+        handler,
+        "CKV_AWS_117",
+        "CDK's auto_delete_objects provider calls the S3 API only (this stack's buckets, when they are"
+        " destroyed); it reaches nothing in the VPC",
+    )

@@ -1,12 +1,14 @@
-"""The environment's alarm topic and its dashboard: per model and variant, latency p50/p99,
+"""The environment's alarm topic (which this environment's CloudWatch alarms may publish to, through
+its key) and its dashboard: per model and variant, latency p50/p99,
 invocations and errors (SageMaker), cache hit rate and degraded answers (the gateway's EMF
 metrics), GPU utilization, and the batch jobs' outcomes."""
 
 from __future__ import annotations
 
-from aws_cdk import Duration
+from aws_cdk import ArnFormat, Duration, Stack
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cloudwatch_actions as actions
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
@@ -21,6 +23,30 @@ class Monitoring(Construct):
     def __init__(self, scope: Construct, id: str, *, prefix: str, key: kms.IKey, email: str | None) -> None:
         super().__init__(scope, id)
         self.topic = sns.Topic(self, "Alarms", topic_name=f"{prefix}-alarms", master_key=key, enforce_ssl=True)
+        # CloudWatch publishes an alarm's notification as cloudwatch.amazonaws.com: the topic's policy (it
+        # replaces the default one) must let it, for this environment's alarms (all named <prefix>-...), and
+        # the key must let it encrypt the message (the statement AWS documents for an encrypted topic).
+        alarms = iam.ServicePrincipal("cloudwatch.amazonaws.com")
+        self.topic.add_to_resource_policy(
+            iam.PolicyStatement(
+                principals=[alarms],
+                actions=["sns:Publish"],
+                resources=[self.topic.topic_arn],
+                conditions={
+                    "ArnLike": {
+                        "aws:SourceArn": Stack.of(self).format_arn(
+                            service="cloudwatch",
+                            resource="alarm",
+                            resource_name=f"{prefix}-*",
+                            arn_format=ArnFormat.COLON_RESOURCE_NAME,
+                        )
+                    }
+                },
+            )
+        )
+        key.add_to_resource_policy(
+            iam.PolicyStatement(principals=[alarms], actions=["kms:Decrypt", "kms:GenerateDataKey*"], resources=["*"])
+        )
         if email:
             self.topic.add_subscription(subscriptions.EmailSubscription(email))
         self.dashboard = cloudwatch.Dashboard(self, "Dashboard", dashboard_name=prefix)

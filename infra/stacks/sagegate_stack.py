@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from aws_cdk import Acknowledgment, RemovalPolicy, Stack, Validations
+from aws_cdk import Acknowledgment, Aspects, RemovalPolicy, Stack, Validations
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
@@ -15,7 +15,7 @@ from infra.constructs.api import Api
 from infra.constructs.batch_jobs import BatchJobs
 from infra.constructs.bundling import lambda_code
 from infra.constructs.cache_rotation import CacheRotation
-from infra.constructs.data import REDIS_PORT, Data
+from infra.constructs.data import REDIS_PORT, Data, LogGroupsUseKey
 from infra.constructs.firewall import Firewall
 from infra.constructs.monitoring import Monitoring
 from infra.constructs.network import Network
@@ -54,6 +54,7 @@ class SagegateStack(Stack):
             removal=removal,
             log_retention=retention,
         )
+        Aspects.of(self).add(LogGroupsUseKey(data.key))
         CacheRotation(
             self,
             "CacheRotation",

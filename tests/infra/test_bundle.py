@@ -50,6 +50,9 @@ def test_the_bundle_alone_runs_the_handlers(tmp_path: Path) -> None:
     version = f"{sys.version_info.major}.{sys.version_info.minor}"
     assert LocalPip(python_version=version).try_bundle(str(bundle))
     assert not (bundle / "typer").exists() and not (bundle / "rich").exists()
+    # No bytecode: pip's would be for the Python that ran it, never the Lambda's (looked at before the probe runs).
+    compiled = [str(p.relative_to(bundle)) for p in bundle.rglob("*.pyc")]
+    assert not compiled, compiled[:10]
 
     env = {"PATH": "/usr/bin:/bin", "AWS_DEFAULT_REGION": "eu-west-1", "AWS_ACCESS_KEY_ID": "x"}
     env["AWS_SECRET_ACCESS_KEY"] = "y"  # clients are made at import; nothing is called

@@ -5,6 +5,7 @@ platform, which `cdk synth` does for real."""
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 from pathlib import Path
@@ -21,14 +22,21 @@ from infra.app import build
 from infra.config import CONTEXT_KEY, ConfigError, load_environments
 from infra.constructs.api import ROUTES
 from sagegate.workflows.definitions import placeholders
+from sagegate.workflows.deploy import alarm_name
 
 ROOT = Path(__file__).resolve().parents[2]
 CONTEXT = json.loads((ROOT / "cdk.json").read_text())["context"]
+ENVIRONMENTS = load_environments(CONTEXT[CONTEXT_KEY])
 
 
 @pytest.fixture(scope="module")
-def templates(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Template]:
-    app = cdk.App(context={**CONTEXT, "aws:cdk:bundling-stacks": []}, outdir=str(tmp_path_factory.mktemp("cdk.out")))
+def outdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("cdk.out")
+
+
+@pytest.fixture(scope="module")
+def templates(outdir: Path) -> dict[str, Template]:
+    app = cdk.App(context={**CONTEXT, "aws:cdk:bundling-stacks": []}, outdir=str(outdir))
     stacks = build(app, nag=False)
     return {name: Template.from_stack(stack) for name, stack in stacks.items()}
 
@@ -46,6 +54,58 @@ def _statements(template: Template, role: str) -> list[dict[str, Any]]:
 
 def _actions(statements: list[dict[str, Any]]) -> set[str]:
     return {a for s in statements for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])}
+
+
+def _only(template: Template, kind: str) -> tuple[str, dict[str, Any]]:
+    (found,) = template.find_resources(kind).items()
+    return found
+
+
+def _key_statements(template: Template, service: str) -> list[dict[str, Any]]:
+    """The statements of the environment's key policy that name `service` (a service principal)."""
+    _, key = _only(template, "AWS::KMS::Key")
+    return [s for s in key["Properties"]["KeyPolicy"]["Statement"] if s.get("Principal") == {"Service": service}]
+
+
+def _text(value: Any) -> str:
+    """A template value as CloudFormation resolves it in the aws partition (Fn::Join of literals, the partition)."""
+    if isinstance(value, str):
+        return value
+    if "Fn::Join" in value:
+        separator, parts = value["Fn::Join"]
+        return str(separator).join(_text(p) for p in parts)
+    assert value == {"Ref": "AWS::Partition"}, value
+    return "aws"
+
+
+def _depends_on(resources: dict[str, Any], logical_id: str) -> set[str]:
+    """Every resource that `logical_id` waits for: DependsOn, Ref and Fn::GetAtt, followed to the end."""
+
+    def direct(resource: dict[str, Any]) -> set[str]:
+        found = set(resource.get("DependsOn", []))
+
+        def walk(value: Any) -> None:
+            if isinstance(value, dict):
+                if isinstance(value.get("Ref"), str):
+                    found.add(value["Ref"])
+                if "Fn::GetAtt" in value:
+                    found.add(value["Fn::GetAtt"][0])
+                for v in value.values():
+                    walk(v)
+            elif isinstance(value, list):
+                for v in value:
+                    walk(v)
+
+        walk(resource.get("Properties", {}))
+        return {f for f in found if f in resources}
+
+    seen: set[str] = set()
+    todo = [logical_id]
+    while todo:
+        for found in direct(resources[todo.pop()]) - seen:
+            seen.add(found)
+            todo.append(found)
+    return seen
 
 
 def test_every_environment_synthesizes(templates: dict[str, Template]) -> None:
@@ -110,6 +170,9 @@ def test_storage_is_encrypted_private_and_tls_only(templates: dict[str, Template
     assert len(buckets) == 5
     for bucket in buckets.values():
         props = bucket["Properties"]
+        # Versioned, and what a delete or an overwrite replaced is kept for a while, then expires.
+        assert props["VersioningConfiguration"] == {"Status": "Enabled"}
+        assert all(r.get("NoncurrentVersionExpiration") for r in props["LifecycleConfiguration"]["Rules"])
         assert props["PublicAccessBlockConfiguration"] == {
             "BlockPublicAcls": True,
             "BlockPublicPolicy": True,
@@ -261,3 +324,124 @@ def test_state_machines_get_every_placeholder_of_their_definition(templates: dic
         assert set(props["DefinitionSubstitutions"]) == placeholders(name)
         assert props["LoggingConfiguration"]["Level"] == "ALL" and props["TracingConfiguration"]["Enabled"]
     assert by_name["sagegate-staging-deploy-model"]["DefinitionSubstitutions"]["EndpointPrefix"] == "sagegate-staging-"
+
+
+def test_cloudwatch_alarms_may_publish_to_the_encrypted_alarm_topic(templates: dict[str, Template]) -> None:
+    for name, template in templates.items():
+        env = ENVIRONMENTS[name]
+        key_id, _ = _only(template, "AWS::KMS::Key")
+        topic_id, topic = _only(template, "AWS::SNS::Topic")
+        assert topic["Properties"]["KmsMasterKeyId"] == {"Fn::GetAtt": [key_id, "Arn"]}
+        # The key: CloudWatch makes and reads the message's data key (else SNS refuses the alarm's publish).
+        assert {"kms:Decrypt", "kms:GenerateDataKey*"} <= _actions(
+            _key_statements(template, "cloudwatch.amazonaws.com")
+        )
+        # The topic's policy replaces SNS's default one: it must let CloudWatch publish, for this environment's alarms.
+        _, policy = _only(template, "AWS::SNS::TopicPolicy")
+        assert policy["Properties"]["Topics"] == [{"Ref": topic_id}]
+        (allow,) = [
+            s
+            for s in policy["Properties"]["PolicyDocument"]["Statement"]
+            if s["Effect"] == "Allow" and s["Principal"] == {"Service": "cloudwatch.amazonaws.com"}
+        ]
+        assert allow["Action"] == "sns:Publish" and allow["Resource"] == {"Ref": topic_id}
+        pattern = _text(allow["Condition"]["ArnLike"]["aws:SourceArn"])
+        notifying = {
+            alarm["Properties"]["AlarmName"]
+            for alarm in template.find_resources("AWS::CloudWatch::Alarm").values()
+            if {"Ref": topic_id} in alarm["Properties"].get("AlarmActions", [])
+        }
+        # and the alarms the deployment workflow makes for each variant (sagegate.workflows.deploy.alarms)
+        made = {
+            alarm_name(f"{env.prefix}-{m.name}", v.name, kind)
+            for m in env.models
+            for v in m.variants
+            for kind in ("errors", "latency")
+        }
+        for alarm in notifying | made:
+            assert fnmatch.fnmatchcase(f"arn:aws:cloudwatch:{env.region}:{env.account}:alarm:{alarm}", pattern), alarm
+        assert not fnmatch.fnmatchcase(f"arn:aws:cloudwatch:{env.region}:{env.account}:alarm:other-alarm", pattern)
+
+
+def test_every_log_group_is_encrypted_with_the_key_that_cloudwatch_logs_may_use(
+    templates: dict[str, Template],
+) -> None:
+    for name, template in templates.items():
+        env = ENVIRONMENTS[name]
+        key_id, _ = _only(template, "AWS::KMS::Key")
+        groups = template.find_resources("AWS::Logs::LogGroup")
+        unencrypted = [
+            g for g, group in groups.items() if group["Properties"].get("KmsKeyId") != {"Fn::GetAtt": [key_id, "Arn"]}
+        ]
+        assert groups and not unencrypted, unencrypted
+        # The state machines' logs (with execution data) are among them.
+        for machine in template.find_resources("AWS::StepFunctions::StateMachine").values():
+            (destination,) = machine["Properties"]["LoggingConfiguration"]["Destinations"]
+            assert destination["CloudWatchLogsLogGroup"]["LogGroupArn"]["Fn::GetAtt"][0] in groups
+        # AWS's form: the regional service principal, for the log groups of this account and region only.
+        assert not _key_statements(template, "logs.amazonaws.com")
+        (statement,) = _key_statements(template, f"logs.{env.region}.amazonaws.com")
+        assert {"kms:Encrypt*", "kms:Decrypt*", "kms:GenerateDataKey*"} <= _actions([statement])
+        context = _text(statement["Condition"]["ArnLike"]["kms:EncryptionContext:aws:logs:arn"])
+        assert context == f"arn:aws:logs:{env.region}:{env.account}:log-group:*"
+
+
+def test_secrets_manager_may_invoke_the_rotation_for_its_one_secret_in_this_account(
+    templates: dict[str, Template],
+) -> None:
+    for name, template in templates.items():
+        secret_id, _ = _only(template, "AWS::SecretsManager::Secret")
+        _, schedule = _only(template, "AWS::SecretsManager::RotationSchedule")
+        (permission,) = [
+            p["Properties"]
+            for p in template.find_resources("AWS::Lambda::Permission").values()
+            if p["Properties"]["Principal"] == "secretsmanager.amazonaws.com"
+        ]
+        assert permission["FunctionName"] == schedule["Properties"]["RotationLambdaARN"]
+        assert permission["SourceAccount"] == ENVIRONMENTS[name].account
+        assert permission["SourceArn"] == {"Ref": secret_id}
+
+
+def test_each_state_machine_definition_sets_its_own_execution_timeout(
+    templates: dict[str, Template], outdir: Path
+) -> None:
+    """CDK's `timeout` applies only to definitions that CDK builds: a definition from a file carries its own
+    TimeoutSeconds, or the execution may run for a year. Read here as it is deployed: the definition asset."""
+    for template in templates.values():
+        machines = template.find_resources("AWS::StepFunctions::StateMachine")
+        assert len(machines) == 2
+        for machine in machines.values():
+            key = machine["Properties"]["DefinitionS3Location"]["Key"]
+            definition = json.loads((outdir / f"asset.{key}").read_text())
+            timeout = definition.get("TimeoutSeconds")
+            # Step Functions' own limit is a year; each of ours is meant to end within days.
+            assert isinstance(timeout, int) and 0 < timeout <= 7 * 24 * 3600, machine["Properties"]["StateMachineName"]
+
+
+def test_sagemaker_resources_wait_for_the_policy_of_the_role_they_run_as(templates: dict[str, Template]) -> None:
+    """A Model (or what creates one) made before its role's policy exists cannot pull the image or read
+    the model: CloudFormation must create the policy first."""
+    for template in templates.values():
+        resources = template.to_json()["Resources"]
+        (role,) = [
+            logical
+            for logical, r in resources.items()
+            if r["Type"] == "AWS::IAM::Role"
+            and {"Service": "sagemaker.amazonaws.com"}
+            in [s["Principal"] for s in r["Properties"]["AssumeRolePolicyDocument"]["Statement"]]
+        ]
+        policies = {
+            logical
+            for logical, r in resources.items()
+            if r["Type"] == "AWS::IAM::Policy" and {"Ref": role} in r["Properties"]["Roles"]
+        }
+        assert policies
+        users = [
+            logical
+            for logical, r in resources.items()
+            if r["Type"].startswith("AWS::SageMaker::")
+            or (r["Type"].startswith("Custom::") and role in json.dumps(r.get("Properties", {})))
+        ]
+        assert users
+        for logical in users:
+            assert policies <= _depends_on(resources, logical), logical
