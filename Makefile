@@ -13,12 +13,22 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $@
 
+# checkov (tests/infra/test_checks.py) in an environment of its own: it pins boto3, botocore,
+# packaging and networkx, and through cloudsplaining policy_sentry, below what .venv needs.
+CHECKOV_VERSION := 3.3.30
+CHECKOV := $(VENV)/checkov
+$(CHECKOV)/.installed-$(CHECKOV_VERSION):
+	rm -rf $(CHECKOV)
+	$(PYTHON) -m venv $(CHECKOV)
+	$(CHECKOV)/bin/python -m pip install --quiet "checkov==$(CHECKOV_VERSION)"
+	touch $@
+
 # The pinned AWS CDK CLI (package.json) for `npx cdk synth | deploy | destroy`.
 node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --silent
 	touch $@
 
-setup: $(VENV)/.installed node_modules/.installed
+setup: $(VENV)/.installed node_modules/.installed $(CHECKOV)/.installed-$(CHECKOV_VERSION)
 
 demo: setup
 	$(VENV)/bin/sagegate demo

@@ -13,7 +13,7 @@ from aws_cdk import aws_logs as logs
 from constructs import Construct
 
 from infra.constructs.functions import python_function
-from infra.nag import acknowledge
+from infra.nag import acknowledge, skip_check
 
 STAGE = "api"  # https://<id>.execute-api.<region>.amazonaws.com/api/v1/predict
 # The gateway's routes (tests/infra checks them against the FastAPI app); nothing else reaches the Lambda.
@@ -80,6 +80,12 @@ class Api(Construct):
             },
             tracing=lambda_.Tracing.ACTIVE if tracing else lambda_.Tracing.DISABLED,
         )
+        skip_check(
+            self.function,
+            "CKV_AWS_116",
+            "API Gateway is the gateway's only caller and invokes it synchronously (the caller gets the error):"
+            " no invocation is asynchronous, so there is nothing for a dead-letter queue to keep",
+        )
         target: lambda_.IFunction = self.function
         if provisioned_concurrency:
             target = lambda_.Alias(
@@ -142,6 +148,21 @@ class Api(Construct):
                 "APIG4",
                 "api_auth: api_key for this environment: every method requires an API key of the usage plan"
                 " (throttled per key); environments that need caller identity set api_auth: iam (SigV4)",
+            )
+        stage = self.api.deployment_stage
+        skip_check(
+            stage,
+            "CKV_AWS_120",
+            "API Gateway caches by path and query string: the predictions are answers to POST bodies, the other"
+            " routes are live model and job state; the gateway caches predictions itself (Redis, keyed by model,"
+            " version and features)",
+        )
+        if not tracing:
+            skip_check(
+                stage,
+                "CKV_AWS_73",
+                "tracing: false in this environment's settings (X-Ray's per-trace cost); the stage's access and"
+                " execution logs still record every request",
             )
         self._routes()
         self.usage_plan = None

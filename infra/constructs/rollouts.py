@@ -23,13 +23,20 @@ from infra.constructs.access import list_objects, read_objects, write_objects
 from infra.constructs.functions import python_function
 from infra.constructs.serving import CAPTURE_PREFIX
 from infra.constructs.state_machines import pass_to_sagemaker, state_machine
-from infra.nag import acknowledge, acknowledge_key_grant, arn, attribute, policy_holder, wildcard_resource
+from infra.nag import (
+    acknowledge,
+    acknowledge_key_grant,
+    arn,
+    attribute,
+    policy_holder,
+    skip_check,
+    wildcard_resource,
+)
 from sagegate.deploy.policy import RolloutPolicy
 from sagegate.registry.sagemaker import DEFAULT_PREFIX as REGISTRY_PREFIX
 
-_SCALING_ACTIONS = [
-    "application-autoscaling:DescribeScalableTargets",
-    "application-autoscaling:DescribeScalingPolicies",
+_SCALING_READS = ["application-autoscaling:DescribeScalableTargets", "application-autoscaling:DescribeScalingPolicies"]
+_SCALING_CHANGES = [
     "application-autoscaling:RegisterScalableTarget",
     "application-autoscaling:DeregisterScalableTarget",
     "application-autoscaling:PutScalingPolicy",
@@ -78,6 +85,18 @@ class Rollouts(Construct):
             },
         )
         logic = self.function
+        skip_check(
+            logic,
+            "CKV_AWS_116",
+            "the deployment workflow is its only caller and invokes it synchronously (lambda:invoke, request and"
+            " response), retrying and catching its errors in the state machine: no event can be lost",
+        )
+        skip_check(
+            logic,
+            "CKV_AWS_117",
+            "it calls AWS APIs only (SageMaker, Application Auto Scaling, CloudWatch, S3) and reaches nothing in"
+            " the VPC; in it, it would need an interface endpoint per service for no isolation gained",
+        )
         read_objects(logic, artifacts, f"{REGISTRY_PREFIX}/", why="a manifest's sample for the smoke test")
         list_objects(logic, capture, f"{CAPTURE_PREFIX}/")
         read_objects(logic, capture, f"{CAPTURE_PREFIX}/", why="captured answers of a shadow run, to compare")
@@ -179,7 +198,20 @@ class Rollouts(Construct):
                 resources=[self._arn("endpoint-config", f"{self.prefix}-*")],
             )
         )
-        logic.add_to_role_policy(iam.PolicyStatement(actions=_SCALING_ACTIONS, resources=["*"]))
+        logic.add_to_role_policy(iam.PolicyStatement(actions=_SCALING_READS, resources=["*"]))
+        # No resource scope for a target before it exists: the changes are held to SageMaker variants by condition.
+        logic.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=_SCALING_CHANGES,
+                resources=["*"],
+                conditions={
+                    "StringEquals": {
+                        "application-autoscaling:service-namespace": "sagemaker",
+                        "application-autoscaling:scalable-dimension": "sagemaker:variant:DesiredInstanceCount",
+                    }
+                },
+            )
+        )
         # Target tracking policies are CloudWatch alarms that Application Auto Scaling makes in the caller's name.
         logic.add_to_role_policy(
             iam.PolicyStatement(

@@ -1,11 +1,13 @@
 """The checks a template must pass before anyone deploys it: cdk-nag's AwsSolutions pack (every
-finding fixed or acknowledged with its reason) and cfn-lint (no errors; the warnings it may skip
-are listed with reasons in .cfnlintrc.yaml)."""
+finding fixed or acknowledged with its reason), cfn-lint (no errors; the warnings it may skip
+are listed with reasons in .cfnlintrc.yaml) and checkov, a second scanner of its own rules (no
+failed check; each skip says why, on its resource or in .checkov.yaml)."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +24,8 @@ from infra.nag import acknowledge
 
 ROOT = Path(__file__).resolve().parents[2]
 CONTEXT = json.loads((ROOT / "cdk.json").read_text())["context"]
+# checkov has an environment of its own (`make setup`): its pins (boto3, packaging) would downgrade ours.
+CHECKOV = Path(sys.prefix) / "checkov" / "bin" / "checkov"
 
 
 def _app(outdir: Path, **context: object) -> cdk.App:
@@ -85,6 +89,40 @@ def test_cfn_lint_finds_no_errors_in_any_template(synthesized: tuple[cdk.App, Pa
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_checkov_fails_no_check_and_every_skip_says_why(synthesized: tuple[cdk.App, Path]) -> None:
+    _, outdir = synthesized
+    if not CHECKOV.exists():
+        pytest.fail(f"checkov is not installed at {CHECKOV}: run `make setup`")
+    config = ROOT / ".checkov.yaml"
+    files = [arg for p in sorted(outdir.glob("*.template.json")) for arg in ("--file", str(p))]
+    result = subprocess.run(
+        [str(CHECKOV), "--config-file", str(config), "--output", "json", *files],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    found = json.loads(result.stdout)
+    reports = found if isinstance(found, list) else [found]
+    results = [r["results"] for r in reports]
+    failed = [(c["check_id"], c["check_name"], c["resource"]) for r in results for c in r["failed_checks"]]
+    assert not failed, "\n".join(map(str, sorted(set(failed))))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert sum(r["summary"]["passed"] for r in reports) > 500
+    skipped = {
+        (c["check_id"], c["check_result"].get("suppress_comment", "")) for r in results for c in r["skipped_checks"]
+    }
+    assert skipped, "the per-resource skips (infra.nag.skip_check) reach checkov"
+    short = {check: reason for check, reason in skipped if len(reason) < 40}
+    assert not short, f"skips without a real reason: {short}"
+    # The checks skipped for every resource are each explained in the file.
+    text = config.read_text()
+    listed = re.search(r"^skip-check:\n((?:  - .*\n)+)", text, re.MULTILINE)
+    assert listed is not None
+    for check in re.findall(r"- (\S+)", listed.group(1)):
+        assert re.search(rf"^#\s+{check}\s+\S.{{40,}}$", text, re.MULTILINE), f"{check} has no reason in {config.name}"
 
 
 def test_two_grants_making_one_finding_keep_both_reasons() -> None:

@@ -84,12 +84,13 @@ def test_a_lambda_gets_its_own_log_group_and_no_managed_policy(stack: cdk.Stack)
     template = Template.from_stack(stack)
     role = template.find_resources("AWS::IAM::Role", {"Properties": {"Description": Match.string_like_regexp("Fn")}})
     assert len(role) == 1 and "ManagedPolicyArns" not in next(iter(role.values()))["Properties"]
-    statements = Capture()
-    template.has_resource_properties(
-        "AWS::IAM::Policy",
-        {"Roles": [{"Ref": next(iter(role))}], "PolicyDocument": {"Statement": statements}},
-    )
-    by_action = {tuple(sorted(s["Action"])): s for s in statements.as_array()}
+    statements = [
+        s
+        for policy in template.find_resources("AWS::IAM::Policy").values()
+        if policy["Properties"]["Roles"] == [{"Ref": next(iter(role))}]
+        for s in policy["Properties"]["PolicyDocument"]["Statement"]
+    ]
+    by_action = {tuple(sorted(s["Action"])): s for s in statements}
     log_group = next(iter(template.find_resources("AWS::Logs::LogGroup", {"Properties": {"RetentionInDays": 30}})))
     assert by_action[("logs:CreateLogStream", "logs:PutLogEvents")]["Resource"] == {"Fn::GetAtt": [log_group, "Arn"]}
     eni = by_action[tuple(sorted(VPC_ACCESS_ACTIONS))]
