@@ -375,8 +375,13 @@ def test_every_log_group_is_encrypted_with_the_key_that_cloudwatch_logs_may_use(
         ]
         assert groups and not unencrypted, unencrypted
         # The state machines' logs (with execution data) are among them.
-        for machine in template.find_resources("AWS::StepFunctions::StateMachine").values():
-            (destination,) = machine["Properties"]["LoggingConfiguration"]["Destinations"]
+        machines = template.find_resources("AWS::StepFunctions::StateMachine").values()
+        logging = [
+            m["Properties"]["LoggingConfiguration"] for m in machines if "LoggingConfiguration" in m["Properties"]
+        ]
+        assert len(logging) >= 2
+        for config in logging:
+            (destination,) = config["Destinations"]
             assert destination["CloudWatchLogsLogGroup"]["LogGroupArn"]["Fn::GetAtt"][0] in groups
         # AWS's form: the regional service principal, for the log groups of this account and region only.
         assert not _key_statements(template, "logs.amazonaws.com")
