@@ -22,6 +22,7 @@ HANDLERS = {
     "gateway_handler.py": "functions/gateway/handler.py",
     "deploy_handler.py": "functions/deploy/handler.py",
     "rotation_handler.py": "functions/rotation/handler.py",
+    "images_handler.py": "functions/images/handler.py",
 }
 
 

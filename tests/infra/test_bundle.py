@@ -1,5 +1,5 @@
 """The Lambda code asset, built by LocalPip as `cdk synth` builds it, run with nothing else on the
-path: the three handlers import from it alone and the gateway answers an API Gateway event.
+path: the handlers import from it alone and the gateway answers an API Gateway event.
 
 Built for this machine's Python (3.11) so that it can run here: this proves the bundle holds every
 module the handlers need (and none of the CLI's), not that the Lambda's cp312 wheels load, whose
@@ -21,7 +21,7 @@ pytestmark = pytest.mark.integration
 PROBE = """
 import json, sys
 sys.path.insert(0, sys.argv[1])
-import deploy_handler, gateway_handler, rotation_handler
+import deploy_handler, gateway_handler, images_handler, rotation_handler
 
 class Context:
     function_name = "sagegate-gateway"
