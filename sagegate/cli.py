@@ -266,12 +266,12 @@ models_app = typer.Typer(no_args_is_help=True, help="Registered models: list, sh
 app.add_typer(models_app, name="models")
 
 
-def _registry(target: str | None) -> Any:
+def _registry(target: str | None, *, gpu: bool = False) -> Any:
     from sagegate.registry import RegistryError
     from sagegate.targets import open_registry, resolve_target
 
     try:
-        return open_registry(resolve_target(target))
+        return open_registry(resolve_target(target), gpu=gpu)
     except RegistryError as exc:
         fail(str(exc))
 
@@ -295,6 +295,7 @@ def register(
     package_path: Annotated[Path, typer.Argument(metavar="PACKAGE", help="package folder or model.tar.gz")],
     stage: Annotated[str, typer.Option(help="dev | staging | production")] = "dev",
     target: TargetOption = None,
+    gpu: Annotated[bool, typer.Option(help="AWS: it serves on GPU instances (the environment's GPU image)")] = False,
 ) -> None:
     """Register a model package: its artifact is stored, its hash checked, its version numbered."""
     from sagegate.registry import Stage
@@ -303,7 +304,7 @@ def register(
         chosen = Stage(stage)
     except ValueError:
         fail(f"stage must be dev, staging or production, not {stage!r}")
-    registry = _registry(target)
+    registry = _registry(target, gpu=gpu)
     with console.status(f"registering {package_path}"):
         version, created = _registry_call(lambda: registry.register(package_path, stage=chosen))
     what = "registered" if created else "already registered as"
