@@ -45,6 +45,11 @@ class VariantConfig(_Strict):
     weight: float = Field(default=100, gt=0)
     gpus: int = Field(default=0, ge=0, description="GPUs per instance (GPU instance types get a utilization policy)")
 
+    @property
+    def on_gpu(self) -> bool:
+        """Served by the GPU inference image: GPUs declared, or a GPU instance family (ml.g*, ml.p*)."""
+        return self.gpus > 0 or self.instance_type.split(".")[1].startswith(("g", "p"))
+
 
 class ModelConfig(_Strict):
     name: str = Field(pattern=r"^[a-z0-9](-*[a-z0-9]){0,40}$")
@@ -79,6 +84,7 @@ class EnvConfig(_Strict):
         default=None, description="pinned, so a synth needs no AWS lookup; default: the region's a, b (, c)"
     )
     vpc_cidr: str = Field(default="10.40.0.0/16", pattern=r"^10\.\d{1,3}\.0\.0/16$", description="private, /16")
+    gpu_image: bool = Field(default=False, description="build the GPU inference image before any variant needs it")
 
     @property
     def rollout_policy(self) -> RolloutPolicy:
@@ -88,6 +94,11 @@ class EnvConfig(_Strict):
     @property
     def prefix(self) -> str:
         return f"sagegate-{self.name}"
+
+    @property
+    def on_gpu(self) -> bool:
+        """Whether the environment builds the GPU image too: asked for, or a variant serves on a GPU."""
+        return self.gpu_image or any(v.on_gpu for m in self.models for v in m.variants)
 
     @property
     def zones(self) -> list[str]:

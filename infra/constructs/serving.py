@@ -67,13 +67,7 @@ class Serving(Construct):
         read_objects(self.role, batch, why="batch inputs (batch jobs read and write in the batch bucket)")
         write_objects(self.role, batch, why="batch outputs and spot checkpoints")
         key.grant(self.role, "kms:Encrypt", "kms:DescribeKey")  # capture and job outputs name the key
-        self.role.add_to_policy(
-            iam.PolicyStatement(
-                actions=["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer", "ecr:BatchCheckLayerAvailability"],
-                resources=[stack.format_arn(service="ecr", resource="repository", resource_name="sagegate-*")],
-            )
-        )
-        self.role.add_to_policy(iam.PolicyStatement(actions=["ecr:GetAuthorizationToken"], resources=["*"]))
+        # Image pulls: granted by the stack on the environment's own repositories (infra/constructs/images.py).
         log_groups = [f"/aws/sagemaker/{kind}/*" for kind in ("Endpoints", "TransformJobs", "TrainingJobs")]
         self.role.add_to_policy(
             iam.PolicyStatement(
@@ -95,11 +89,6 @@ class Serving(Construct):
                 resources=["*"],
                 conditions={"StringEquals": {"cloudwatch:namespace": ["/aws/sagemaker/Endpoints", "sagegate"]}},
             )
-        )
-        acknowledge(
-            self.role,
-            wildcard_resource(arn(self, "ecr", "repository/sagegate-*")),
-            "the project's container images (inference, batch), one repository per image, named sagegate-*",
         )
         acknowledge(
             self.role,

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from aws_cdk import Acknowledgment, Aspects, RemovalPolicy, Stack, Validations
+from aws_cdk import Acknowledgment, Aspects, CfnOutput, RemovalPolicy, Stack, Validations
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
+from aws_cdk import aws_ssm as ssm
 from constructs import Construct
 
 from infra.config import EnvConfig
@@ -17,6 +18,7 @@ from infra.constructs.bundling import lambda_code
 from infra.constructs.cache_rotation import CacheRotation
 from infra.constructs.data import REDIS_PORT, Data, LogGroupsUseKey
 from infra.constructs.firewall import Firewall
+from infra.constructs.images import BATCH, INFERENCE, INFERENCE_GPU, Images
 from infra.constructs.monitoring import Monitoring
 from infra.constructs.network import Network
 from infra.constructs.rollouts import Rollouts
@@ -24,6 +26,7 @@ from infra.constructs.serving import Serving
 from infra.nag import acknowledge, arn, policy_holder, wildcard_resource
 from sagegate.gateway.config import GatewaySettings
 from sagegate.registry.sagemaker import DEFAULT_PREFIX as REGISTRY_PREFIX
+from sagegate.targets import image_parameter
 
 
 class SagegateStack(Stack):
@@ -98,6 +101,16 @@ class SagegateStack(Stack):
             log_retention=retention,
             removal=removal,
         )
+        images = Images(
+            self,
+            "Images",
+            prefix=prefix,
+            images=[INFERENCE, *([INFERENCE_GPU] if config.on_gpu else []), BATCH],
+            key=data.key,
+            code=code,
+            log_retention=retention,
+            removal=removal,
+        )
         batch_jobs = BatchJobs(
             self,
             "BatchJobs",
@@ -106,7 +119,7 @@ class SagegateStack(Stack):
             topic=monitoring.topic,
             sagemaker_role=serving.role,
             batch=data.batch,
-            image_uri=f"{config.account}.dkr.ecr.{config.region}.amazonaws.com/sagegate-batch:latest",
+            image_uri=images.uris[BATCH.name],
             log_retention=retention,
             removal=removal,
         )
@@ -162,11 +175,15 @@ class SagegateStack(Stack):
         for name in serving.endpoints.values():
             api.function.add_to_role_policy(_invoke(self, name))
         _read_registry(api.function)
+        images.grant_pull(serving.role)  # endpoints, transform jobs (inference image) and spot jobs (batch image)
+        for name, uri in images.uris.items():
+            _publish(self, config.name, name, uri)
 
         monitoring.notify(serving.alarms)
         monitoring.add_models(config.models, serving.endpoints)
         monitoring.add_batch(batch_jobs.machine)
         self.api, self.rollouts, self.batch_jobs, self.serving, self.data = api, rollouts, batch_jobs, serving, data
+        self.images = images
 
     @property
     def availability_zones(self) -> list[str]:
@@ -179,6 +196,19 @@ def _invoke(stack: Stack, endpoint: str) -> iam.PolicyStatement:
         actions=["sagemaker:InvokeEndpoint"],
         resources=[stack.format_arn(service="sagemaker", resource="endpoint", resource_name=endpoint)],
     )
+
+
+def _publish(stack: Stack, environment: str, image: str, uri: str) -> None:
+    """An image's URI as an output, and in SSM where `sagegate register --target aws` reads it."""
+    cid = "".join(part.title() for part in image.split("-"))
+    ssm.StringParameter(
+        stack,
+        f"{cid}ImageParameter",
+        parameter_name=image_parameter(environment, image),
+        string_value=uri,
+        description=f"the {image} image built from this environment's source (tag: its hash)",
+    )
+    CfnOutput(stack, f"{cid}ImageUri", value=uri, description=f"the {image} image")
 
 
 def _read_registry(function: lambda_.Function) -> None:

@@ -74,6 +74,8 @@ _VARIABLES = {
     "RoleNameWithPath": ("RoleArn", "ExecutionRoleArn"),
     "ResourceId": ("ResourceId",),
     "AlarmName": ("AlarmName", "AlarmNames"),
+    "RepositoryName": ("repositoryName",),
+    "ProjectName": ("projectName",),
 }
 
 

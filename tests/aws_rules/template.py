@@ -42,6 +42,8 @@ _NAME_PROPERTY = {
     "AWS::SecretsManager::Secret": "Name",
     "AWS::CloudWatch::Alarm": "AlarmName",
     "AWS::Events::Rule": "Name",
+    "AWS::ECR::Repository": "RepositoryName",
+    "AWS::CodeBuild::Project": "Name",
 }
 
 
@@ -118,6 +120,8 @@ class Deployed:
                 "AWS::KinesisFirehose::DeliveryStream": lambda: self.arn("firehose", f"deliverystream/{name}"),
                 "AWS::SQS::Queue": lambda: self.arn("sqs", name),
                 "AWS::Events::Rule": lambda: self.arn("events", f"rule/{name}"),
+                "AWS::ECR::Repository": lambda: self.arn("ecr", f"repository/{name}"),
+                "AWS::CodeBuild::Project": lambda: self.arn("codebuild", f"project/{name}"),
             }
             if kind in arns:
                 return arns[kind]()

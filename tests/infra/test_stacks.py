@@ -317,7 +317,8 @@ def test_state_machines_get_every_placeholder_of_their_definition(templates: dic
     by_name: dict[str, Any] = {}
     for machine in machines.values():
         props = machine["Properties"]
-        by_name[props["StateMachineName"]] = props
+        if "StateMachineName" in props:  # not CDK's provider waiters (custom resources), which are its own
+            by_name[props["StateMachineName"]] = props
     assert set(by_name) == {"sagegate-staging-deploy-model", "sagegate-staging-batch-inference"}
     for name, definition in (("deploy_model", "deploy-model"), ("batch_inference", "batch-inference")):
         props = by_name[f"sagegate-staging-{definition}"]
@@ -413,7 +414,11 @@ def test_each_state_machine_definition_sets_its_own_execution_timeout(
     """CDK's `timeout` applies only to definitions that CDK builds: a definition from a file carries its own
     TimeoutSeconds, or the execution may run for a year. Read here as it is deployed: the definition asset."""
     for template in templates.values():
-        machines = template.find_resources("AWS::StepFunctions::StateMachine")
+        machines = {  # ours, not the CDK provider framework's waiters (custom resources)
+            k: m
+            for k, m in template.find_resources("AWS::StepFunctions::StateMachine").items()
+            if "StateMachineName" in m["Properties"]
+        }
         assert len(machines) == 2
         for machine in machines.values():
             key = machine["Properties"]["DefinitionS3Location"]["Key"]
