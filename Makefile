@@ -57,6 +57,8 @@ lint: setup
 	$(VENV)/bin/mypy sagegate benchmarks infra functions/gateway/handler.py
 	$(VENV)/bin/mypy functions/deploy/handler.py
 	$(VENV)/bin/mypy functions/rotation/handler.py
+	$(VENV)/bin/mypy functions/endpoint/handler.py
+	$(VENV)/bin/mypy functions/images/handler.py
 
 bench: setup
 	bash scripts/ensure-tools.sh wrk redis-server

@@ -23,6 +23,7 @@ HANDLERS = {
     "deploy_handler.py": "functions/deploy/handler.py",
     "rotation_handler.py": "functions/rotation/handler.py",
     "images_handler.py": "functions/images/handler.py",
+    "endpoint_handler.py": "functions/endpoint/handler.py",
 }
 
 

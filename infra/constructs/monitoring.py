@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from aws_cdk import ArnFormat, Duration, Stack
 from aws_cdk import aws_cloudwatch as cloudwatch
-from aws_cdk import aws_cloudwatch_actions as actions
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_sns as sns
@@ -16,7 +15,6 @@ from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
 from infra.config import ModelConfig
-from infra.constructs.serving import variant_metric
 
 
 class Monitoring(Construct):
@@ -51,61 +49,43 @@ class Monitoring(Construct):
             self.topic.add_subscription(subscriptions.EmailSubscription(email))
         self.dashboard = cloudwatch.Dashboard(self, "Dashboard", dashboard_name=prefix)
 
-    def notify(self, alarms: list[cloudwatch.Alarm]) -> None:
-        for alarm in alarms:
-            alarm.add_alarm_action(actions.SnsAction(self.topic))
-
     def add_models(self, models: list[ModelConfig], endpoints: dict[str, str]) -> None:
+        """Per model, graphs of whatever variants its endpoint serves now: SEARCH expressions over the
+        endpoint's metrics, not the configured variants (rollouts replace those; the dashboard is not
+        redeployed for it)."""
         for model in models:
             endpoint = endpoints[model.name]
-            for v in model.variants:
-                title = f"{model.name} / {v.name}"
-                gateway = {
-                    name: cloudwatch.Metric(
-                        namespace="sagegate",
-                        metric_name=name,
-                        statistic="Sum",
-                        period=Duration.minutes(1),
-                        dimensions_map={"model": model.name, "variant": v.name, "service": "gateway"},
+            title = f"{model.name} ({endpoint})"
+            widgets: list[cloudwatch.IWidget] = [
+                cloudwatch.GraphWidget(
+                    title=f"{title}: model latency p50 and p99 per variant (us)",
+                    left=[
+                        _search("AWS/SageMaker", endpoint, "ModelLatency", "p50", "p50"),
+                        _search("AWS/SageMaker", endpoint, "ModelLatency", "p99", "p99"),
+                    ],
+                ),
+                cloudwatch.GraphWidget(
+                    title=f"{title}: invocations and errors per variant",
+                    left=[_search("AWS/SageMaker", endpoint, "Invocations", "Sum", "invocations")],
+                    right=[
+                        _search("AWS/SageMaker", endpoint, "Invocation4XXErrors", "Sum", "4XX"),
+                        _search("AWS/SageMaker", endpoint, "Invocation5XXErrors", "Sum", "5XX"),
+                    ],
+                ),
+                cloudwatch.GraphWidget(
+                    title=f"{title}: gateway cache hits, misses and degraded answers per variant",
+                    left=[_gateway(model.name, "cache_hits"), _gateway(model.name, "cache_misses")],
+                    right=[_gateway(model.name, "degraded")],
+                ),
+            ]
+            if any(v.gpus for v in model.variants):
+                widgets.append(
+                    cloudwatch.GraphWidget(
+                        title=f"{title}: GPU utilization per variant (100 x GPUs at most)",
+                        left=[_search("/aws/sagemaker/Endpoints", endpoint, "GPUUtilization", "Average", "GPU")],
                     )
-                    for name in ("cache_hits", "cache_misses", "degraded")
-                }
-                hit_rate = cloudwatch.MathExpression(
-                    expression="100 * hits / (hits + misses)",
-                    label="cache hit rate %",
-                    using_metrics={"hits": gateway["cache_hits"], "misses": gateway["cache_misses"]},
-                    period=Duration.minutes(1),
                 )
-                widgets: list[cloudwatch.IWidget] = [
-                    cloudwatch.GraphWidget(
-                        title=f"{title}: model latency (us)",
-                        left=[
-                            variant_metric(endpoint, v.name, "ModelLatency", "p50"),
-                            variant_metric(endpoint, v.name, "ModelLatency", "p99"),
-                        ],
-                    ),
-                    cloudwatch.GraphWidget(
-                        title=f"{title}: invocations and errors",
-                        left=[
-                            variant_metric(endpoint, v.name, "Invocations", "Sum"),
-                        ],
-                        right=[
-                            variant_metric(endpoint, v.name, "Invocation4XXErrors", "Sum"),
-                            variant_metric(endpoint, v.name, "Invocation5XXErrors", "Sum"),
-                        ],
-                    ),
-                    cloudwatch.GraphWidget(
-                        title=f"{title}: cache and degraded answers", left=[hit_rate], right=[gateway["degraded"]]
-                    ),
-                ]
-                if v.gpus:
-                    widgets.append(
-                        cloudwatch.GraphWidget(
-                            title=f"{title}: GPU utilization (100 x {v.gpus} GPUs at most)",
-                            left=[variant_metric(endpoint, v.name, "GPUUtilization", "Average")],
-                        )
-                    )
-                self.dashboard.add_widgets(*widgets)
+            self.dashboard.add_widgets(*widgets)
 
     def add_batch(self, machine: sfn.StateMachine) -> None:
         self.dashboard.add_widgets(
@@ -114,3 +94,27 @@ class Monitoring(Construct):
                 left=[machine.metric_succeeded(), machine.metric_failed(), machine.metric_started()],
             )
         )
+
+
+def _search(namespace: str, endpoint: str, metric: str, statistic: str, label: str) -> cloudwatch.MathExpression:
+    """One line per variant of the endpoint, whichever variants it has when the graph is looked at."""
+    return cloudwatch.MathExpression(
+        expression=(
+            f'SEARCH(\'{{{namespace},EndpointName,VariantName}} EndpointName="{endpoint}" '
+            f"MetricName=\"{metric}\"', '{statistic}', 60)"
+        ),
+        label=label,
+        period=Duration.minutes(1),
+    )
+
+
+def _gateway(model: str, metric: str) -> cloudwatch.MathExpression:
+    """The gateway's EMF metric (namespace sagegate, dimensions model, variant, service) per variant."""
+    return cloudwatch.MathExpression(
+        expression=(
+            f'SEARCH(\'{{sagegate,model,service,variant}} model="{model}" service="gateway" '
+            f"MetricName=\"{metric}\"', 'Sum', 60)"
+        ),
+        label=metric,
+        period=Duration.minutes(1),
+    )

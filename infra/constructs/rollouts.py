@@ -21,6 +21,7 @@ from constructs import Construct
 
 from infra.constructs.access import list_objects, read_objects, write_objects
 from infra.constructs.functions import python_function
+from infra.constructs.scaling import grant_scaling
 from infra.constructs.serving import CAPTURE_PREFIX
 from infra.constructs.state_machines import pass_to_sagemaker, state_machine
 from infra.nag import (
@@ -34,15 +35,6 @@ from infra.nag import (
 )
 from sagegate.deploy.policy import RolloutPolicy
 from sagegate.registry.sagemaker import DEFAULT_PREFIX as REGISTRY_PREFIX
-
-_SCALING_READS = ["application-autoscaling:DescribeScalableTargets", "application-autoscaling:DescribeScalingPolicies"]
-_SCALING_CHANGES = [
-    "application-autoscaling:RegisterScalableTarget",
-    "application-autoscaling:DeregisterScalableTarget",
-    "application-autoscaling:PutScalingPolicy",
-    "application-autoscaling:DeleteScalingPolicy",
-]
-_SCALING_SERVICE = "sagemaker.application-autoscaling.amazonaws.com"
 
 
 class Rollouts(Construct):
@@ -102,7 +94,10 @@ class Rollouts(Construct):
         read_objects(logic, capture, f"{CAPTURE_PREFIX}/", why="captured answers of a shadow run, to compare")
         write_objects(logic, reports, "shadow-reports/", why="the shadow comparison's report")
         logic.add_to_role_policy(iam.PolicyStatement(actions=["cloudwatch:GetMetricData"], resources=["*"]))
-        self._scaling_handover(logic)
+        acknowledge(
+            policy_holder(logic), wildcard_resource("*"), "cloudwatch:GetMetricData has no resource-level scope"
+        )
+        grant_scaling(logic, prefix)  # sagegate.workflows.deploy.scaling moves the targets across a rollout
 
         self.machine = state_machine(
             self,
@@ -180,79 +175,6 @@ class Rollouts(Construct):
             "CDK's grant_invoke covers the versions of the workflow's own Lambda",
         )
         acknowledge_key_grant(role, "the route table and the topic")
-
-    def _scaling_handover(self, logic: lambda_.Function) -> None:
-        """What sagegate.workflows.deploy.scaling does: read the endpoint's variants, move their scalable targets."""
-        endpoints = self._arn("endpoint", f"{self.prefix}-*")
-        # Registering a SageMaker variant with Application Auto Scaling needs these on the caller too
-        # (SageMaker developer guide, "Auto scaling prerequisites").
-        logic.add_to_role_policy(
-            iam.PolicyStatement(
-                actions=["sagemaker:DescribeEndpoint", "sagemaker:UpdateEndpointWeightsAndCapacities"],
-                resources=[endpoints],
-            )
-        )
-        logic.add_to_role_policy(
-            iam.PolicyStatement(
-                actions=["sagemaker:DescribeEndpointConfig"],
-                resources=[self._arn("endpoint-config", f"{self.prefix}-*")],
-            )
-        )
-        logic.add_to_role_policy(iam.PolicyStatement(actions=_SCALING_READS, resources=["*"]))
-        # No resource scope for a target before it exists: the changes are held to SageMaker variants by condition.
-        logic.add_to_role_policy(
-            iam.PolicyStatement(
-                actions=_SCALING_CHANGES,
-                resources=["*"],
-                conditions={
-                    "StringEquals": {
-                        "application-autoscaling:service-namespace": "sagemaker",
-                        "application-autoscaling:scalable-dimension": "sagemaker:variant:DesiredInstanceCount",
-                    }
-                },
-            )
-        )
-        # Target tracking policies are CloudWatch alarms that Application Auto Scaling makes in the caller's name.
-        logic.add_to_role_policy(
-            iam.PolicyStatement(
-                actions=["cloudwatch:DescribeAlarms", "cloudwatch:PutMetricAlarm", "cloudwatch:DeleteAlarms"],
-                resources=[self._alarm_arn("TargetTracking-endpoint/*")],
-            )
-        )
-        linked = "AWSServiceRoleForApplicationAutoScaling_SageMakerEndpoint"
-        logic.add_to_role_policy(
-            iam.PolicyStatement(
-                actions=["iam:CreateServiceLinkedRole"],
-                resources=[
-                    Stack.of(self).format_arn(
-                        service="iam",
-                        region="",
-                        resource="role",
-                        resource_name=f"aws-service-role/{_SCALING_SERVICE}/{linked}",
-                    )
-                ],
-                conditions={"StringLike": {"iam:AWSServiceName": _SCALING_SERVICE}},
-            )
-        )
-        holder = policy_holder(logic)
-        acknowledge(
-            holder,
-            wildcard_resource("*"),
-            "cloudwatch:GetMetricData has no resource-level scope, nor do Application Auto Scaling's target and"
-            " policy actions (the code touches only the variants of this environment's endpoints)",
-        )
-        for name in (f"endpoint/{self.prefix}-*", f"endpoint-config/{self.prefix}-*"):
-            acknowledge(
-                holder,
-                wildcard_resource(arn(self, "sagemaker", name)),
-                "the endpoints (and their configs) of this environment, named by its prefix, including models"
-                " configured later",
-            )
-        acknowledge(
-            holder,
-            wildcard_resource(arn(self, "cloudwatch", "alarm:TargetTracking-endpoint/*")),
-            "the alarms Application Auto Scaling names for target tracking on SageMaker variants",
-        )
 
     def _on_approval(self, models: list[str], rollout: RolloutPolicy) -> events.Rule:
         """A version Approved in the registry starts its rollout with the environment's policy; a

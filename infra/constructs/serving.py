@@ -1,40 +1,33 @@
-"""SageMaker endpoints per configured model: a Model per variant (from its model package), an
-endpoint config with data capture and KMS, the endpoint, Application Auto Scaling per variant
-(invocations per instance, plus GPU utilization on GPU instances) and the per-variant alarms that
-deployments read (named as sagegate.workflows.deploy.alarm_name names them)."""
+"""SageMaker serving per configured model: the execution role the containers run as, and each
+model's endpoint as a custom resource (sagegate.workflows.deploy.endpoint) that creates it once from
+the configured variants (a Model per variant from its model package, an endpoint config with data
+capture and KMS, the endpoint, Application Auto Scaling per variant and the per-variant alarms that
+deployments read, named as sagegate.workflows.deploy.alarm_name names them). After that the
+deployment workflow owns the live variants: a later `cdk deploy` never changes what serves traffic."""
 
 from __future__ import annotations
 
-import json
-
-from aws_cdk import ArnFormat, Duration, Stack
-from aws_cdk import aws_applicationautoscaling as autoscaling
-from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import ArnFormat, CustomResource, Duration, RemovalPolicy, Stack
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
-from aws_cdk import aws_sagemaker as sagemaker
+from aws_cdk import aws_sns as sns
 from constructs import Construct
 
 from infra.config import ModelConfig
 from infra.constructs.access import list_objects, read_objects, write_objects
-from infra.nag import acknowledge, arn, wildcard_resource
+from infra.constructs.functions import python_function
+from infra.constructs.providers import waiting_provider
+from infra.constructs.scaling import grant_scaling
+from infra.constructs.state_machines import pass_to_sagemaker
+from infra.nag import acknowledge, arn, policy_holder, wildcard_resource
 from sagegate.deploy.policy import AlarmThresholds
 from sagegate.registry.sagemaker import DEFAULT_PREFIX as REGISTRY_PREFIX
-from sagegate.workflows.deploy import alarm_name
-from sagegate.workflows.names import sagemaker_name, short_hash
+from sagegate.workflows.deploy.endpoint import EndpointSpec, FirstVariant, Scaling
 
 CAPTURE_PREFIX = "capture"  # data capture under s3://<capture bucket>/capture/<endpoint>/<variant>/...
-
-
-def variant_metric(endpoint: str, variant: str, name: str, statistic: str) -> cloudwatch.Metric:
-    return cloudwatch.Metric(
-        namespace="AWS/SageMaker" if name != "GPUUtilization" else "/aws/sagemaker/Endpoints",
-        metric_name=name,
-        dimensions_map={"EndpointName": endpoint, "VariantName": variant},
-        statistic=statistic,
-        period=Duration.minutes(1),
-    )
 
 
 class Serving(Construct):
@@ -50,9 +43,14 @@ class Serving(Construct):
         capture: s3.IBucket,
         batch: s3.IBucket,
         thresholds: AlarmThresholds,
+        topic: sns.ITopic,
+        code: lambda_.Code,
+        log_retention: logs.RetentionDays,
+        removal: RemovalPolicy,
     ) -> None:
         super().__init__(scope, id)
         stack = Stack.of(self)
+        self.key = key
         self.role = iam.Role(
             self,
             "ExecutionRole",
@@ -103,120 +101,143 @@ class Serving(Construct):
                 "SageMaker names the log streams of endpoints and jobs at run time, under this fixed group",
             )
         self.endpoints: dict[str, str] = {}
-        self.alarms: list[cloudwatch.Alarm] = []
+        if models:
+            self._owner(prefix, code, log_retention, removal)
         for model in models:
-            self._endpoint(prefix, model, key, capture, thresholds)
+            self._endpoint(prefix, model, capture=capture, topic=topic, thresholds=thresholds, removal=removal)
 
-    def _endpoint(
-        self, prefix: str, model: ModelConfig, key: kms.IKey, capture: s3.IBucket, thresholds: AlarmThresholds
+    def _owner(
+        self, prefix: str, code: lambda_.Code, log_retention: logs.RetentionDays, removal: RemovalPolicy
     ) -> None:
-        endpoint_name = f"{prefix}-{model.name}"
-        scope = Construct(self, model.name)
-        variants = []
-        models: list[sagemaker.CfnModel] = []
-        for v in model.variants:
-            # Named under the environment's prefix (the rollout workflow's roles are scoped to it), with
-            # a hash of what the model is: a change makes a new name, as CloudFormation's replacement of
-            # a named resource needs.
-            model_name = sagemaker_name(endpoint_name, v.name, suffix=short_hash(f"{v.model_package_arn}|isolated"))
-            cfn_model = sagemaker.CfnModel(
-                scope,
-                f"Model{v.name}",
-                model_name=model_name,
-                execution_role_arn=self.role.role_arn,
-                enable_network_isolation=True,
-                primary_container=sagemaker.CfnModel.ContainerDefinitionProperty(
-                    model_package_name=v.model_package_arn
-                ),
+        """The custom resource's provider: `sagegate.workflows.deploy.endpoint` creates each endpoint
+        once; the deployment workflow owns its variants after (see that module)."""
+        stack = Stack.of(self)
+        handlers = {}
+        for step in ("on_event", "is_complete"):
+            handlers[step] = python_function(
+                self,
+                "EndpointOwner" + step.title().replace("_", ""),
+                handler=f"endpoint_handler.{step}",
+                code=code,
+                log_retention=log_retention,
+                removal=removal,
+                memory_size=256,
+                timeout=Duration.minutes(2),
+                environment={"POWERTOOLS_SERVICE_NAME": "sagegate-endpoint"},
             )
-            variants.append(
-                sagemaker.CfnEndpointConfig.ProductionVariantProperty(
-                    variant_name=v.name,
-                    model_name=model_name,
-                    instance_type=v.instance_type,
-                    initial_instance_count=v.instance_count,
-                    initial_variant_weight=v.weight,
-                )
-            )
-            cfn_model.node.add_dependency(self.role)  # its policy too: the role can pull and read before use
-            models.append(cfn_model)
-        shape = json.dumps(model.model_dump(mode="json", exclude={"autoscaling"}), sort_keys=True)
-        config = sagemaker.CfnEndpointConfig(
-            scope,
-            "Config",
-            endpoint_config_name=sagemaker_name(endpoint_name, suffix=short_hash(shape)),
-            production_variants=variants,
-            kms_key_id=key.key_arn,
-            data_capture_config=sagemaker.CfnEndpointConfig.DataCaptureConfigProperty(
-                enable_capture=model.data_capture_percent > 0,
-                initial_sampling_percentage=model.data_capture_percent,
-                destination_s3_uri=capture.s3_url_for_object(CAPTURE_PREFIX),
-                kms_key_id=key.key_arn,
-                capture_options=[
-                    sagemaker.CfnEndpointConfig.CaptureOptionProperty(capture_mode="Input"),
-                    sagemaker.CfnEndpointConfig.CaptureOptionProperty(capture_mode="Output"),
+
+        def sagemaker_arn(kind: str) -> str:
+            return stack.format_arn(service="sagemaker", resource=kind, resource_name=f"{prefix}-*")
+
+        # on_event creates (or starts deleting) the endpoint; is_complete waits for it, then gives
+        # the first variants their scaling and alarms (or deletes the config and models left).
+        creates, completes = handlers["on_event"], handlers["is_complete"]
+        alarms = stack.format_arn(
+            service="cloudwatch",
+            resource="alarm",
+            resource_name=f"{prefix}-*",
+            arn_format=ArnFormat.COLON_RESOURCE_NAME,
+        )
+        for function, grants in (
+            (
+                creates,
+                [
+                    (["sagemaker:CreateModel"], sagemaker_arn("model")),
+                    (  # CreateEndpoint authorizes on the config it names too
+                        [
+                            "sagemaker:CreateEndpointConfig",
+                            "sagemaker:DescribeEndpointConfig",
+                            "sagemaker:CreateEndpoint",
+                        ],
+                        sagemaker_arn("endpoint-config"),
+                    ),
+                    (
+                        ["sagemaker:CreateEndpoint", "sagemaker:DescribeEndpoint", "sagemaker:DeleteEndpoint"],
+                        sagemaker_arn("endpoint"),
+                    ),
+                    # CreateModel from a model package reads it (a precaution: the Service Authorization
+                    # Reference lists no dependent action)
+                    (
+                        ["sagemaker:DescribeModelPackage"],
+                        stack.format_arn(service="sagemaker", resource="model-package", resource_name="*/*"),
+                    ),
+                    (["cloudwatch:DeleteAlarms"], alarms),
                 ],
             ),
-        )
-        endpoint = sagemaker.CfnEndpoint(
-            scope,
-            "Endpoint",
-            endpoint_name=endpoint_name,
-            endpoint_config_name=config.attr_endpoint_config_name,
-        )
-        for cfn_model in models:
-            config.node.add_dependency(cfn_model)
-        self.endpoints[model.name] = endpoint_name
-        for v in model.variants:
-            target = autoscaling.ScalableTarget(
-                scope,
-                f"Scaling{v.name}",
-                service_namespace=autoscaling.ServiceNamespace.SAGEMAKER,
-                resource_id=f"endpoint/{endpoint_name}/variant/{v.name}",
-                scalable_dimension="sagemaker:variant:DesiredInstanceCount",
-                min_capacity=model.autoscaling.min_instances,
-                max_capacity=model.autoscaling.max_instances,
-            )
-            target.node.add_dependency(endpoint)
-            target.scale_to_track_metric(
-                "Invocations",
-                target_value=model.autoscaling.invocations_per_instance,
-                predefined_metric=autoscaling.PredefinedMetric.SAGEMAKER_VARIANT_INVOCATIONS_PER_INSTANCE,
-                scale_in_cooldown=Duration.minutes(5),
-                scale_out_cooldown=Duration.minutes(1),
-            )
-            if v.gpus:  # GPUUtilization is summed over the instance's GPUs: 100 x GPU count at saturation
-                target.scale_to_track_metric(
-                    "GpuUtilization",
-                    target_value=model.autoscaling.gpu_utilization_percent * v.gpus,
-                    custom_metric=variant_metric(endpoint_name, v.name, "GPUUtilization", "Average"),
-                    scale_in_cooldown=Duration.minutes(5),
-                    scale_out_cooldown=Duration.minutes(1),
+            (
+                completes,
+                [
+                    (["sagemaker:DeleteModel"], sagemaker_arn("model")),
+                    (["sagemaker:DeleteEndpointConfig"], sagemaker_arn("endpoint-config")),
+                    (["sagemaker:DescribeEndpoint"], sagemaker_arn("endpoint")),
+                    (["cloudwatch:PutMetricAlarm"], alarms),
+                ],
+            ),
+        ):
+            for actions, resource in grants:
+                function.add_to_role_policy(iam.PolicyStatement(actions=actions, resources=[resource]))
+            grant_scaling(function, prefix)  # on_event deregisters the variants' targets, is_complete registers
+            holder = policy_holder(function)
+            names = [f"model/{prefix}-*", f"endpoint-config/{prefix}-*", f"endpoint/{prefix}-*"]
+            for name in [*names, *(["model-package/*/*"] if function is creates else [])]:
+                acknowledge(
+                    holder,
+                    wildcard_resource(arn(self, "sagemaker", name)),
+                    "the endpoints, configs and models of this environment, named under its prefix when the"
+                    " endpoint is first created (model packages: read only, any configured model's versions)",
                 )
-            self._alarms(scope, endpoint_name, v.name, thresholds)
+            acknowledge(
+                holder,
+                wildcard_resource(arn(self, "cloudwatch", f"alarm:{prefix}-*")),
+                "the alarms of the endpoint's variants, named under this environment's prefix",
+            )
+        pass_to_sagemaker(creates.role, self.role)  # type: ignore[arg-type]
+        self.key.grant(creates, "kms:CreateGrant", "kms:DescribeKey")  # endpoint configs name the key
+        self.provider = waiting_provider(
+            self,
+            "EndpointOwner",
+            prefix=prefix,
+            what="the endpoints",
+            on_event=creates,
+            is_complete=completes,
+            total_timeout=Duration.hours(2),  # an endpoint takes minutes; a GPU one can take far longer
+            log_retention=log_retention,
+            removal=removal,
+        )
 
-    def _alarms(self, scope: Construct, endpoint: str, variant: str, thresholds: AlarmThresholds) -> None:
-        errors = variant_metric(endpoint, variant, "Invocation5XXErrors", "Sum")
-        invocations = variant_metric(endpoint, variant, "Invocations", "Sum")
-        rate = cloudwatch.MathExpression(
-            expression=f"IF(invocations >= {thresholds.min_requests}, errors / invocations, 0)",
-            using_metrics={"errors": errors, "invocations": invocations},
-            label="5XX rate",
-            period=Duration.minutes(1),
+    def _endpoint(
+        self,
+        prefix: str,
+        model: ModelConfig,
+        *,
+        capture: s3.IBucket,
+        topic: sns.ITopic,
+        thresholds: AlarmThresholds,
+        removal: RemovalPolicy,
+    ) -> None:
+        endpoint_name = f"{prefix}-{model.name}"
+        spec = EndpointSpec(
+            model=model.name,
+            endpoint=endpoint_name,
+            variants=[FirstVariant.model_validate(v.model_dump()) for v in model.variants],
+            autoscaling=Scaling.model_validate(model.autoscaling.model_dump()),
+            capture_percent=model.data_capture_percent,
+            alarms=thresholds,
         )
-        for kind, metric, threshold in (
-            ("errors", rate, thresholds.max_error_rate),
-            ("latency", variant_metric(endpoint, variant, "ModelLatency", "p99"), thresholds.max_p99_latency_ms * 1000),
-        ):  # ModelLatency is in microseconds
-            self.alarms.append(
-                metric.create_alarm(
-                    scope,
-                    f"{kind.capitalize()}{variant}",
-                    alarm_name=alarm_name(endpoint, variant, kind),
-                    threshold=threshold,
-                    comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
-                    evaluation_periods=1,
-                    datapoints_to_alarm=1,
-                    treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
-                )
-            )
+        resource = CustomResource(
+            self,
+            f"Endpoint{model.name}",
+            service_token=self.provider.service_token,
+            resource_type="Custom::SagegateEndpoint",
+            properties={
+                "Spec": spec.model_dump_json(),
+                "ExecutionRoleArn": self.role.role_arn,
+                "KmsKeyArn": self.key.key_arn,
+                "CaptureUri": capture.s3_url_for_object(CAPTURE_PREFIX),
+                "TopicArn": topic.topic_arn,
+            },
+            removal_policy=removal,
+        )
+        # the role and its policy exist before anything runs as it (pull the image, read the model)
+        resource.node.add_dependency(self.role)
+        self.endpoints[model.name] = endpoint_name

@@ -83,6 +83,10 @@ class SagegateStack(Stack):
             capture=data.capture,
             batch=data.batch,
             thresholds=config.alarms,
+            topic=monitoring.topic,
+            code=code,
+            log_retention=retention,
+            removal=removal,
         )
         rollouts = Rollouts(
             self,
@@ -179,7 +183,6 @@ class SagegateStack(Stack):
         for name, uri in images.uris.items():
             _publish(self, config.name, name, uri)
 
-        monitoring.notify(serving.alarms)
         monitoring.add_models(config.models, serving.endpoints)
         monitoring.add_batch(batch_jobs.machine)
         self.api, self.rollouts, self.batch_jobs, self.serving, self.data = api, rollouts, batch_jobs, serving, data

@@ -135,8 +135,10 @@ def _resource_policies(deployed: Deployed) -> list[dict[str, Any]]:
     return statements
 
 
-def build_account(deployed: Deployed) -> dict[str, Any]:
-    """Creates the stack's resources in moto (inside an active mock_aws); answers their clients."""
+def build_account(deployed: Deployed, recorder: Recorder | None = None) -> dict[str, Any]:
+    """Creates the stack's resources in moto (inside an active mock_aws); answers their clients.
+    The endpoints are custom resources: with a recorder, their handlers create them as
+    CloudFormation would have them do (`custom_resource`), and their calls are recorded."""
     session = boto3.Session(region_name=deployed.region)
     kms, s3, ddb = session.client("kms"), session.client("s3"), session.client("dynamodb")
     for logical in deployed.of_type("AWS::KMS::Key"):
@@ -160,7 +162,7 @@ def build_account(deployed: Deployed) -> dict[str, Any]:
     iam = session.client("iam")
     for logical in deployed.of_type("AWS::IAM::Role"):
         iam.create_role(RoleName=deployed.name(logical), AssumeRolePolicyDocument=_TRUST)
-    _serving(deployed, session)
+    _serving(deployed, session, recorder)
     sfn = session.client("stepfunctions")
     machines = {}
     for logical in deployed.of_type("AWS::StepFunctions::StateMachine"):
@@ -171,7 +173,7 @@ def build_account(deployed: Deployed) -> dict[str, Any]:
     return {"session": session, "machines": machines}
 
 
-def _serving(deployed: Deployed, session: boto3.Session) -> None:
+def _serving(deployed: Deployed, session: boto3.Session, recorder: Recorder | None) -> None:
     sm = session.client("sagemaker", config=Config(parameter_validation=False))
     for logical in deployed.of_type("AWS::SageMaker::Model"):
         props = deployed.properties(logical)
@@ -192,6 +194,9 @@ def _serving(deployed: Deployed, session: boto3.Session) -> None:
     for logical in deployed.of_type("AWS::SageMaker::Endpoint"):
         props = deployed.properties(logical)
         sm.create_endpoint(EndpointName=deployed.name(logical), EndpointConfigName=props["EndpointConfigName"])
+    if recorder is not None:
+        for logical in deployed.of_type(ENDPOINT_RESOURCE):
+            custom_resource(deployed, recorder, logical, "Create")
     autoscaling = session.client("application-autoscaling")
     targets = deployed.of_type("AWS::ApplicationAutoScaling::ScalableTarget")
     for logical in targets:
@@ -214,3 +219,55 @@ def _serving(deployed: Deployed, session: boto3.Session) -> None:
     for logical in deployed.of_type("AWS::CloudWatch::Alarm"):
         props = {k: v for k, v in deployed.properties(logical).items() if k != "Tags"}
         cloudwatch.put_metric_alarm(**props)
+
+
+ENDPOINT_RESOURCE = "Custom::SagegateEndpoint"
+
+
+def custom_resource(
+    deployed: Deployed,
+    recorder: Recorder,
+    logical: str,
+    request: str,
+    *,
+    properties: dict[str, Any] | None = None,
+    old_properties: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """One CloudFormation request to an endpoint custom resource, as the CDK provider framework
+    makes it: `on_event`, then `is_complete` until it answers done, each handler as its own role
+    (the functions' roles of the template). Answers the last response, with the Data of both.
+
+    What this cannot prove: the framework's own relaying (its Lambdas, waiter state machine and the
+    response to CloudFormation), and SageMaker's timing (moto's endpoints are InService at once)."""
+    from types import SimpleNamespace
+
+    from sagegate.workflows.deploy import endpoint
+
+    props = properties if properties is not None else deployed.properties(logical)
+    name = json.loads(props["Spec"])["endpoint"]
+    event: dict[str, Any] = {
+        "RequestType": request,
+        "LogicalResourceId": logical,
+        "ResourceType": ENDPOINT_RESOURCE,
+        "ResourceProperties": props,
+    }
+    if request != "Create":
+        event["PhysicalResourceId"] = name
+    if old_properties is not None:
+        event["OldResourceProperties"] = old_properties
+
+    def clients(handler: str) -> SimpleNamespace:
+        role = deployed.role_of("AWS::Lambda::Function", Handler=f"endpoint_handler.{handler}")
+        return SimpleNamespace(
+            sagemaker=recorder.client(role, "sagemaker"),
+            autoscaling=recorder.client(role, "application-autoscaling"),
+            cloudwatch=recorder.client(role, "cloudwatch"),
+        )
+
+    answer = endpoint.on_event(event, clients=clients("on_event"))
+    event = {**event, **answer}
+    for _ in range(100):
+        done = endpoint.is_complete(event, clients=clients("is_complete"))
+        if done["IsComplete"]:
+            return {**answer, "Data": {**answer.get("Data", {}), **done.get("Data", {})}}
+    raise AssertionError(f"{request} of {logical} never completed")

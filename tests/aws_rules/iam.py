@@ -199,6 +199,10 @@ def requests_for(call: Call, *, account: str, region: str) -> list[Request]:
     context: list[tuple[str, str]] = []
     if call.service == "s3" and action == "ListBucket" and "Prefix" in call.params:
         context.append(("s3:prefix", str(call.params["Prefix"])))
+    if call.service == "application-autoscaling":  # the condition keys the Reference lists for its actions
+        for key, param in (("service-namespace", "ServiceNamespace"), ("scalable-dimension", "ScalableDimension")):
+            if param in call.params:
+                context.append((f"application-autoscaling:{key}", str(call.params[param])))
     if call.service == "cloudwatch" and call.operation == "PutMetricData":
         context.append(("cloudwatch:namespace", str(call.params.get("Namespace", ""))))
     found = [Request(f"{prefix}:{action}", r, tuple(context)) for r in resources]

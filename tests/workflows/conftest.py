@@ -286,8 +286,8 @@ def world(monkeypatch: pytest.MonkeyPatch) -> Iterator[SimpleNamespace]:
     env.on_call = recorder.on_call
     _stand_ins(monkeypatch, env)
     with mock_aws(config={"stepfunctions": {"execute_state_machine": True}}):
-        with recorder.off():
-            built = build_account(deployed)
+        built = build_account(deployed, recorder)  # the endpoints by their custom resource, recorded
+        env.built_calls = len(recorder.calls)
         env.session, env.machines = built["session"], built["machines"]
         for name, service in (
             ("s3", "s3"),

@@ -145,7 +145,8 @@ GOOD_ANSWER = json.dumps(
 
 
 def calls(env: SimpleNamespace, operation: str) -> list[dict[str, Any]]:
-    return [c.params for c in env.recorder.calls if f"{c.service}:{c.operation}" == operation]
+    """The calls made since the account was built (not the endpoint's creation by its custom resource)."""
+    return [c.params for c in env.recorder.calls[env.built_calls :] if f"{c.service}:{c.operation}" == operation]
 
 
 def weight_updates(env: SimpleNamespace) -> list[dict[str, float]]:
@@ -239,13 +240,86 @@ def test_canary_walks_every_step_then_retires_the_old_variant(aws: SimpleNamespa
     assert any("is live" in m for m in notifications(aws))
 
 
-def test_the_live_endpoint_is_the_one_cloudformation_made(aws: SimpleNamespace) -> None:
-    """The fixture's endpoint comes from the synthesized template, names included: the first rollout
-    meets the config and models CloudFormation created, not ones the tests made up."""
-    config = aws.deployed.logical_id("AWS::SageMaker::EndpointConfig")
-    assert aws.live_config == aws.deployed.name(config)
-    models = {aws.deployed.name(m) for m in aws.deployed.of_type("AWS::SageMaker::Model")}
-    assert aws.live_models == models
+def test_the_live_endpoint_is_the_one_its_custom_resource_made(aws: SimpleNamespace) -> None:
+    """The fixture's endpoint comes from the synthesized template's custom resource, run as
+    CloudFormation runs it: the first rollout meets the config and models it created, named under
+    the environment's prefix (the workflow's roles are scoped to it), with cdk.json's variants."""
+    from tests.aws_rules.account import ENDPOINT_RESOURCE
+
+    (logical,) = aws.deployed.of_type(ENDPOINT_RESOURCE)
+    spec = json.loads(aws.deployed.properties(logical)["Spec"])
+    assert spec["endpoint"] == ENDPOINT
+    assert aws.live_config.startswith("sagegate-dev-fraud-")
+    assert all(m.startswith("sagegate-dev-fraud-v1-") for m in aws.live_models) and len(aws.live_models) == 1
+    with aws.recorder.off():
+        variants = aws.sm.describe_endpoint_config(EndpointConfigName=aws.live_config)["ProductionVariants"]
+    assert [(v["VariantName"], v["InstanceType"], v["InitialInstanceCount"]) for v in variants] == [
+        (v["name"], v["instance_type"], v["instance_count"]) for v in spec["variants"]
+    ]
+    # created once, with its autoscaling and alarms, by the handlers' own roles
+    assert aws.v1_scaling["capacity"] == (spec["autoscaling"]["min_instances"], spec["autoscaling"]["max_instances"])
+    with aws.recorder.off():
+        alarms = {a["AlarmName"] for a in aws.cloudwatch.describe_alarms(AlarmNamePrefix=ENDPOINT)["MetricAlarms"]}
+    assert {alarm_name(ENDPOINT, "v1", k) for k in ("errors", "latency")} <= alarms
+
+
+# -- who owns the endpoint: after a rollout, a later `cdk deploy` changes nothing that serves ---------
+
+
+def _endpoint_request(aws: SimpleNamespace, request: str, **spec_changes: Any) -> dict[str, Any]:
+    """The endpoint's custom resource sent `request` as CloudFormation sends it (an Update when a
+    later synthesized template differs: here, cdk.json's first variants changed by `spec_changes`)."""
+    from tests.aws_rules.account import ENDPOINT_RESOURCE, custom_resource
+
+    (logical,) = aws.deployed.of_type(ENDPOINT_RESOURCE)
+    old = aws.deployed.properties(logical)
+    spec = json.loads(old["Spec"])
+    for name, value in spec_changes.items():
+        spec["variants"][0][name] = value
+    return custom_resource(
+        aws.deployed, aws.recorder, logical, request, properties={**old, "Spec": json.dumps(spec)}, old_properties=old
+    )
+
+
+def test_a_cdk_deploy_after_a_rollout_leaves_the_rolled_out_variants_serving(aws: SimpleNamespace) -> None:
+    """cdk.json still names v1 (and now a bigger instance for it): the stack's next deploy must not
+    bring v1 back, fail on the config or the scalable target the rollout retired, or touch v2."""
+    queue_answers(aws, GOOD_ANSWER)
+    assert rollout(aws, "canary-then-deploy")["status"] == "SUCCEEDED"
+    before = {"variants": live_variants(aws), "scaling": scaling(aws), "configs": config_names(aws)}
+    assert set(before["variants"]) == {"v2"}
+
+    answer = _endpoint_request(aws, "Update", instance_type="ml.c6i.xlarge", instance_count=3)
+    assert answer["Data"]["Created"] == "false"
+    assert live_variants(aws) == before["variants"]  # v2 serves, as the rollout left it
+    assert scaling(aws) == before["scaling"]  # v2 scales; no target for v1 came back
+    assert config_names(aws) == before["configs"]  # no config made for cdk.json's v1
+    with aws.recorder.off():
+        alarms = {a["AlarmName"] for a in aws.cloudwatch.describe_alarms(AlarmNamePrefix=ENDPOINT)["MetricAlarms"]}
+    assert not {a for a in alarms if "-v1-" in a}  # the rollout retired v1's alarms; they stay retired
+
+
+def test_an_endpoint_deleted_by_hand_is_made_again_from_the_settings(aws: SimpleNamespace) -> None:
+    with aws.recorder.off():
+        aws.sm.delete_endpoint(EndpointName=ENDPOINT)
+    answer = _endpoint_request(aws, "Update")
+    assert answer["Data"]["Created"] == "true"
+    assert set(live_variants(aws)) == {"v1"}
+
+
+def test_deleting_the_stack_takes_down_what_is_live_then(aws: SimpleNamespace) -> None:
+    """With removal "destroy" the endpoint goes with the stack: whatever rollouts made live (v2), its
+    config, its model, its scalable target and its alarms."""
+    queue_answers(aws, GOOD_ANSWER)
+    assert rollout(aws, "canary-then-delete")["status"] == "SUCCEEDED"
+    _endpoint_request(aws, "Delete")
+    with aws.recorder.off():
+        assert ENDPOINT not in {e["EndpointName"] for e in aws.sm.list_endpoints()["Endpoints"]}
+        alarms = aws.cloudwatch.describe_alarms(AlarmNamePrefix=ENDPOINT)["MetricAlarms"]
+    assert not [c for c in config_names(aws) if c.startswith(ENDPOINT)]
+    assert not [m for m in model_names(aws) if m.startswith(ENDPOINT)]
+    assert scaling(aws) == {}
+    assert alarms == []
 
 
 def test_the_stand_in_refuses_to_remove_a_variant_that_still_scales(aws: SimpleNamespace) -> None:
