@@ -21,11 +21,11 @@ from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3_assets as s3_assets
-from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
 from infra.constructs.functions import python_function
-from infra.nag import acknowledge, attribute, policy_holder, skip_check, wildcard_resource
+from infra.constructs.providers import waiting_provider
+from infra.nag import acknowledge, policy_holder, wildcard_resource
 
 ROOT = Path(__file__).resolve().parents[2]
 KEPT_IMAGES = 10  # per repository: enough for the rollbacks a stack can make
@@ -230,8 +230,8 @@ class Images(Construct):
     def _provider(
         self, prefix: str, code: lambda_.Code, log_retention: logs.RetentionDays, removal: RemovalPolicy
     ) -> custom_resources.Provider:
-        """Our two handlers behind CDK's provider framework, whose waiter calls is_complete every 30 s
-        for up to an hour (a build times out in 45 minutes)."""
+        """Our two handlers behind CDK's provider framework (infra.constructs.providers), whose waiter
+        calls is_complete every 30 s for up to an hour (a build times out in 45 minutes)."""
         repositories = [r.repository_arn for r in self.repositories.values()]
         handlers = {}
         for step, statements in (
@@ -253,79 +253,14 @@ class Images(Construct):
             )
             for actions, resources in statements:
                 handlers[step].add_to_role_policy(iam.PolicyStatement(actions=actions, resources=resources))
-        framework_logs = logs.LogGroup(self, "ProviderLogs", retention=log_retention, removal_policy=removal)
-        roles = {}
-        for step in ("OnEvent", "CompleteAndTimeout"):  # written out: CDK's own have a managed policy
-            roles[step] = iam.Role(
-                self,
-                f"Provider{step}Role",
-                assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
-                description=f"{prefix}: CDK's provider framework of the image builds ({step})",
-            )
-            roles[step].add_to_policy(
-                iam.PolicyStatement(
-                    actions=["logs:CreateLogStream", "logs:PutLogEvents"], resources=[framework_logs.log_group_arn]
-                )
-            )
-        provider = custom_resources.Provider(
+        return waiting_provider(
             self,
             "Provider",
-            on_event_handler=handlers["on_event"],
-            is_complete_handler=handlers["is_complete"],
-            query_interval=Duration.seconds(30),
+            prefix=prefix,
+            what="the image builds",
+            on_event=handlers["on_event"],
+            is_complete=handlers["is_complete"],
             total_timeout=Duration.hours(1),
-            framework_on_event_role=roles["OnEvent"],
-            framework_complete_and_timeout_role=roles["CompleteAndTimeout"],
-            log_group=framework_logs,
-            disable_waiter_state_machine_logging=False,
-            waiter_state_machine_log_options=custom_resources.LogOptions(
-                destination=logs.LogGroup(self, "WaiterLogs", retention=log_retention, removal_policy=removal),
-                level=sfn.LogLevel.ALL,
-                include_execution_data=False,
-            ),
-        )
-        _framework_findings(provider, [*roles.values()], [*handlers.values()])
-        return provider
-
-
-def _framework_findings(provider: Construct, roles: list[iam.Role], handlers: list[lambda_.Function]) -> None:
-    """CDK's provider framework: its functions and waiter are CDK's. Each invokes only the functions of
-    this provider, and CDK's grant_invoke names their versions too (`<function>:*`)."""
-    framework = [provider.node.find_child(f"framework-{step}") for step in ("onEvent", "isComplete", "onTimeout")]
-    why = "the provider framework invokes these functions only, and CDK's grant_invoke names their versions too"
-    for holders, invoked in ((roles, handlers), ([provider], framework[1:])):  # the provider holds the waiter's role
-        for holder in holders:
-            for function in invoked:
-                acknowledge(holder, wildcard_resource(attribute(function, ":*")), why)
-    waiter = provider.node.find_child("waiter-state-machine")
-    acknowledge(
-        waiter,
-        wildcard_resource("*"),
-        "Step Functions' log delivery actions (logs:CreateLogDelivery, PutResourcePolicy, ...) have no"
-        " resource-level scope; CDK grants them to a state machine that logs",
-    )
-    skip_check(
-        waiter.node.find_child("Role").node.find_child("DefaultPolicy"),
-        "CKV_AWS_111",
-        "Step Functions' log delivery actions, which CDK grants the waiter so that it can log: they have no"
-        " resource-level scope",
-    )
-    acknowledge(
-        waiter,
-        "SF2",
-        "CDK's provider waiter only calls is_complete on a schedule and has no X-Ray option; both handlers"
-        " log every call, and each build logs to its own log group",
-    )
-    for function in [*handlers, *framework]:
-        skip_check(
-            function,
-            "CKV_AWS_116",
-            "no asynchronous event to keep: CloudFormation's request is answered FAILED by the framework on any"
-            " error (or times out and rolls back); the handlers and the waiter's steps are invoked synchronously",
-        )
-        skip_check(
-            function,
-            "CKV_AWS_117",
-            "calls AWS APIs only (CodeBuild, ECR; the framework: Lambda, Step Functions, CloudFormation's"
-            " response URL) and reaches nothing in the VPC",
+            log_retention=log_retention,
+            removal=removal,
         )
