@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import jsii
-from aws_cdk import BundlingOptions, DockerImage, ILocalBundling
+from aws_cdk import BundlingOptions, DockerImage, IgnoreMode, ILocalBundling
 from aws_cdk import aws_lambda as lambda_
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -78,10 +78,17 @@ class LocalPip:
         return True
 
 
+# What the bundle is made of, as git-style excludes: everything at the top but these, and no bytecode.
+# (The glob form "*" then "!sagegate/**" excludes the folders themselves, so a change in them left
+# the asset's source hash as it was.)
+SOURCE_EXCLUDES = ["/*", "!/sagegate/", "!/functions/", "!/pyproject.toml", "__pycache__/", "*.pyc"]
+
+
 def lambda_code() -> lambda_.Code:
     """One asset for every Lambda of the stack (same package, one handler each)."""
     return lambda_.Code.from_asset(
         str(ROOT),
-        exclude=["*", "!sagegate/**", "!functions/**", "!pyproject.toml", "**/__pycache__"],
+        exclude=SOURCE_EXCLUDES,
+        ignore_mode=IgnoreMode.GIT,
         bundling=BundlingOptions(image=DockerImage.from_registry("unused-local-bundling"), local=LocalPip()),
     )

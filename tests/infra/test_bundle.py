@@ -70,3 +70,35 @@ def test_the_bundle_alone_runs_the_handlers(tmp_path: Path) -> None:
     assert found["answer"]["statusCode"] == 200
     assert json.loads(found["answer"]["body"])["status"] == "ok"
     assert found["loaded"] == []
+
+
+def test_the_code_assets_hash_follows_its_sources_and_nothing_else(tmp_path: Path) -> None:
+    """A change in sagegate/ or functions/ must make a new asset (else `cdk deploy` keeps the old
+    code); a change anywhere else, or to bytecode, must not."""
+    import shutil
+
+    from aws_cdk import FileSystem, IgnoreMode
+
+    from infra.constructs.bundling import ROOT, SOURCE_EXCLUDES
+
+    tree = tmp_path / "repo"
+    for part in ("sagegate", "functions"):
+        shutil.copytree(ROOT / part, tree / part, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "pyproject.toml", tree / "pyproject.toml")
+    (tree / "README.md").write_text("readme")
+
+    def fingerprint() -> str:
+        return str(FileSystem.fingerprint(str(tree), exclude=SOURCE_EXCLUDES, ignore_mode=IgnoreMode.GIT))
+
+    first = fingerprint()
+    (tree / "README.md").write_text("another readme")
+    (tree / "sagegate" / "__pycache__").mkdir(exist_ok=True)
+    (tree / "sagegate" / "__pycache__" / "keys.cpython-311.pyc").write_bytes(b"x")
+    assert fingerprint() == first
+    keys = tree / "sagegate" / "keys.py"
+    keys.write_text(keys.read_text() + "\n# changed\n")
+    assert fingerprint() != first
+    second = fingerprint()
+    handler = tree / "functions" / "gateway" / "handler.py"
+    handler.write_text(handler.read_text() + "\n# changed\n")
+    assert fingerprint() != second
