@@ -183,6 +183,12 @@ class SagegateStack(Stack):
         for name, uri in images.uris.items():
             _publish(self, config.name, name, uri)
 
+        CfnOutput(
+            self,
+            "RegistryBucket",
+            value=data.artifacts.bucket_name,
+            description="where `sagegate register --target aws` uploads packages (SAGEGATE_AWS_BUCKET)",
+        )
         monitoring.add_models(config.models, serving.endpoints)
         monitoring.add_batch(batch_jobs.machine)
         self.api, self.rollouts, self.batch_jobs, self.serving, self.data = api, rollouts, batch_jobs, serving, data

@@ -447,3 +447,12 @@ def test_sagemaker_resources_wait_for_the_policy_of_the_role_they_run_as(templat
         assert users
         for logical in users:
             assert policies <= _depends_on(resources, logical), logical
+
+
+def test_the_stack_says_where_packages_are_registered(templates: dict[str, Template]) -> None:
+    for template in templates.values():
+        outputs = template.find_outputs("RegistryBucket")
+        (output,) = outputs.values()
+        bucket = output["Value"]["Ref"]
+        assert template.to_json()["Resources"][bucket]["Type"] == "AWS::S3::Bucket"
+        assert "Artifacts" in bucket
