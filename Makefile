@@ -41,8 +41,10 @@ synth: setup
 services:
 	bash scripts/ensure-tools.sh redis-server
 
+# Two workers for the independent tests; the chaos tests (timing under load) alone, after them.
 test: setup services
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not chaos" -n 2 $(PYTEST_ARGS)
+	$(PY) -m pytest -m chaos $(PYTEST_ARGS)
 
 test-unit: setup
 	$(PY) -m pytest -m "not integration" $(PYTEST_ARGS)
