@@ -115,7 +115,9 @@ class Rollouts(Construct):
             removal=removal,
         )
         self._grant_machine(models, key=key, routes=routes, topic=topic, sagemaker_role=sagemaker_role)
-        self.on_approval = self._on_approval(models, rollout)
+        # Only configured models roll out on approval: an environment with none yet (its first deploy)
+        # has no endpoint for an approval to roll out to.
+        self.on_approval = self._on_approval(models, rollout) if models else None
 
     def _arn(self, resource: str, name: str) -> str:
         return Stack.of(self).format_arn(service="sagemaker", resource=resource, resource_name=name)
@@ -193,7 +195,7 @@ class Rollouts(Construct):
                 detail_type=["SageMaker Model Package State Change"],
                 detail={
                     "ModelApprovalStatus": ["Approved", "Rejected"],
-                    **({"ModelPackageGroupName": models} if models else {}),
+                    "ModelPackageGroupName": models,
                 },
             ),
         )

@@ -14,37 +14,50 @@ from infra.nag import acknowledge, arn, policy_holder, wildcard_resource
 __all__ = ["grant_scaling"]
 
 _SCALING_READS = ["application-autoscaling:DescribeScalableTargets", "application-autoscaling:DescribeScalingPolicies"]
-_SCALING_CHANGES = [
-    "application-autoscaling:RegisterScalableTarget",
-    "application-autoscaling:DeregisterScalableTarget",
-    "application-autoscaling:PutScalingPolicy",
-    "application-autoscaling:DeleteScalingPolicy",
-]
 _SCALING_SERVICE = "sagemaker.application-autoscaling.amazonaws.com"
 
 
-def grant_scaling(function: lambda_.Function, prefix: str) -> None:
+def grant_scaling(function: lambda_.Function, prefix: str, *, register: bool = True, deregister: bool = True) -> None:
+    """What moving variants needs: `register` (targets and policies put on variants), `deregister`
+    (taken off them), or both (a rollout's hand-over)."""
     stack = Stack.of(function)
+    changes = [
+        *(
+            ["application-autoscaling:RegisterScalableTarget", "application-autoscaling:PutScalingPolicy"]
+            if register
+            else []
+        ),
+        *(
+            ["application-autoscaling:DeregisterScalableTarget", "application-autoscaling:DeleteScalingPolicy"]
+            if deregister
+            else []
+        ),
+    ]
+    alarm_actions = [
+        *(["cloudwatch:DescribeAlarms", "cloudwatch:PutMetricAlarm"] if register else []),
+        *(["cloudwatch:DeleteAlarms"] if deregister else []),
+    ]
 
     def sagemaker(kind: str) -> str:
         return stack.format_arn(service="sagemaker", resource=kind, resource_name=f"{prefix}-*")
 
-    # Registering a SageMaker variant with Application Auto Scaling needs these on the caller too
-    # (SageMaker developer guide, "Auto scaling prerequisites").
-    function.add_to_role_policy(
-        iam.PolicyStatement(
-            actions=["sagemaker:DescribeEndpoint", "sagemaker:UpdateEndpointWeightsAndCapacities"],
-            resources=[sagemaker("endpoint")],
+    if register:
+        # Registering a SageMaker variant with Application Auto Scaling needs these on the caller too
+        # (SageMaker developer guide, "Auto scaling prerequisites").
+        function.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=["sagemaker:DescribeEndpoint", "sagemaker:UpdateEndpointWeightsAndCapacities"],
+                resources=[sagemaker("endpoint")],
+            )
         )
-    )
-    function.add_to_role_policy(
-        iam.PolicyStatement(actions=["sagemaker:DescribeEndpointConfig"], resources=[sagemaker("endpoint-config")])
-    )
+        function.add_to_role_policy(
+            iam.PolicyStatement(actions=["sagemaker:DescribeEndpointConfig"], resources=[sagemaker("endpoint-config")])
+        )
     function.add_to_role_policy(iam.PolicyStatement(actions=_SCALING_READS, resources=["*"]))
     # No resource scope for a target before it exists: the changes are held to SageMaker variants by condition.
     function.add_to_role_policy(
         iam.PolicyStatement(
-            actions=_SCALING_CHANGES,
+            actions=changes,
             resources=["*"],
             conditions={
                 "StringEquals": {
@@ -57,7 +70,7 @@ def grant_scaling(function: lambda_.Function, prefix: str) -> None:
     # Target tracking policies are CloudWatch alarms that Application Auto Scaling makes in the caller's name.
     function.add_to_role_policy(
         iam.PolicyStatement(
-            actions=["cloudwatch:DescribeAlarms", "cloudwatch:PutMetricAlarm", "cloudwatch:DeleteAlarms"],
+            actions=alarm_actions,
             resources=[
                 stack.format_arn(
                     service="cloudwatch",
@@ -69,6 +82,9 @@ def grant_scaling(function: lambda_.Function, prefix: str) -> None:
         )
     )
     linked = "AWSServiceRoleForApplicationAutoScaling_SageMakerEndpoint"
+    if not register:  # the service-linked role is made by the first registration
+        _acknowledge(function, prefix)
+        return
     function.add_to_role_policy(
         iam.PolicyStatement(
             actions=["iam:CreateServiceLinkedRole"],
@@ -83,6 +99,10 @@ def grant_scaling(function: lambda_.Function, prefix: str) -> None:
             conditions={"StringLike": {"iam:AWSServiceName": _SCALING_SERVICE}},
         )
     )
+    _acknowledge(function, prefix)
+
+
+def _acknowledge(function: lambda_.Function, prefix: str) -> None:
     holder = policy_holder(function)
     acknowledge(
         holder,

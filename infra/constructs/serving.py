@@ -142,7 +142,7 @@ class Serving(Construct):
             (
                 creates,
                 [
-                    (["sagemaker:CreateModel"], sagemaker_arn("model")),
+                    (["sagemaker:CreateModel", "sagemaker:DescribeModel"], sagemaker_arn("model")),
                     (  # CreateEndpoint authorizes on the config it names too
                         [
                             "sagemaker:CreateEndpointConfig",
@@ -169,14 +169,15 @@ class Serving(Construct):
                 [
                     (["sagemaker:DeleteModel"], sagemaker_arn("model")),
                     (["sagemaker:DeleteEndpointConfig"], sagemaker_arn("endpoint-config")),
-                    (["sagemaker:DescribeEndpoint"], sagemaker_arn("endpoint")),
+                    (["sagemaker:DescribeEndpoint", "sagemaker:DeleteEndpoint"], sagemaker_arn("endpoint")),
                     (["cloudwatch:PutMetricAlarm"], alarms),
                 ],
             ),
         ):
             for actions, resource in grants:
                 function.add_to_role_policy(iam.PolicyStatement(actions=actions, resources=[resource]))
-            grant_scaling(function, prefix)  # on_event deregisters the variants' targets, is_complete registers
+            # on_event deregisters the live variants' targets (Delete), is_complete registers the first ones
+            grant_scaling(function, prefix, register=function is completes, deregister=function is creates)
             holder = policy_holder(function)
             names = [f"model/{prefix}-*", f"endpoint-config/{prefix}-*", f"endpoint/{prefix}-*"]
             for name in [*names, *(["model-package/*/*"] if function is creates else [])]:
@@ -200,7 +201,8 @@ class Serving(Construct):
             what="the endpoints",
             on_event=creates,
             is_complete=completes,
-            total_timeout=Duration.hours(2),  # an endpoint takes minutes; a GPU one can take far longer
+            # CloudFormation waits an hour at most for a custom resource (ServiceTimeout <= 3600 s)
+            total_timeout=Duration.minutes(55),
             log_retention=log_retention,
             removal=removal,
         )

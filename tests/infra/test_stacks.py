@@ -456,3 +456,19 @@ def test_the_stack_says_where_packages_are_registered(templates: dict[str, Templ
         bucket = output["Value"]["Ref"]
         assert template.to_json()["Resources"][bucket]["Type"] == "AWS::S3::Bucket"
         assert "Artifacts" in bucket
+
+
+def test_a_first_deploy_without_models_has_no_endpoint_and_no_approval_rule(tmp_path: Path) -> None:
+    """A new account's first deploy (README) has no models yet: an approval there must start nothing
+    (before, the rule matched every package group, and the rollout met no endpoint)."""
+    environments = json.loads(json.dumps(CONTEXT[CONTEXT_KEY]))
+    environments["dev"]["models"] = []
+    app = cdk.App(
+        context={**CONTEXT, CONTEXT_KEY: environments, "env": "dev", "aws:cdk:bundling-stacks": []},
+        outdir=str(tmp_path),
+    )
+    stack = build(app, nag=False)["dev"]
+    template = Template.from_stack(stack)
+    template.resource_count_is("Custom::SagegateEndpoint", 0)
+    template.resource_count_is("AWS::Events::Rule", 0)
+    assert stack.rollouts.on_approval is None

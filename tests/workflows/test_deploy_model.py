@@ -299,12 +299,87 @@ def test_a_cdk_deploy_after_a_rollout_leaves_the_rolled_out_variants_serving(aws
     assert not {a for a in alarms if "-v1-" in a}  # the rollout retired v1's alarms; they stay retired
 
 
-def test_an_endpoint_deleted_by_hand_is_made_again_from_the_settings(aws: SimpleNamespace) -> None:
+def _status(aws: SimpleNamespace, status: str) -> None:
+    """What SageMaker shows while an endpoint is busy (moto's endpoints are InService at once)."""
+    from moto.sagemaker.models import sagemaker_backends
+
+    sagemaker_backends[aws.deployed.account][aws.deployed.region].endpoints[ENDPOINT].endpoint_status = status
+
+
+def test_a_deploy_during_a_rollout_neither_waits_for_nor_fails_on_the_busy_endpoint(aws: SimpleNamespace) -> None:
+    """A canary's update or bake keeps the endpoint Updating for minutes: an Update that changes
+    nothing there must be done at once (waiting would time the stack out, then roll it back)."""
+    _status(aws, "Updating")
+    answer = _endpoint_request(aws, "Update", instance_count=2)
+    assert answer["Data"]["Created"] == "false"
+    assert not calls(aws, "sagemaker:CreateEndpoint") and not calls(aws, "sagemaker:UpdateEndpoint")
+
+
+def test_an_endpoint_deleted_by_hand_is_made_again_without_remaking_what_is_left(aws: SimpleNamespace) -> None:
+    """DeleteEndpoint leaves the config and models: the next deploy that changes the model's settings
+    (CloudFormation sends an Update only then) makes the endpoint again from them, and does not
+    try to create the model and config again (SageMaker refuses 'already existing' names)."""
     with aws.recorder.off():
         aws.sm.delete_endpoint(EndpointName=ENDPOINT)
-    answer = _endpoint_request(aws, "Update")
+    answer = _endpoint_request(aws, "Update", instance_count=2)
     assert answer["Data"]["Created"] == "true"
     assert set(live_variants(aws)) == {"v1"}
+    assert not calls(aws, "sagemaker:CreateModel")  # the one v1 had is still there, by its name
+    (config,) = calls(aws, "sagemaker:CreateEndpointConfig")  # instance_count changed: another config
+    assert config["ProductionVariants"][0]["InitialInstanceCount"] == 2
+
+
+def test_a_delete_of_a_busy_endpoint_waits_until_sagemaker_takes_it(aws: SimpleNamespace) -> None:
+    from sagegate.workflows.deploy import endpoint
+
+    def clients(handler: str) -> SimpleNamespace:  # each handler as its own role
+        role = aws.deployed.role_of("AWS::Lambda::Function", Handler=f"endpoint_handler.{handler}")
+        return SimpleNamespace(
+            sagemaker=aws.recorder.client(role, "sagemaker"),
+            autoscaling=aws.recorder.client(role, "application-autoscaling"),
+            cloudwatch=aws.recorder.client(role, "cloudwatch"),
+        )
+
+    _status(aws, "Updating")
+    # a Delete carries the resource's own name; its properties may be another version's
+    event = {"RequestType": "Delete", "PhysicalResourceId": ENDPOINT, "ResourceProperties": {"Spec": "{}"}}
+    answer = endpoint.on_event(event, clients=clients("on_event"))
+    assert not calls(aws, "sagemaker:DeleteEndpoint")  # SageMaker refuses it while Updating
+    event = {**event, **answer}
+    done = clients("is_complete")
+    assert endpoint.is_complete(event, clients=done) == {"IsComplete": False}
+    _status(aws, "InService")
+    assert endpoint.is_complete(event, clients=done) == {"IsComplete": False}  # deleting now
+    assert len(calls(aws, "sagemaker:DeleteEndpoint")) == 1
+    assert endpoint.is_complete(event, clients=done) == {"IsComplete": True}
+    assert not [c for c in config_names(aws) if c.startswith(ENDPOINT)]
+    assert not [m for m in model_names(aws) if m.startswith(ENDPOINT)]
+
+
+def test_a_throttled_registration_is_asked_again_not_failed(aws: SimpleNamespace) -> None:
+    from botocore.exceptions import ClientError
+
+    from sagegate.workflows.deploy import endpoint
+    from tests.aws_rules.account import ENDPOINT_RESOURCE
+
+    (logical,) = aws.deployed.of_type(ENDPOINT_RESOURCE)
+    throttled = ClientError({"Error": {"Code": "ThrottlingException", "Message": "Rate exceeded"}}, "PutScalingPolicy")
+
+    class Throttling:
+        def __getattr__(self, name: str) -> Any:
+            def fail(**_: Any) -> Any:
+                raise throttled
+
+            return fail
+
+    clients = SimpleNamespace(sagemaker=aws.sm, autoscaling=Throttling(), cloudwatch=aws.cloudwatch)
+    event = {
+        "RequestType": "Create",
+        "ResourceProperties": aws.deployed.properties(logical),
+        "Data": {"Created": "true"},
+    }
+    with aws.recorder.off():
+        assert endpoint.is_complete(event, clients=clients) == {"IsComplete": False}
 
 
 def test_deleting_the_stack_takes_down_what_is_live_then(aws: SimpleNamespace) -> None:

@@ -93,22 +93,40 @@ def _properties(event: dict[str, Any]) -> _Properties:
     )
 
 
+_MISSING = "Could not find"  # SageMaker's ValidationException text for a name that does not exist
+_THROTTLED = {"ThrottlingException", "Throttling", "TooManyRequestsException", "RequestLimitExceeded"}
+# Statuses in which SageMaker takes a DeleteEndpoint (not while Creating, Updating, SystemUpdating,
+# RollingBack or Deleting).
+_DELETABLE = {"InService", "Failed", "OutOfService", "UpdateRollbackFailed"}
+
+
+def _code(exc: Exception) -> str:
+    return str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
+
+
+def _missing(exc: Exception) -> bool:
+    return _code(exc) == "ValidationException" and _MISSING in str(exc)
+
+
 def _described(sagemaker: Any, name: str) -> dict[str, Any] | None:
     try:
         found: dict[str, Any] = sagemaker.describe_endpoint(EndpointName=name)
     except sagemaker.exceptions.ClientError as exc:
-        if exc.response["Error"]["Code"] == "ValidationException" and "Could not find" in str(exc):
+        if _missing(exc):
             return None
         raise
     return found
 
 
 def on_event(event: dict[str, Any], *, clients: Any) -> dict[str, Any]:
-    props = _properties(event)
-    name = props.spec.endpoint
     kind = event["RequestType"]
     if kind == "Delete":
-        return {"PhysicalResourceId": event["PhysicalResourceId"], "Data": _take_down(clients, name)}
+        # The resource's own name, not its properties: a Delete may carry properties of another
+        # version of this code (after a replacement, the old ones).
+        name = str(event["PhysicalResourceId"])
+        return {"PhysicalResourceId": name, "Data": _take_down(clients, name)}
+    props = _properties(event)
+    name = props.spec.endpoint
     described = _described(clients.sagemaker, name)
     if described is None:
         _create(clients.sagemaker, props)
@@ -118,17 +136,16 @@ def on_event(event: dict[str, Any], *, clients: Any) -> dict[str, Any]:
 
 
 def is_complete(event: dict[str, Any], *, clients: Any) -> dict[str, Any]:
+    data = event.get("Data") or {}
+    if event["RequestType"] == "Delete":
+        return _deleted(clients, str(event["PhysicalResourceId"]), data)
+    if data.get("Created") != "true":
+        # Nothing was asked of SageMaker: done, whatever the endpoint is doing (a rollout's bake,
+        # an update) — a deploy must not wait on, or fail by, the rollouts' work.
+        return {"IsComplete": True}
     props = _properties(event)
     name = props.spec.endpoint
     described = _described(clients.sagemaker, name)
-    if event["RequestType"] == "Delete":
-        if described is not None:
-            return {"IsComplete": False}
-        data = event.get("Data") or {}
-        _delete_quietly(clients.sagemaker.delete_endpoint_config, EndpointConfigName=data.get("Config"))
-        for model in filter(None, str(data.get("Models", "")).split(",")):
-            _delete_quietly(clients.sagemaker.delete_model, ModelName=model)
-        return {"IsComplete": True}
     if described is None:
         raise RuntimeError(f"endpoint {name} is gone while it was being created")
     status = described["EndpointStatus"]
@@ -136,10 +153,27 @@ def is_complete(event: dict[str, Any], *, clients: Any) -> dict[str, Any]:
         raise RuntimeError(f"endpoint {name} failed: {described.get('FailureReason', 'no reason given')}")
     if status != "InService":
         return {"IsComplete": False}
-    if (event.get("Data") or {}).get("Created") == "true":
+    try:  # every call here may be made again: the waiter asks again after a throttle
         _register_scaling(clients.autoscaling, props.spec)
         for alarm in (a for v in props.spec.variants for a in _alarms(props, v.name)):
             clients.cloudwatch.put_metric_alarm(**alarm)
+    except Exception as exc:  # botocore's ClientError, after its own retries
+        if _code(exc) in _THROTTLED:
+            return {"IsComplete": False}
+        raise
+    return {"IsComplete": True}
+
+
+def _deleted(clients: Any, name: str, data: dict[str, Any]) -> dict[str, Any]:
+    """Done once the endpoint is gone and its config and models are deleted after it."""
+    described = _described(clients.sagemaker, name)
+    if described is not None:
+        if described["EndpointStatus"] in _DELETABLE:  # it was busy when the Delete came
+            clients.sagemaker.delete_endpoint(EndpointName=name)
+        return {"IsComplete": False}
+    _delete_quietly(clients.sagemaker.delete_endpoint_config, EndpointConfigName=data.get("Config"))
+    for model in filter(None, str(data.get("Models", "")).split(",")):
+        _delete_quietly(clients.sagemaker.delete_model, ModelName=model)
     return {"IsComplete": True}
 
 
@@ -148,15 +182,38 @@ def _alarms(props: _Properties, variant: str) -> list[dict[str, Any]]:
     return variant_alarms(spec.model, spec.endpoint, variant, spec.alarms, topic=props.topic_arn)
 
 
+def _exists(describe: Any, **name: str) -> bool:
+    try:
+        describe(**name)
+    except Exception as exc:  # botocore's ClientError
+        if _missing(exc):
+            return False
+        raise
+    return True
+
+
 def _create(sagemaker: Any, props: _Properties) -> None:
+    """The models, the config and the endpoint, each only if absent: a Create that failed half-way
+    (the endpoint refused after its config was made), or an endpoint deleted by hand with its config
+    and models left, is created again without 'already existing' errors. (Their names hash what
+    they are, so one that exists is the one wanted.)"""
     spec = props.spec
     for variant in spec.variants:
+        if _exists(sagemaker.describe_model, ModelName=spec.model_name(variant)):
+            continue
         sagemaker.create_model(
             ModelName=spec.model_name(variant),
             ExecutionRoleArn=props.execution_role_arn,
             EnableNetworkIsolation=True,
             PrimaryContainer={"ModelPackageName": variant.model_package_arn},
         )
+    if not _exists(sagemaker.describe_endpoint_config, EndpointConfigName=spec.config_name()):
+        _create_config(sagemaker, props)
+    sagemaker.create_endpoint(EndpointName=spec.endpoint, EndpointConfigName=spec.config_name())
+
+
+def _create_config(sagemaker: Any, props: _Properties) -> None:
+    spec = props.spec
     sagemaker.create_endpoint_config(
         EndpointConfigName=spec.config_name(),
         ProductionVariants=[
@@ -178,7 +235,6 @@ def _create(sagemaker: Any, props: _Properties) -> None:
             "CaptureOptions": [{"CaptureMode": "Input"}, {"CaptureMode": "Output"}],
         },
     )
-    sagemaker.create_endpoint(EndpointName=spec.endpoint, EndpointConfigName=spec.config_name())
 
 
 def _resource(endpoint: str, variant: str) -> str:
@@ -248,7 +304,7 @@ def _take_down(clients: Any, name: str) -> dict[str, str]:
     config = described["EndpointConfigName"]
     shape = clients.sagemaker.describe_endpoint_config(EndpointConfigName=config)
     models = [v["ModelName"] for v in [*shape["ProductionVariants"], *shape.get("ShadowProductionVariants", [])]]
-    if described["EndpointStatus"] != "Deleting":
+    if described["EndpointStatus"] in _DELETABLE:  # else is_complete deletes it once it may
         clients.sagemaker.delete_endpoint(EndpointName=name)
     return {"Config": config, "Models": ",".join(sorted(set(models)))}
 
@@ -260,6 +316,5 @@ def _delete_quietly(delete: Any, **names: Any) -> None:
     try:
         delete(**names)
     except Exception as exc:  # botocore's ClientError, with the service's code
-        code = getattr(exc, "response", {}).get("Error", {}).get("Code")
-        if code != "ValidationException":
+        if not _missing(exc):
             raise
