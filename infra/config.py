@@ -9,9 +9,18 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from sagegate.deploy.policy import AlarmThresholds, RolloutPolicy
 
-__all__ = ["ConfigError", "EnvConfig", "ModelConfig", "VariantConfig", "load_environments"]
+__all__ = [
+    "ConfigError",
+    "EnvConfig",
+    "ModelConfig",
+    "RegistryConfig",
+    "VariantConfig",
+    "load_environments",
+    "registry_of",
+]
 
 CONTEXT_KEY = "sagegate:environments"
+REGISTRY = "registry"  # the registry stack's name in `-c env=...`, and its resource prefix's suffix
 
 
 class ConfigError(Exception):
@@ -85,6 +94,12 @@ class EnvConfig(_Strict):
     )
     vpc_cidr: str = Field(default="10.40.0.0/16", pattern=r"^10\.\d{1,3}\.0\.0/16$", description="private, /16")
     gpu_image: bool = Field(default=False, description="build the GPU inference image before any variant needs it")
+    registry_account: str | None = Field(
+        default=None,
+        pattern=r"^\d{12}$",
+        description="the account of the registry (sagegate-registry stack) this environment deploys from;"
+        " default: its own account holds its registry",
+    )
 
     @property
     def rollout_policy(self) -> RolloutPolicy:
@@ -104,6 +119,25 @@ class EnvConfig(_Strict):
     def zones(self) -> list[str]:
         return self.availability_zones or [f"{self.region}{letter}" for letter in "abc"[: self.max_azs]]
 
+    @property
+    def cross_account(self) -> bool:
+        return self.registry_account is not None
+
+    @model_validator(mode="after")
+    def _registry_elsewhere(self) -> EnvConfig:
+        if self.registry_account is None:
+            return self
+        if self.registry_account == self.account:
+            raise ValueError("registry_account is this environment's own account: leave it out (the default)")
+        for model in self.models:
+            for variant in model.variants:
+                if variant.model_package_arn.split(":")[3:5] != [self.region, self.registry_account]:
+                    raise ValueError(
+                        f"models.{model.name}.{variant.name}: the package must be in the registry"
+                        f" ({self.registry_account}, {self.region})"
+                    )
+        return self
+
     @model_validator(mode="after")
     def _one_set_of_thresholds(self) -> EnvConfig:
         if "alarms" in self.rollout.model_fields_set:
@@ -120,11 +154,51 @@ class EnvConfig(_Strict):
         return self
 
 
+class RegistryConfig(_Strict):
+    """The registry stack of environments in other accounts, derived from the environments that name
+    its account: one registry, in their region; it keeps what is registered (removal: retain)."""
+
+    account: str
+    region: str
+    environments: dict[str, str] = Field(description="environment name -> its account")
+    models: list[str]
+    gpu_image: bool
+    log_retention_days: int
+
+    @property
+    def prefix(self) -> str:
+        return f"sagegate-{REGISTRY}"
+
+
+def registry_of(environments: dict[str, EnvConfig]) -> RegistryConfig | None:
+    """The registry that the cross-account environments share, or None where every one holds its own."""
+    users = [e for e in environments.values() if e.registry_account is not None]
+    if not users:
+        return None
+    places = {(e.registry_account, e.region) for e in users}
+    if len(places) > 1:
+        raise ConfigError(f"environments name more than one registry (account, region): {sorted(map(str, places))}")
+    ((account, region),) = places
+    assert account is not None
+    if any(e.account == account for e in environments.values()):
+        raise ConfigError(f"registry_account {account} is also an environment's account: keep the registry apart")
+    return RegistryConfig(
+        account=account,
+        region=region,
+        environments={e.name: e.account for e in users},
+        models=sorted({m.name for e in users for m in e.models}),
+        gpu_image=any(e.on_gpu for e in users),
+        log_retention_days=max(e.log_retention_days for e in users),
+    )
+
+
 def load_environments(context: dict[str, Any] | None) -> dict[str, EnvConfig]:
     if not context:
         raise ConfigError(f"cdk.json has no context {CONTEXT_KEY!r}")
     found: dict[str, EnvConfig] = {}
     for name, values in context.items():
+        if name == REGISTRY:
+            raise ConfigError(f"{REGISTRY!r} names the registry stack: choose another environment name")
         try:
             found[name] = EnvConfig.model_validate({"name": name, **values})
         except ValidationError as exc:

@@ -68,7 +68,9 @@ def attribute(construct: IConstruct, suffix: str = "", name: str = "Arn") -> str
 
 
 def objects(bucket: s3.IBucket, prefix: str = "") -> str:
-    """How cdk-nag writes `bucket.arn_for_objects(prefix + "*")`."""
+    """How cdk-nag writes `bucket.arn_for_objects(prefix + "*")` (a bucket of another stack: by name)."""
+    if bucket.node.default_child is None:
+        return f"arn:<AWS::Partition>:s3:::{bucket.bucket_name}/{prefix}*"
     return attribute(bucket, f"/{prefix}*")
 
 
@@ -80,10 +82,11 @@ def acknowledge_key_grant(holder: IConstruct, granted: str) -> None:
         acknowledge(holder, wildcard_action(action), reason)
 
 
-def arn(scope: IConstruct, service: str, rest: str) -> str:
-    """How cdk-nag writes an ARN of this stack's account and region, e.g. arn(s, "sagemaker", "model/x-*")."""
+def arn(scope: IConstruct, service: str, rest: str, *, account: str | None = None) -> str:
+    """How cdk-nag writes an ARN of this stack's account (or `account`) and region, e.g.
+    arn(s, "sagemaker", "model/x-*")."""
     stack = Stack.of(scope)
-    return f"arn:<AWS::Partition>:{service}:{stack.region}:{stack.account}:{rest}"
+    return f"arn:<AWS::Partition>:{service}:{stack.region}:{account or stack.account}:{rest}"
 
 
 def policy_holder(grantee: iam.IGrantable) -> Construct:

@@ -31,15 +31,18 @@ class BatchJobs(Construct):
         image_uri: str,
         log_retention: logs.RetentionDays,
         removal: RemovalPolicy,
+        registry_account: str | None = None,
     ) -> None:
         super().__init__(scope, id)
-        stack = Stack.of(self)
+        stack = Stack.of(self)  # model packages: in registry_account where set, else in this account
         self.machine = state_machine(
             self,
             "batch_inference",
             prefix=prefix,
             substitutions={
-                "ModelPackageArnPrefix": stack.format_arn(service="sagemaker", resource="model-package"),
+                "ModelPackageArnPrefix": stack.format_arn(
+                    service="sagemaker", resource="model-package", account=registry_account
+                ),
                 "KmsKeyArn": key.key_arn,
                 "BatchImageUri": image_uri,
                 "SageMakerRoleArn": sagemaker_role.role_arn,
@@ -65,7 +68,9 @@ class BatchJobs(Construct):
         )
         # A transform job runs a model made for it from the package (named <prefix>-<job id>, then deleted).
         models = stack.format_arn(service="sagemaker", resource="model", resource_name=f"{prefix}-*")
-        packages = stack.format_arn(service="sagemaker", resource="model-package", resource_name="*/*")
+        packages = stack.format_arn(
+            service="sagemaker", resource="model-package", resource_name="*/*", account=registry_account
+        )
         role.add_to_principal_policy(
             iam.PolicyStatement(
                 actions=["sagemaker:CreateModel", "sagemaker:DeleteModel", "sagemaker:AddTags"], resources=[models]
@@ -85,7 +90,7 @@ class BatchJobs(Construct):
         )
         acknowledge(
             role,
-            wildcard_resource(arn(self, "sagemaker", "model-package/*/*")),
+            wildcard_resource(arn(self, "sagemaker", "model-package/*/*", account=registry_account)),
             "a batch job may run any registered version of any model (read only: DescribeModelPackage)",
         )
         for kind in jobs:

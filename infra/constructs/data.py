@@ -35,6 +35,7 @@ class Data(Construct):
         cache_replicas: int,
         removal: RemovalPolicy,
         log_retention: logs.RetentionDays,
+        artifacts: bool = True,
     ) -> None:
         super().__init__(scope, id)
         self.key = kms.Key(
@@ -45,61 +46,24 @@ class Data(Construct):
             removal_policy=removal,
             description=f"{prefix}: artifacts, logs, cache, routes, queues",
         )
-        self._allow_logs()
+        allow_logs(self.key)
         auto_delete = removal == RemovalPolicy.DESTROY
-        self.access_logs = s3.Bucket(
-            self,
-            "AccessLogs",
-            encryption=s3.BucketEncryption.S3_MANAGED,  # log delivery cannot use KMS
-            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
-            enforce_ssl=True,
-            versioned=True,
-            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,  # no ACLs: log delivery by bucket policy
-            # Versioned: an expired log stays as a noncurrent version until this removes it.
-            lifecycle_rules=[
-                s3.LifecycleRule(expiration=Duration.days(365), noncurrent_version_expiration=Duration.days(30))
-            ],
-            removal_policy=removal,
-            auto_delete_objects=auto_delete,
-        )
-        skip_check(
-            self.access_logs,
-            "CKV_AWS_18",
-            "this is the bucket the others' server access logs go to: logging it would write its own log"
-            " objects into a bucket too, one more log bucket with the same finding",
-        )
+        self.access_logs = access_logs_bucket(self, removal)
 
-        # Versioned, so that an object deleted or overwritten by mistake can be restored for `keep_days`.
         def bucket(name: str, *, expire_days: int | None, ia_days: int = 30, keep_days: int = 30) -> s3.Bucket:
-            rules = [
-                s3.LifecycleRule(
-                    transitions=[
-                        s3.Transition(
-                            storage_class=s3.StorageClass.INFREQUENT_ACCESS, transition_after=Duration.days(ia_days)
-                        )
-                    ],
-                    expiration=Duration.days(expire_days) if expire_days else None,
-                    noncurrent_version_expiration=Duration.days(keep_days),
-                    abort_incomplete_multipart_upload_after=Duration.days(7),
-                )
-            ]
-            return s3.Bucket(
+            return encrypted_bucket(
                 self,
                 name,
-                encryption=s3.BucketEncryption.KMS,
-                encryption_key=self.key,
-                bucket_key_enabled=True,
-                block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
-                enforce_ssl=True,
-                versioned=True,
-                server_access_logs_bucket=self.access_logs,
-                server_access_logs_prefix=f"{name.lower()}/",
-                lifecycle_rules=rules,
-                removal_policy=removal,
-                auto_delete_objects=auto_delete,
+                key=self.key,
+                access_logs=self.access_logs,
+                removal=removal,
+                expire_days=expire_days,
+                ia_days=ia_days,
+                keep_days=keep_days,
             )
 
-        self.artifacts = bucket("Artifacts", expire_days=None, ia_days=90, keep_days=90)
+        # The registry's packages (models/): in the registry stack instead where that is another account.
+        self.artifacts = bucket("Artifacts", expire_days=None, ia_days=90, keep_days=90) if artifacts else None
         self.batch = bucket("Batch", expire_days=90)
         self.capture = bucket("Capture", expire_days=180)
         self.prediction_logs = bucket("PredictionLogs", expire_days=400)
@@ -191,22 +155,91 @@ class Data(Construct):
         )
         acknowledge_key_grant(self.predictions, "the delivery stream and its bucket")
 
-    def _allow_logs(self) -> None:
-        """CloudWatch Logs encrypts and decrypts the log groups of this account and region with the key:
-        the statement of AWS's guide (Encrypt log data in CloudWatch Logs using AWS KMS), with the
-        regional principal and the log group ARN of the encryption context."""
-        stack = Stack.of(self)
-        log_groups = stack.format_arn(
-            service="logs", resource="log-group", resource_name="*", arn_format=ArnFormat.COLON_RESOURCE_NAME
+
+def access_logs_bucket(scope: Construct, removal: RemovalPolicy) -> s3.Bucket:
+    """The bucket the server access logs of the others go to."""
+    bucket = s3.Bucket(
+        scope,
+        "AccessLogs",
+        encryption=s3.BucketEncryption.S3_MANAGED,  # log delivery cannot use KMS
+        block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+        enforce_ssl=True,
+        versioned=True,
+        object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,  # no ACLs: log delivery by bucket policy
+        # Versioned: an expired log stays as a noncurrent version until this removes it.
+        lifecycle_rules=[
+            s3.LifecycleRule(expiration=Duration.days(365), noncurrent_version_expiration=Duration.days(30))
+        ],
+        removal_policy=removal,
+        auto_delete_objects=removal == RemovalPolicy.DESTROY,
+    )
+    skip_check(
+        bucket,
+        "CKV_AWS_18",
+        "this is the bucket the others' server access logs go to: logging it would write its own log"
+        " objects into a bucket too, one more log bucket with the same finding",
+    )
+    return bucket
+
+
+def encrypted_bucket(
+    scope: Construct,
+    name: str,
+    *,
+    key: kms.IKey,
+    access_logs: s3.IBucket,
+    removal: RemovalPolicy,
+    expire_days: int | None,
+    ia_days: int = 30,
+    keep_days: int = 30,
+    bucket_name: str | None = None,
+) -> s3.Bucket:
+    """A bucket of the stack: KMS with a bucket key, TLS only, no public access, access logs, and
+    versioned, so that an object deleted or overwritten by mistake can be restored for `keep_days`."""
+    rules = [
+        s3.LifecycleRule(
+            transitions=[
+                s3.Transition(storage_class=s3.StorageClass.INFREQUENT_ACCESS, transition_after=Duration.days(ia_days))
+            ],
+            expiration=Duration.days(expire_days) if expire_days else None,
+            noncurrent_version_expiration=Duration.days(keep_days),
+            abort_incomplete_multipart_upload_after=Duration.days(7),
         )
-        self.key.add_to_resource_policy(
-            iam.PolicyStatement(
-                principals=[iam.ServicePrincipal(f"logs.{stack.region}.amazonaws.com")],
-                actions=["kms:Encrypt*", "kms:Decrypt*", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:Describe*"],
-                resources=["*"],
-                conditions={"ArnLike": {"kms:EncryptionContext:aws:logs:arn": log_groups}},
-            )
+    ]
+    return s3.Bucket(
+        scope,
+        name,
+        bucket_name=bucket_name,
+        encryption=s3.BucketEncryption.KMS,
+        encryption_key=key,
+        bucket_key_enabled=True,
+        block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+        enforce_ssl=True,
+        versioned=True,
+        server_access_logs_bucket=access_logs,
+        server_access_logs_prefix=f"{name.lower()}/",
+        lifecycle_rules=rules,
+        removal_policy=removal,
+        auto_delete_objects=removal == RemovalPolicy.DESTROY,
+    )
+
+
+def allow_logs(key: kms.Key) -> None:
+    """CloudWatch Logs encrypts and decrypts the log groups of this account and region with the key:
+    the statement of AWS's guide (Encrypt log data in CloudWatch Logs using AWS KMS), with the
+    regional principal and the log group ARN of the encryption context."""
+    stack = Stack.of(key)
+    log_groups = stack.format_arn(
+        service="logs", resource="log-group", resource_name="*", arn_format=ArnFormat.COLON_RESOURCE_NAME
+    )
+    key.add_to_resource_policy(
+        iam.PolicyStatement(
+            principals=[iam.ServicePrincipal(f"logs.{stack.region}.amazonaws.com")],
+            actions=["kms:Encrypt*", "kms:Decrypt*", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:Describe*"],
+            resources=["*"],
+            conditions={"ArnLike": {"kms:EncryptionContext:aws:logs:arn": log_groups}},
         )
+    )
 
 
 @jsii.implements(IAspect)

@@ -7,13 +7,14 @@ so CloudFormation calls nothing and nothing is built."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from aws_cdk import CustomResource, Duration, FileSystem, IgnoreMode, RemovalPolicy, custom_resources
+from aws_cdk import CfnOutput, CustomResource, Duration, FileSystem, IgnoreMode, RemovalPolicy, Stack, custom_resources
 from aws_cdk import aws_codebuild as codebuild
 from aws_cdk import aws_ecr as ecr
 from aws_cdk import aws_iam as iam
@@ -21,11 +22,13 @@ from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3_assets as s3_assets
+from aws_cdk import aws_ssm as ssm
 from constructs import Construct
 
 from infra.constructs.functions import python_function
 from infra.constructs.providers import waiting_provider
 from infra.nag import acknowledge, policy_holder, wildcard_resource
+from sagegate.targets import image_parameter
 
 ROOT = Path(__file__).resolve().parents[2]
 KEPT_IMAGES = 10  # per repository: enough for the rollbacks a stack can make
@@ -89,6 +92,41 @@ def context_of(root: Path, dockerfile: str) -> list[str]:
     return sources
 
 
+def source_hash(image: Image, root: Path = ROOT) -> str:
+    """CDK's fingerprint of what the image's build reads and of how it is built (its asset's custom hash)."""
+    exclude = _ignore_all_but(context_of(root, image.dockerfile))
+    recipe = {"dockerfile": image.dockerfile, "build_args": dict(image.build_args), "build_spec": BUILD_SPEC}
+    return FileSystem.fingerprint(
+        str(root), exclude=exclude, ignore_mode=IgnoreMode.GIT, extra_hash=json.dumps(recipe, sort_keys=True)
+    )
+
+
+def image_tag(image: Image, root: Path = ROOT) -> str:
+    """The image's tag, its asset's hash: CDK takes the sha256 of a custom hash. Known at synth time,
+    so a stack of another account can name an image that the registry stack builds."""
+    return hashlib.sha256(source_hash(image, root).encode()).hexdigest()
+
+
+def publish(stack: Stack, environment: str, image: str, uri: str) -> None:
+    """An image's URI as an output, and in SSM where `sagegate register --target aws` reads it."""
+    cid = "".join(part.title() for part in image.split("-"))
+    ssm.StringParameter(
+        stack,
+        f"{cid}ImageParameter",
+        parameter_name=image_parameter(environment, image),
+        string_value=uri,
+        description=f"the {image} image built from this environment's source (tag: its hash)",
+    )
+    CfnOutput(stack, f"{cid}ImageUri", value=uri, description=f"the {image} image")
+
+
+def grant_pull(grantee: iam.IGrantable, repository_arns: Sequence[str]) -> None:
+    """Pulls from these repositories (a SageMaker execution role: endpoints, transform and spot jobs)."""
+    iam.Grant.add_to_principal(grantee=grantee, actions=PULL_ACTIONS, resource_arns=list(repository_arns))
+    iam.Grant.add_to_principal(grantee=grantee, actions=["ecr:GetAuthorizationToken"], resource_arns=["*"])
+    acknowledge(policy_holder(grantee), wildcard_resource("*"), "ecr:GetAuthorizationToken has no resource scope")
+
+
 def _ignore_all_but(sources: Sequence[str]) -> list[str]:
     """Git-style excludes that keep only `sources` (files or folders) and no bytecode."""
     patterns, opened = ["/*"], set()
@@ -133,21 +171,14 @@ class Images(Construct):
                 removal_policy=removal,
                 empty_on_delete=removal == RemovalPolicy.DESTROY,
             )
-            exclude = _ignore_all_but(context_of(root, image.dockerfile))
-            recipe = {"dockerfile": image.dockerfile, "build_args": dict(image.build_args), "build_spec": BUILD_SPEC}
             self.sources[image.name] = s3_assets.Asset(
                 self,
                 f"{image.id}Source",
                 path=str(root),
-                exclude=exclude,
+                exclude=_ignore_all_but(context_of(root, image.dockerfile)),
                 ignore_mode=IgnoreMode.GIT,
                 # CDK's fingerprint of these files, and of how they are built (S3 assets take no extra hash)
-                asset_hash=FileSystem.fingerprint(
-                    str(root),
-                    exclude=exclude,
-                    ignore_mode=IgnoreMode.GIT,
-                    extra_hash=json.dumps(recipe, sort_keys=True),
-                ),
+                asset_hash=source_hash(image, root),
             )
         self.project = self._project(prefix, key, log_retention, removal)
         provider = self._provider(prefix, code, log_retention, removal)
@@ -176,13 +207,7 @@ class Images(Construct):
 
     def grant_pull(self, grantee: iam.IGrantable) -> None:
         """Pulls from these repositories (a SageMaker execution role: endpoints, transform and spot jobs)."""
-        iam.Grant.add_to_principal(
-            grantee=grantee,
-            actions=PULL_ACTIONS,
-            resource_arns=[r.repository_arn for r in self.repositories.values()],
-        )
-        iam.Grant.add_to_principal(grantee=grantee, actions=["ecr:GetAuthorizationToken"], resource_arns=["*"])
-        acknowledge(policy_holder(grantee), wildcard_resource("*"), "ecr:GetAuthorizationToken has no resource scope")
+        grant_pull(grantee, [r.repository_arn for r in self.repositories.values()])
 
     def _project(
         self, prefix: str, key: kms.IKey, log_retention: logs.RetentionDays, removal: RemovalPolicy

@@ -56,9 +56,11 @@ class Rollouts(Construct):
         rollout: RolloutPolicy,
         log_retention: logs.RetentionDays,
         removal: RemovalPolicy,
+        registry_account: str | None = None,
     ) -> None:
         super().__init__(scope, id)
         self.prefix = prefix
+        self.registry_account = registry_account  # where the model packages are: None, this account
         self.function = python_function(
             self,
             "DeployLogic",
@@ -105,7 +107,9 @@ class Rollouts(Construct):
             prefix=prefix,
             substitutions={
                 "EndpointPrefix": f"{prefix}-",
-                "ModelPackageArnPrefix": Stack.of(self).format_arn(service="sagemaker", resource="model-package"),
+                "ModelPackageArnPrefix": Stack.of(self).format_arn(
+                    service="sagemaker", resource="model-package", account=registry_account
+                ),
                 "RouteTable": routes.table_name,
                 "TopicArn": topic.topic_arn,
                 "DeployFunctionArn": logic.function_arn,
@@ -119,8 +123,8 @@ class Rollouts(Construct):
         # has no endpoint for an approval to roll out to.
         self.on_approval = self._on_approval(models, rollout) if models else None
 
-    def _arn(self, resource: str, name: str) -> str:
-        return Stack.of(self).format_arn(service="sagemaker", resource=resource, resource_name=name)
+    def _arn(self, resource: str, name: str, account: str | None = None) -> str:
+        return Stack.of(self).format_arn(service="sagemaker", resource=resource, resource_name=name, account=account)
 
     def _alarm_arn(self, name: str) -> str:
         return Stack.of(self).format_arn(
@@ -132,8 +136,13 @@ class Rollouts(Construct):
     ) -> None:
         role, prefix = self.machine.role, self.prefix
         packages = [f"{m}/*" for m in models] or ["*/*"]
+        # A registry of another account is read only: the outcome is not recorded on its packages
+        # (the workflow's Record* steps carry on when that is refused); the route table keeps it.
+        package_actions = (
+            ["DescribeModelPackage"] if self.registry_account else ["DescribeModelPackage", "UpdateModelPackage"]
+        )
         for actions, resources in (
-            (["DescribeModelPackage", "UpdateModelPackage"], [self._arn("model-package", p) for p in packages]),
+            (package_actions, [self._arn("model-package", p, self.registry_account) for p in packages]),
             (["CreateModel", "DeleteModel", "AddTags"], [self._arn("model", f"{prefix}-*")]),
             (  # UpdateEndpoint authorizes on the endpoint and on the config it moves to
                 ["CreateEndpointConfig", "DeleteEndpointConfig", "DescribeEndpointConfig", "UpdateEndpoint"],
@@ -161,7 +170,7 @@ class Rollouts(Construct):
         for name in packages:
             acknowledge(
                 role,
-                wildcard_resource(arn(self, "sagemaker", f"model-package/{name}")),
+                wildcard_resource(arn(self, "sagemaker", f"model-package/{name}", account=self.registry_account)),
                 "every version of this environment's configured models: versions are made after deploy",
             )
         for name in (f"model/{prefix}-*", f"endpoint-config/{prefix}-*", f"endpoint/{prefix}-*", f"alarm:{prefix}-*"):
@@ -197,6 +206,8 @@ class Rollouts(Construct):
                     "ModelApprovalStatus": ["Approved", "Rejected"],
                     "ModelPackageGroupName": models,
                 },
+                # forwarded by the registry stack from its account (infra/constructs/registry.py)
+                account=[self.registry_account] if self.registry_account else None,
             ),
         )
         rule.add_target(

@@ -47,13 +47,17 @@ class Serving(Construct):
         code: lambda_.Code,
         log_retention: logs.RetentionDays,
         removal: RemovalPolicy,
+        registry_account: str | None = None,
+        role_name: str | None = None,
     ) -> None:
         super().__init__(scope, id)
         stack = Stack.of(self)
         self.key = key
+        self.registry_account = registry_account  # where the model packages are: None, this account
         self.role = iam.Role(
             self,
             "ExecutionRole",
+            role_name=role_name,
             assumed_by=iam.ServicePrincipal("sagemaker.amazonaws.com"),
             description=f"{prefix}: what the inference containers may do",
         )
@@ -101,6 +105,7 @@ class Serving(Construct):
                 "SageMaker names the log streams of endpoints and jobs at run time, under this fixed group",
             )
         self.endpoints: dict[str, str] = {}
+        self.owner: lambda_.Function | None = None  # the function that creates the endpoints
         if models:
             self._owner(prefix, code, log_retention, removal)
         for model in models:
@@ -132,6 +137,7 @@ class Serving(Construct):
         # on_event creates (or starts deleting) the endpoint; is_complete waits for it, then gives
         # the first variants their scaling and alarms (or deletes the config and models left).
         creates, completes = handlers["on_event"], handlers["is_complete"]
+        self.owner = creates
         alarms = stack.format_arn(
             service="cloudwatch",
             resource="alarm",
@@ -159,7 +165,12 @@ class Serving(Construct):
                     # Reference lists no dependent action)
                     (
                         ["sagemaker:DescribeModelPackage"],
-                        stack.format_arn(service="sagemaker", resource="model-package", resource_name="*/*"),
+                        stack.format_arn(
+                            service="sagemaker",
+                            resource="model-package",
+                            resource_name="*/*",
+                            account=self.registry_account,
+                        ),
                     ),
                     (["cloudwatch:DeleteAlarms"], alarms),
                 ],
@@ -181,9 +192,10 @@ class Serving(Construct):
             holder = policy_holder(function)
             names = [f"model/{prefix}-*", f"endpoint-config/{prefix}-*", f"endpoint/{prefix}-*"]
             for name in [*names, *(["model-package/*/*"] if function is creates else [])]:
+                account = self.registry_account if name.startswith("model-package") else None
                 acknowledge(
                     holder,
-                    wildcard_resource(arn(self, "sagemaker", name)),
+                    wildcard_resource(arn(self, "sagemaker", name, account=account)),
                     "the endpoints, configs and models of this environment, named under its prefix when the"
                     " endpoint is first created (model packages: read only, any configured model's versions)",
                 )

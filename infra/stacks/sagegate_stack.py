@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from aws_cdk import Acknowledgment, Aspects, CfnOutput, RemovalPolicy, Stack, Validations
 from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_events as events
 from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
-from aws_cdk import aws_ssm as ssm
+from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
 from infra.config import EnvConfig
@@ -18,15 +20,15 @@ from infra.constructs.bundling import lambda_code
 from infra.constructs.cache_rotation import CacheRotation
 from infra.constructs.data import REDIS_PORT, Data, LogGroupsUseKey
 from infra.constructs.firewall import Firewall
-from infra.constructs.images import BATCH, INFERENCE, INFERENCE_GPU, Images
+from infra.constructs.images import BATCH, INFERENCE, INFERENCE_GPU, Images, grant_pull, image_tag, publish
 from infra.constructs.monitoring import Monitoring
 from infra.constructs.network import Network
+from infra.constructs.registry import bucket_name, grant_decrypt_packages, reader_role_name
 from infra.constructs.rollouts import Rollouts
 from infra.constructs.serving import Serving
 from infra.nag import acknowledge, arn, policy_holder, wildcard_resource
 from sagegate.gateway.config import GatewaySettings
 from sagegate.registry.sagemaker import DEFAULT_PREFIX as REGISTRY_PREFIX
-from sagegate.targets import image_parameter
 
 
 class SagegateStack(Stack):
@@ -40,9 +42,10 @@ class SagegateStack(Stack):
             )
         )
         removal = RemovalPolicy.DESTROY if config.removal == "destroy" else RemovalPolicy.RETAIN
-        retention = logs.RetentionDays(logs.RetentionDays[_RETENTION[config.log_retention_days]])
+        retention = logs.RetentionDays(logs.RetentionDays[RETENTION[config.log_retention_days]])
         prefix = config.prefix
         code = lambda_code()  # one asset per stack, shared by its Lambdas
+        registry = config.registry_account  # None: this account holds its own registry
 
         network = Network(
             self, "Network", cidr=config.vpc_cidr, zones=config.zones, log_retention=retention, removal=removal
@@ -56,7 +59,12 @@ class SagegateStack(Stack):
             cache_replicas=config.cache_replicas,
             removal=removal,
             log_retention=retention,
+            artifacts=registry is None,
         )
+        if data.artifacts is not None:
+            artifacts: s3.IBucket = data.artifacts
+        else:  # the registry stack's bucket (infra/constructs/registry.py), by its fixed name
+            artifacts = s3.Bucket.from_bucket_name(self, "RegistryArtifacts", bucket_name(str(registry), self.region))
         Aspects.of(self).add(LogGroupsUseKey(data.key))
         CacheRotation(
             self,
@@ -79,7 +87,7 @@ class SagegateStack(Stack):
             prefix=prefix,
             models=config.models,
             key=data.key,
-            artifacts=data.artifacts,
+            artifacts=artifacts,
             capture=data.capture,
             batch=data.batch,
             thresholds=config.alarms,
@@ -87,6 +95,8 @@ class SagegateStack(Stack):
             code=code,
             log_retention=retention,
             removal=removal,
+            registry_account=registry,
+            role_name=reader_role_name(prefix, "sagemaker") if registry else None,
         )
         rollouts = Rollouts(
             self,
@@ -97,24 +107,16 @@ class SagegateStack(Stack):
             routes=data.routes,
             topic=monitoring.topic,
             sagemaker_role=serving.role,
-            artifacts=data.artifacts,
+            artifacts=artifacts,
             capture=data.capture,
             reports=data.batch,
             models=[m.name for m in config.models],
             rollout=config.rollout_policy,
             log_retention=retention,
             removal=removal,
+            registry_account=registry,
         )
-        images = Images(
-            self,
-            "Images",
-            prefix=prefix,
-            images=[INFERENCE, *([INFERENCE_GPU] if config.on_gpu else []), BATCH],
-            key=data.key,
-            code=code,
-            log_retention=retention,
-            removal=removal,
-        )
+        images = self._images(config, data.key, code, retention, removal)
         batch_jobs = BatchJobs(
             self,
             "BatchJobs",
@@ -123,9 +125,10 @@ class SagegateStack(Stack):
             topic=monitoring.topic,
             sagemaker_role=serving.role,
             batch=data.batch,
-            image_uri=images.uris[BATCH.name],
+            image_uri=images[BATCH.name],
             log_retention=retention,
             removal=removal,
+            registry_account=registry,
         )
         api = Api(
             self,
@@ -143,7 +146,7 @@ class SagegateStack(Stack):
             removal=removal,
             environment={
                 "SAGEGATE_ROUTE_TABLE": data.routes.table_name,
-                "SAGEGATE_REGISTRY_BUCKET": data.artifacts.bucket_name,
+                "SAGEGATE_REGISTRY_BUCKET": artifacts.bucket_name,
                 **GatewaySettings.environment(
                     redis_url=f"rediss://{data.cache.attr_primary_end_point_address}:{REDIS_PORT}/0",
                     redis_auth_secret_arn=data.cache_secret.secret_arn,
@@ -171,28 +174,105 @@ class SagegateStack(Stack):
         )
         data.cache_secret.grant_read(api.function)
         data.routes.grant_read_data(api.function)
-        read_objects(api.function, data.artifacts, f"{REGISTRY_PREFIX}/", why="the registry's manifests")
+        read_objects(api.function, artifacts, f"{REGISTRY_PREFIX}/", why="the registry's manifests")
         list_objects(api.function, data.batch)  # a batch job's progress: its output objects over its input objects
         data.predictions.grant_put_records(api.function)
         batch_jobs.machine.grant_start_execution(api.function)
         batch_jobs.grant_describe(api.function)
         for name in serving.endpoints.values():
             api.function.add_to_role_policy(_invoke(self, name))
-        _read_registry(api.function)
-        images.grant_pull(serving.role)  # endpoints, transform jobs (inference image) and spot jobs (batch image)
-        for name, uri in images.uris.items():
-            _publish(self, config.name, name, uri)
+        _read_registry(api.function, registry)
+        # Image pulls: endpoints, transform jobs (inference image) and spot jobs (batch image).
+        grant_pull(serving.role, self.repositories)
+        for name, uri in images.items():
+            publish(self, config.name, name, uri)
+        if registry is not None:
+            self._read_from(registry, config, serving=serving, rollouts=rollouts, batch_jobs=batch_jobs, api=api)
 
-        CfnOutput(
-            self,
-            "RegistryBucket",
-            value=data.artifacts.bucket_name,
-            description="where `sagegate register --target aws` uploads packages (SAGEGATE_AWS_BUCKET)",
-        )
+        if data.artifacts is not None:  # else the registry stack's output
+            CfnOutput(
+                self,
+                "RegistryBucket",
+                value=data.artifacts.bucket_name,
+                description="where `sagegate register --target aws` uploads packages (SAGEGATE_AWS_BUCKET)",
+            )
         monitoring.add_models(config.models, serving.endpoints)
         monitoring.add_batch(batch_jobs.machine)
         self.api, self.rollouts, self.batch_jobs, self.serving, self.data = api, rollouts, batch_jobs, serving, data
-        self.images = images
+
+    def _images(
+        self,
+        config: EnvConfig,
+        key: kms.IKey,
+        code: lambda_.Code,
+        retention: logs.RetentionDays,
+        removal: RemovalPolicy,
+    ) -> dict[str, str]:
+        """The URIs of the environment's images: built by its own Images, or, where the registry is in
+        another account, by the registry stack (the same tag: the source's hash; its repositories)."""
+        wanted = [INFERENCE, *([INFERENCE_GPU] if config.on_gpu else []), BATCH]
+        registry = config.registry_account
+        self.images: Images | None = None
+        if registry is None:
+            self.images = Images(
+                self,
+                "Images",
+                prefix=config.prefix,
+                images=wanted,
+                key=key,
+                code=code,
+                log_retention=retention,
+                removal=removal,
+            )
+            self.repositories = [r.repository_arn for r in self.images.repositories.values()]
+            return self.images.uris
+        names = {i.name: f"sagegate-registry-{i.name}" for i in wanted}
+        self.repositories = [
+            self.format_arn(service="ecr", account=registry, resource="repository", resource_name=n)
+            for n in names.values()
+        ]
+        host = f"{registry}.dkr.ecr.{self.region}.{self.url_suffix}"
+        return {i.name: f"{host}/{names[i.name]}:{image_tag(i)}" for i in wanted}
+
+    def _read_from(
+        self,
+        registry: str,
+        config: EnvConfig,
+        *,
+        serving: Serving,
+        rollouts: Rollouts,
+        batch_jobs: BatchJobs,
+        api: Api,
+    ) -> None:
+        """The readers of a registry in another account get the fixed names its resource policies
+        name (infra/constructs/registry.py), decrypt its packages, and take its approval events."""
+        readers: dict[str, iam.IRole] = {
+            "gateway": api.function.role,  # type: ignore[dict-item]
+            "deploy-logic": rollouts.function.role,  # type: ignore[dict-item]
+            "deploy": rollouts.machine.role,
+            "batch": batch_jobs.machine.role,
+        }
+        if serving.owner is not None:
+            readers["endpoint-owner"] = serving.owner.role  # type: ignore[assignment]
+        for reader, role in readers.items():
+            cfn = role.node.default_child
+            assert isinstance(cfn, iam.CfnRole)
+            cfn.role_name = reader_role_name(config.prefix, reader)
+        for grantee in (serving.role, api.function, rollouts.function):
+            grant_decrypt_packages(grantee, registry)
+        events.CfnEventBusPolicy(
+            self,
+            "RegistryEvents",
+            event_bus_name="default",
+            statement_id=f"{config.prefix}-registry",
+            statement={
+                "Sid": f"{config.prefix}-registry",
+                "Effect": "Allow",
+                "Principal": {"AWS": iam.AccountPrincipal(registry).arn},
+                "Action": "events:PutEvents",
+                "Resource": self.format_arn(service="events", resource="event-bus", resource_name="default"),
+            },
+        )
 
     @property
     def availability_zones(self) -> list[str]:
@@ -207,21 +287,9 @@ def _invoke(stack: Stack, endpoint: str) -> iam.PolicyStatement:
     )
 
 
-def _publish(stack: Stack, environment: str, image: str, uri: str) -> None:
-    """An image's URI as an output, and in SSM where `sagegate register --target aws` reads it."""
-    cid = "".join(part.title() for part in image.split("-"))
-    ssm.StringParameter(
-        stack,
-        f"{cid}ImageParameter",
-        parameter_name=image_parameter(environment, image),
-        string_value=uri,
-        description=f"the {image} image built from this environment's source (tag: its hash)",
-    )
-    CfnOutput(stack, f"{cid}ImageUri", value=uri, description=f"the {image} image")
-
-
-def _read_registry(function: lambda_.Function) -> None:
-    """The gateway lists every model of the account's registry and reads their versions (read only)."""
+def _read_registry(function: lambda_.Function, account: str | None) -> None:
+    """The gateway lists every model of the registry (this account's, or `account`'s) and reads
+    their versions (read only)."""
     stack = Stack.of(function)
     function.add_to_role_policy(
         iam.PolicyStatement(
@@ -232,18 +300,22 @@ def _read_registry(function: lambda_.Function) -> None:
         iam.PolicyStatement(
             actions=["sagemaker:DescribeModelPackage", "sagemaker:DescribeModelPackageGroup"],
             resources=[
-                stack.format_arn(service="sagemaker", resource="model-package", resource_name="*"),
-                stack.format_arn(service="sagemaker", resource="model-package-group", resource_name="*"),
+                stack.format_arn(service="sagemaker", resource="model-package", resource_name="*", account=account),
+                stack.format_arn(
+                    service="sagemaker", resource="model-package-group", resource_name="*", account=account
+                ),
             ],
         )
     )
     why = "the registry is read, never written; the gateway serves whatever model it holds"
     acknowledge(policy_holder(function), wildcard_resource("*"), f"sagemaker:List* have no resource-level scope; {why}")
     for resource in ("model-package/*", "model-package-group/*"):
-        acknowledge(policy_holder(function), wildcard_resource(arn(function, "sagemaker", resource)), why)
+        acknowledge(
+            policy_holder(function), wildcard_resource(arn(function, "sagemaker", resource, account=account)), why
+        )
 
 
-_RETENTION = {
+RETENTION = {
     7: "ONE_WEEK",
     14: "TWO_WEEKS",
     30: "ONE_MONTH",

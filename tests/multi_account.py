@@ -1,0 +1,27 @@
+"""A multi-account setup for tests: cdk.json's environments, with staging and prod deploying from a
+registry in its own account (REGISTRY_ACCOUNT) and dev keeping its own registry (the default)."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+from infra.config import CONTEXT_KEY
+
+ROOT = Path(__file__).resolve().parents[1]
+REGISTRY_ACCOUNT = "444444444444"
+CROSS_ACCOUNT = ("staging", "prod")
+
+
+def context() -> dict[str, Any]:
+    found: dict[str, Any] = copy.deepcopy(json.loads((ROOT / "cdk.json").read_text())["context"])
+    for name in CROSS_ACCOUNT:
+        env = found[CONTEXT_KEY][name]
+        env["registry_account"] = REGISTRY_ACCOUNT
+        for model in env["models"]:
+            for variant in model["variants"]:
+                head, _, tail = variant["model_package_arn"].partition(":model-package/")
+                variant["model_package_arn"] = f"{head.rsplit(':', 1)[0]}:{REGISTRY_ACCOUNT}:model-package/{tail}"
+    return found
