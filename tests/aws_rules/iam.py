@@ -8,7 +8,7 @@ where the call uses them (iam:PassRole when a role is passed, sagemaker:AddTags 
 the reference does not list but AWS documents elsewhere is added by `_documented`, each with its
 source. The evaluator implements IAM's rules for identity policies and the resource policies of the
 template (explicit Deny wins, then any Allow; wildcards in actions and resources; the condition
-operators the stacks use).
+operators the stacks use; across accounts, both the identity and the resource policy must allow).
 """
 
 from __future__ import annotations
@@ -274,16 +274,50 @@ def _statement_applies(statement: dict[str, Any], request: Request, context: dic
     return _condition_holds(statement.get("Condition", {}), context)
 
 
+def _account_of(arn: str) -> str:
+    return arn.split(":")[4]
+
+
+def _names_principal(statement: dict[str, Any], principal: str) -> bool:
+    """Whether a resource policy statement's Principal covers the calling role: "*", its account
+    (root ARN or id: the account delegates to its own IAM, so its conditions narrow it), or its ARN."""
+    named = statement.get("Principal")
+    if named == "*":
+        return True
+    if not isinstance(named, dict) or "AWS" not in named:
+        return False  # a service principal
+    account = _account_of(principal)
+    covering = ("*", account, f"arn:aws:iam::{account}:root", principal)
+    return any(entry in covering for entry in _listed(named["AWS"]))
+
+
 def evaluate(
-    request: Request, identity: list[dict[str, Any]], resource_policies: list[dict[str, Any]] | None = None
+    request: Request,
+    identity: list[dict[str, Any]],
+    resource_policies: list[dict[str, Any]] | None = None,
+    *,
+    principal: str | None = None,
+    owner: str | None = None,
 ) -> str:
-    """'allowed', 'denied' (an explicit Deny) or 'implicitly denied'. Resource policies here only add
-    Deny statements (the stacks' buckets deny non-TLS access); the caller is a role of the same
-    account, so an identity Allow suffices."""
+    """'allowed', 'denied' (an explicit Deny) or 'implicitly denied'.
+
+    Without `principal`, the caller is a role of the resource's account and resource policies only
+    add Deny statements (the stacks' buckets deny non-TLS access): an identity Allow suffices. With
+    `principal` (the calling role's ARN) and `owner` (the account that owns the resource; taken from
+    the resource's ARN when not given), IAM's cross-account rule applies where the two accounts
+    differ: the identity policy AND a resource policy statement naming the principal must both
+    allow. aws:PrincipalArn and aws:PrincipalAccount are in the context of both."""
     context = {"aws:SecureTransport": "true", **dict(request.context)}
-    statements = [*identity, *(resource_policies or [])]
+    resource = list(resource_policies or [])
+    if principal is not None:
+        context |= {"aws:PrincipalArn": principal, "aws:PrincipalAccount": _account_of(principal)}
+        resource = [s for s in resource if _names_principal(s, principal)]
+    statements = [*identity, *resource]
     if any(s["Effect"] == "Deny" and _statement_applies(s, request, context) for s in statements):
         return "denied"
-    if any(s["Effect"] == "Allow" and _statement_applies(s, request, context) for s in identity):
-        return "allowed"
-    return "implicitly denied"
+    allowed_by_identity = any(s["Effect"] == "Allow" and _statement_applies(s, request, context) for s in identity)
+    owner = owner or (_account_of(request.resource) if request.resource.count(":") >= 5 else None)
+    if principal is None or not owner or owner == _account_of(principal):
+        return "allowed" if allowed_by_identity else "implicitly denied"
+    allowed_by_resource = any(s["Effect"] == "Allow" and _statement_applies(s, request, context) for s in resource)
+    return "allowed" if allowed_by_identity and allowed_by_resource else "implicitly denied"

@@ -217,6 +217,30 @@ class Deployed:
     def role_arn(self, role: str) -> str:
         return self.get_att(role, "Arn")
 
+    def role_named(self, name: str) -> str:
+        """The logical id of the role with this fixed name."""
+        return self.logical_id("AWS::IAM::Role", RoleName=name)
+
+    def resource_statements(self) -> list[dict[str, Any]]:
+        """Every statement of the resource policies of the template, each with the resource it
+        guards as its Resource (a key policy's "*" is its key; a repository policy names none)."""
+        found: list[dict[str, Any]] = []
+        for logical in self.of_type("AWS::S3::BucketPolicy"):
+            found.extend(self.properties(logical)["PolicyDocument"]["Statement"])
+        for logical in self.of_type("AWS::KMS::Key"):
+            key = self.get_att(logical, "Arn")
+            for statement in self.properties(logical)["KeyPolicy"]["Statement"]:
+                found.append({**statement, "Resource": key})
+        for logical in self.of_type("AWS::ECR::Repository"):
+            policy = self.properties(logical).get("RepositoryPolicyText")
+            for statement in (policy or {}).get("Statement", []):
+                found.append({**statement, "Resource": self.get_att(logical, "Arn")})
+        for logical in self.of_type("AWS::SageMaker::ModelPackageGroup"):
+            policy = self.properties(logical).get("ModelPackageGroupPolicy")
+            policy = json.loads(policy) if isinstance(policy, str) else policy
+            found.extend((policy or {}).get("Statement", []))
+        return found
+
     def definition(self, machine: str) -> str:
         """A state machine's definition as Step Functions would get it: substitutions applied."""
         properties = self.resources[machine]["Properties"]
@@ -233,25 +257,29 @@ class Deployed:
 
 
 @cache
-def _synth(env: str) -> tuple[str, dict[str, Any], str, str, str]:
+def _synth(env: str, multi_account: bool) -> tuple[str, dict[str, Any], str, str, str]:
     os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
     import tempfile
 
     import aws_cdk as cdk
 
-    from infra.app import build
+    from infra.app import build, registry_stack
+    from tests.multi_account import context as multi_account_context
 
-    context = json.loads((ROOT / "cdk.json").read_text())["context"]
+    context = multi_account_context() if multi_account else json.loads((ROOT / "cdk.json").read_text())["context"]
     outdir = tempfile.mkdtemp(prefix="cdk.out-")
     app = cdk.App(context={**context, "env": env, "aws:cdk:bundling-stacks": []}, outdir=outdir)
-    stack = build(app, nag=False)[env]
+    stacks: dict[str, Any] = dict(build(app, nag=False))
+    stacks["registry"] = registry_stack(app)
+    stack = stacks[env]
     template = app.synth().get_stack_by_name(stack.stack_name).template
     return stack.stack_name, template, str(stack.account), str(stack.region), outdir
 
 
-def synthesized(env: str = "dev") -> Deployed:
-    """The environment's stack, synthesized once per process (a fresh Deployed each call)."""
-    stack, template, account, region, outdir = _synth(env)
+def synthesized(env: str = "dev", *, multi_account: bool = False) -> Deployed:
+    """The environment's stack, synthesized once per process (a fresh Deployed each call); with
+    `multi_account`, from tests/multi_account.py's settings (env "registry": the registry stack)."""
+    stack, template, account, region, outdir = _synth(env, multi_account)
     return Deployed(
         env=env,
         stack=stack,

@@ -21,6 +21,7 @@ from aws_cdk import aws_iam as iam
 
 from infra.app import build
 from infra.nag import acknowledge
+from tests.multi_account import context as multi_account_context
 
 ROOT = Path(__file__).resolve().parents[2]
 CONTEXT = json.loads((ROOT / "cdk.json").read_text())["context"]
@@ -28,8 +29,8 @@ CONTEXT = json.loads((ROOT / "cdk.json").read_text())["context"]
 CHECKOV = Path(sys.prefix) / "checkov" / "bin" / "checkov"
 
 
-def _app(outdir: Path, **context: object) -> cdk.App:
-    return cdk.App(context={**CONTEXT, "aws:cdk:bundling-stacks": [], **context}, outdir=str(outdir))
+def _app(outdir: Path, base: dict[str, object] = CONTEXT, **context: object) -> cdk.App:
+    return cdk.App(context={**base, "aws:cdk:bundling-stacks": [], **context}, outdir=str(outdir))
 
 
 @pytest.fixture(scope="module")
@@ -39,6 +40,55 @@ def synthesized(tmp_path_factory: pytest.TempPathFactory) -> tuple[cdk.App, Path
     build(app)  # with cdk-nag: synth raises on any finding that is not acknowledged
     app.synth()
     return app, outdir
+
+
+@pytest.fixture(scope="module")
+def multi_account(tmp_path_factory: pytest.TempPathFactory) -> tuple[cdk.App, Path]:
+    """tests/multi_account.py's settings: the registry stack, and environments that read from it."""
+    outdir = tmp_path_factory.mktemp("cdk.out-multi")
+    app = _app(outdir, multi_account_context())
+    build(app)
+    app.synth()
+    return app, outdir
+
+
+def _cross_account_templates(outdir: Path) -> list[Path]:
+    return [outdir / f"sagegate-{name}.template.json" for name in ("registry", "staging", "prod")]
+
+
+def test_the_registry_and_the_environments_reading_it_pass_aws_solutions_and_cfn_lint(
+    multi_account: tuple[cdk.App, Path],
+) -> None:
+    _, outdir = multi_account  # synth passed cdk-nag
+    templates = [str(p) for p in _cross_account_templates(outdir)]
+    result = subprocess.run(
+        [str(Path(sys.executable).with_name("cfn-lint")), "--config-file", str(ROOT / ".cfnlintrc.yaml"), *templates],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_checkov_fails_no_check_of_the_registry_and_the_environments_reading_it(
+    multi_account: tuple[cdk.App, Path],
+) -> None:
+    _, outdir = multi_account
+    if not CHECKOV.exists():
+        pytest.fail(f"checkov is not installed at {CHECKOV}: run `make setup`")
+    files = [arg for p in _cross_account_templates(outdir) for arg in ("--file", str(p))]
+    result = subprocess.run(
+        [str(CHECKOV), "--config-file", str(ROOT / ".checkov.yaml"), "--output", "json", *files],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    found = json.loads(result.stdout)
+    reports = found if isinstance(found, list) else [found]
+    failed = [(c["check_id"], c["resource"]) for r in reports for c in r["results"]["failed_checks"]]
+    assert not failed, "\n".join(map(str, sorted(set(failed))))
+    assert result.returncode == 0, result.stderr[-3000:]
 
 
 def test_every_environment_passes_aws_solutions_and_every_acknowledgment_says_why(
