@@ -147,6 +147,14 @@ class SagegateStack(Stack):
             environment={
                 "SAGEGATE_ROUTE_TABLE": data.routes.table_name,
                 "SAGEGATE_REGISTRY_BUCKET": artifacts.bucket_name,
+                **(
+                    {
+                        "SAGEGATE_REGISTRY_ACCOUNT": registry,
+                        "SAGEGATE_REGISTRY_MODELS": ",".join(m.name for m in config.models),
+                    }
+                    if registry
+                    else {}
+                ),
                 **GatewaySettings.environment(
                     redis_url=f"rediss://{data.cache.attr_primary_end_point_address}:{REDIS_PORT}/0",
                     redis_auth_secret_arn=data.cache_secret.secret_arn,

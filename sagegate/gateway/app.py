@@ -96,6 +96,9 @@ def get_catalog() -> CatalogProtocol:
             session.create_client("s3", region_name=region, config=config),
             bucket=os.environ.get("SAGEGATE_REGISTRY_BUCKET", ""),
             image_uri="",  # the gateway only reads
+            # a registry in another account (registry_account): its account and the models read from it
+            owner=os.environ.get("SAGEGATE_REGISTRY_ACCOUNT") or None,
+            models=[m for m in os.environ.get("SAGEGATE_REGISTRY_MODELS", "").split(",") if m],
         )
         table = os.environ["SAGEGATE_ROUTE_TABLE"]
         routes = DynamoRouteStore(session.create_client("dynamodb", region_name=region, config=config), table)

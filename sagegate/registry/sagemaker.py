@@ -10,6 +10,7 @@ CustomerMetadataProperties; every update sends the whole merged set.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -37,9 +38,16 @@ class SageMakerRegistry:
         image_uri: str,
         prefix: str = DEFAULT_PREFIX,
         kms_key_id: str | None = None,
+        owner: str | None = None,
+        models: Sequence[str] = (),
     ) -> None:
+        """`owner`: the account of a registry read from another account (the caller's own by
+        default). Its groups are then named by ARN, and its models are `models`: ListModelPackageGroups
+        lists the caller's own account only."""
         self._sm = sagemaker
         self._s3 = s3
+        self._owner = owner
+        self._models = sorted(models)
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         self.image_uri = image_uri
@@ -156,7 +164,7 @@ class SageMakerRegistry:
         paginator = self._sm.get_paginator("list_model_packages")
         summaries: list[dict[str, Any]] = []
         try:
-            for page in paginator.paginate(ModelPackageGroupName=model):
+            for page in paginator.paginate(ModelPackageGroupName=self._group(model)):
                 summaries.extend(page["ModelPackageSummaryList"])
         except self._sm.exceptions.ClientError:
             return []
@@ -197,7 +205,15 @@ class SageMakerRegistry:
         body = self._s3.get_object(Bucket=bucket, Key=key)["Body"].read()
         return ModelManifest.model_validate_json(body)
 
+    def _group(self, model: str) -> str:
+        if self._owner is None:
+            return model
+        meta = self._sm.meta
+        return f"arn:{meta.partition}:sagemaker:{meta.region_name}:{self._owner}:model-package-group/{model}"
+
     def models(self) -> list[str]:
+        if self._owner is not None:
+            return list(self._models)
         paginator = self._sm.get_paginator("list_model_package_groups")
         return sorted(
             g["ModelPackageGroupName"] for page in paginator.paginate() for g in page["ModelPackageGroupSummaryList"]

@@ -164,6 +164,11 @@ def test_the_environment_names_the_registrys_resources_and_takes_its_events(env:
         environment["Environment"]["Variables"]["SAGEGATE_REGISTRY_BUCKET"]
         == f"sagegate-registry-{REGISTRY_ACCOUNT}-{REGION}"
     )
+    variables = environment["Environment"]["Variables"]
+    assert (variables["SAGEGATE_REGISTRY_ACCOUNT"], variables["SAGEGATE_REGISTRY_MODELS"]) == (
+        REGISTRY_ACCOUNT,
+        ",".join(m["name"] for m in context()[CONTEXT_KEY][env]["models"]),
+    )
     # Nothing of the environment's names its own account's packages any more.
     assert f":{deployed.account}:model-package" not in json.dumps(deployed.template)
     (policy,) = deployed.of_type("AWS::Events::EventBusPolicy")
