@@ -23,7 +23,7 @@ from infra.constructs.firewall import Firewall
 from infra.constructs.images import BATCH, INFERENCE, INFERENCE_GPU, Images, grant_pull, image_tag, publish
 from infra.constructs.monitoring import Monitoring
 from infra.constructs.network import Network
-from infra.constructs.registry import bucket_name, grant_decrypt_packages, reader_role_name
+from infra.constructs.registry import READERS, bucket_name, grant_decrypt_packages, reader_role_name
 from infra.constructs.rollouts import Rollouts
 from infra.constructs.serving import Serving
 from infra.nag import acknowledge, arn, policy_holder, wildcard_resource
@@ -254,15 +254,17 @@ class SagegateStack(Stack):
     ) -> None:
         """The readers of a registry in another account get the fixed names its resource policies
         name (infra/constructs/registry.py), decrypt its packages, and take its approval events."""
-        readers: dict[str, iam.IRole] = {
-            "gateway": api.function.role,  # type: ignore[dict-item]
-            "deploy-logic": rollouts.function.role,  # type: ignore[dict-item]
+        readers: dict[str, iam.IRole | None] = {
+            "gateway": api.function.role,
+            "deploy-logic": rollouts.function.role,
             "deploy": rollouts.machine.role,
             "batch": batch_jobs.machine.role,
+            "endpoint-owner": serving.owner.role if serving.owner is not None else None,  # none without models
         }
-        if serving.owner is not None:
-            readers["endpoint-owner"] = serving.owner.role  # type: ignore[assignment]
+        assert {*readers, "sagemaker"} == {r.name for r in READERS}, "the registry names these roles"
         for reader, role in readers.items():
+            if role is None:
+                continue
             cfn = role.node.default_child
             assert isinstance(cfn, iam.CfnRole)
             cfn.role_name = reader_role_name(config.prefix, reader)
