@@ -134,7 +134,8 @@ class Registry(Construct):
             )
         )
         self.groups = {model: self._group(model) for model in config.models}
-        self._forward_approvals()
+        if config.models:  # an approval matters to the environments only for a model they serve
+            self._forward_approvals()
 
     def readers(self, what: str) -> list[str]:
         """The ARNs of the environments' roles that read `what` (objects, packages, images)."""
