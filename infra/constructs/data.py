@@ -38,15 +38,7 @@ class Data(Construct):
         artifacts: bool = True,
     ) -> None:
         super().__init__(scope, id)
-        self.key = kms.Key(
-            self,
-            "Key",
-            alias=f"alias/{prefix}",
-            enable_key_rotation=True,
-            removal_policy=removal,
-            description=f"{prefix}: artifacts, logs, cache, routes, queues",
-        )
-        allow_logs(self.key)
+        self.key = environment_key(self, prefix, "artifacts, logs, cache, routes, queues", removal)
         auto_delete = removal == RemovalPolicy.DESTROY
         self.access_logs = access_logs_bucket(self, removal)
 
@@ -222,6 +214,20 @@ def encrypted_bucket(
         removal_policy=removal,
         auto_delete_objects=removal == RemovalPolicy.DESTROY,
     )
+
+
+def environment_key(scope: Construct, prefix: str, holds: str, removal: RemovalPolicy) -> kms.Key:
+    """The one rotating key of a stack (`alias/<prefix>`), which CloudWatch Logs may use too."""
+    key = kms.Key(
+        scope,
+        "Key",
+        alias=f"alias/{prefix}",
+        enable_key_rotation=True,
+        removal_policy=removal,
+        description=f"{prefix}: {holds}",
+    )
+    allow_logs(key)
+    return key
 
 
 def allow_logs(key: kms.Key) -> None:

@@ -25,8 +25,7 @@ from aws_cdk import aws_s3_assets as s3_assets
 from aws_cdk import aws_ssm as ssm
 from constructs import Construct
 
-from infra.constructs.functions import python_function
-from infra.constructs.providers import waiting_provider
+from infra.constructs.providers import handler_pair, waiting_provider
 from infra.nag import acknowledge, policy_holder, wildcard_resource
 from sagegate.targets import image_parameter
 
@@ -258,33 +257,31 @@ class Images(Construct):
         """Our two handlers behind CDK's provider framework (infra.constructs.providers), whose waiter
         calls is_complete every 30 s for up to an hour (a build times out in 45 minutes)."""
         repositories = [r.repository_arn for r in self.repositories.values()]
-        handlers = {}
-        for step, statements in (
+        on_event, is_complete = handler_pair(
+            self,
+            "Image",
+            module="images_handler",
+            code=code,
+            timeout=Duration.minutes(1),
+            log_retention=log_retention,
+            removal=removal,
+        )
+        for function, statements in (
             (
-                "on_event",
+                on_event,
                 [(["ecr:DescribeImages"], repositories), (["codebuild:StartBuild"], [self.project.project_arn])],
             ),
-            ("is_complete", [(["codebuild:BatchGetBuilds"], [self.project.project_arn])]),
+            (is_complete, [(["codebuild:BatchGetBuilds"], [self.project.project_arn])]),
         ):
-            handlers[step] = python_function(
-                self,
-                "Image" + step.title().replace("_", ""),
-                handler=f"images_handler.{step}",
-                code=code,
-                log_retention=log_retention,
-                removal=removal,
-                memory_size=256,
-                timeout=Duration.minutes(1),
-            )
             for actions, resources in statements:
-                handlers[step].add_to_role_policy(iam.PolicyStatement(actions=actions, resources=resources))
+                function.add_to_role_policy(iam.PolicyStatement(actions=actions, resources=resources))
         return waiting_provider(
             self,
             "Provider",
             prefix=prefix,
             what="the image builds",
-            on_event=handlers["on_event"],
-            is_complete=handlers["is_complete"],
+            on_event=on_event,
+            is_complete=is_complete,
             total_timeout=Duration.hours(1),
             log_retention=log_retention,
             removal=removal,

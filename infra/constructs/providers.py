@@ -6,6 +6,8 @@ be scoped further is acknowledged (cdk-nag) and skipped (checkov) here, with the
 
 from __future__ import annotations
 
+from typing import Any
+
 from aws_cdk import Duration, RemovalPolicy, custom_resources
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
@@ -13,9 +15,40 @@ from aws_cdk import aws_logs as logs
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
+from infra.constructs.functions import python_function
 from infra.nag import acknowledge, attribute, skip_check, wildcard_resource
 
-__all__ = ["waiting_provider"]
+__all__ = ["handler_pair", "waiting_provider"]
+
+
+def handler_pair(
+    scope: Construct,
+    id: str,
+    *,
+    module: str,
+    code: lambda_.Code,
+    timeout: Duration,
+    log_retention: logs.RetentionDays,
+    removal: RemovalPolicy,
+    **options: Any,
+) -> tuple[lambda_.Function, lambda_.Function]:
+    """The `on_event` and `is_complete` functions of a handler module of the bundle (`<id>OnEvent`,
+    `<id>IsComplete`), each with its own role: grant each what it calls."""
+    on_event, is_complete = (
+        python_function(
+            scope,
+            id + step.title().replace("_", ""),
+            handler=f"{module}.{step}",
+            code=code,
+            log_retention=log_retention,
+            removal=removal,
+            memory_size=256,
+            timeout=timeout,
+            **options,
+        )
+        for step in ("on_event", "is_complete")
+    )
+    return on_event, is_complete
 
 
 def waiting_provider(

@@ -19,13 +19,13 @@ from aws_cdk import aws_ecr as ecr
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
-from aws_cdk import aws_kms as kms
 from aws_cdk import aws_sagemaker as sagemaker
 from constructs import Construct
 
 from infra.config import RegistryConfig
-from infra.constructs.data import access_logs_bucket, allow_logs, encrypted_bucket
+from infra.constructs.data import access_logs_bucket, encrypted_bucket, environment_key
 from infra.constructs.images import PULL_ACTIONS
+from infra.constructs.rollouts import approval_events
 from infra.nag import acknowledge, arn, policy_holder, wildcard_resource
 from sagegate.registry.sagemaker import DEFAULT_PREFIX as REGISTRY_PREFIX
 
@@ -91,15 +91,7 @@ class Registry(Construct):
         super().__init__(scope, id)
         stack = Stack.of(self)
         self.config = config
-        self.key = kms.Key(
-            self,
-            "Key",
-            alias=f"alias/{config.prefix}",
-            enable_key_rotation=True,
-            removal_policy=removal,
-            description=f"{config.prefix}: model packages, images, logs",
-        )
-        allow_logs(self.key)
+        self.key = environment_key(self, config.prefix, "model packages, images, logs", removal)
         self.artifacts = encrypted_bucket(
             self,
             "Artifacts",
@@ -217,11 +209,7 @@ class Registry(Construct):
             self,
             "ForwardApprovals",
             description=f"{self.config.prefix}: a model package approved or rejected -> the environments",
-            event_pattern=events.EventPattern(
-                source=["aws.sagemaker"],
-                detail_type=["SageMaker Model Package State Change"],
-                detail={"ModelApprovalStatus": ["Approved", "Rejected"], "ModelPackageGroupName": self.config.models},
-            ),
+            event_pattern=approval_events(self.config.models),
         )
         for env, account in self.config.environments.items():
             bus = events.EventBus.from_event_bus_arn(

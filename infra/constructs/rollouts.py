@@ -37,6 +37,17 @@ from sagegate.deploy.policy import RolloutPolicy
 from sagegate.registry.sagemaker import DEFAULT_PREFIX as REGISTRY_PREFIX
 
 
+def approval_events(models: list[str], *, account: str | None = None) -> events.EventPattern:
+    """A version of one of `models` Approved or Rejected in the registry (of `account`, where the
+    registry is another account's and forwards its events)."""
+    return events.EventPattern(
+        source=["aws.sagemaker"],
+        detail_type=["SageMaker Model Package State Change"],
+        detail={"ModelApprovalStatus": ["Approved", "Rejected"], "ModelPackageGroupName": models},
+        account=[account] if account else None,
+    )
+
+
 class Rollouts(Construct):
     def __init__(
         self,
@@ -199,16 +210,8 @@ class Rollouts(Construct):
             self,
             "OnApproval",
             description=f"{self.prefix}: a model package approved -> deploy_model (rejected -> forget)",
-            event_pattern=events.EventPattern(
-                source=["aws.sagemaker"],
-                detail_type=["SageMaker Model Package State Change"],
-                detail={
-                    "ModelApprovalStatus": ["Approved", "Rejected"],
-                    "ModelPackageGroupName": models,
-                },
-                # forwarded by the registry stack from its account (infra/constructs/registry.py)
-                account=[self.registry_account] if self.registry_account else None,
-            ),
+            # forwarded by the registry stack from its account (infra/constructs/registry.py)
+            event_pattern=approval_events(models, account=self.registry_account),
         )
         rule.add_target(
             targets.SfnStateMachine(

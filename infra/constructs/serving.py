@@ -18,8 +18,7 @@ from constructs import Construct
 
 from infra.config import ModelConfig
 from infra.constructs.access import list_objects, read_objects, write_objects
-from infra.constructs.functions import python_function
-from infra.constructs.providers import waiting_provider
+from infra.constructs.providers import handler_pair, waiting_provider
 from infra.constructs.scaling import grant_scaling
 from infra.constructs.state_machines import pass_to_sagemaker
 from infra.nag import acknowledge, arn, policy_holder, wildcard_resource
@@ -117,26 +116,22 @@ class Serving(Construct):
         """The custom resource's provider: `sagegate.workflows.deploy.endpoint` creates each endpoint
         once; the deployment workflow owns its variants after (see that module)."""
         stack = Stack.of(self)
-        handlers = {}
-        for step in ("on_event", "is_complete"):
-            handlers[step] = python_function(
-                self,
-                "EndpointOwner" + step.title().replace("_", ""),
-                handler=f"endpoint_handler.{step}",
-                code=code,
-                log_retention=log_retention,
-                removal=removal,
-                memory_size=256,
-                timeout=Duration.minutes(2),
-                environment={"POWERTOOLS_SERVICE_NAME": "sagegate-endpoint"},
-            )
+        creates, completes = handler_pair(
+            self,
+            "EndpointOwner",
+            module="endpoint_handler",
+            code=code,
+            timeout=Duration.minutes(2),
+            log_retention=log_retention,
+            removal=removal,
+            environment={"POWERTOOLS_SERVICE_NAME": "sagegate-endpoint"},
+        )
 
         def sagemaker_arn(kind: str) -> str:
             return stack.format_arn(service="sagemaker", resource=kind, resource_name=f"{prefix}-*")
 
         # on_event creates (or starts deleting) the endpoint; is_complete waits for it, then gives
         # the first variants their scaling and alarms (or deletes the config and models left).
-        creates, completes = handlers["on_event"], handlers["is_complete"]
         self.owner = creates
         alarms = stack.format_arn(
             service="cloudwatch",

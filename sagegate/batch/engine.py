@@ -38,6 +38,7 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
 from sagegate.batch.columns import ColumnBatch, RowError, unreadable, validate_columns, validate_records
+from sagegate.packaging.archive import sha256_file
 from sagegate.server.model import LoadedModel
 
 __all__ = ["FORMATS", "BatchSummary", "RunConflict", "count_rows", "run_batch", "shards"]
@@ -255,16 +256,6 @@ class RunConflict(ValueError):
     """The output folder holds (part of) a run over another model, input or chunking."""
 
 
-def _file_sha256(path: Path) -> str:
-    import hashlib
-
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while block := fh.read(_BLOCK):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _fingerprint(
     model: LoadedModel, files: list[Path], chunk_rows: int, ids: list[str], earlier: dict[str, Any] | None
 ) -> dict[str, Any]:
@@ -278,7 +269,7 @@ def _fingerprint(
         stat = path.stat()
         before = known.get(path.name, {})
         same = before.get("size") == stat.st_size and before.get("mtime_ns") == stat.st_mtime_ns
-        digest = before["sha256"] if same and "sha256" in before else _file_sha256(path)
+        digest = before["sha256"] if same and "sha256" in before else sha256_file(path)
         shards[path.name] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": digest}
     manifest = model.manifest
     return {
