@@ -60,16 +60,16 @@ class Monitoring(Construct):
                 cloudwatch.GraphWidget(
                     title=f"{title}: model latency p50 and p99 per variant (us)",
                     left=[
-                        _search("AWS/SageMaker", endpoint, "ModelLatency", "p50", "p50"),
-                        _search("AWS/SageMaker", endpoint, "ModelLatency", "p99", "p99"),
+                        _sagemaker("AWS/SageMaker", endpoint, "ModelLatency", "p50", "p50"),
+                        _sagemaker("AWS/SageMaker", endpoint, "ModelLatency", "p99", "p99"),
                     ],
                 ),
                 cloudwatch.GraphWidget(
                     title=f"{title}: invocations and errors per variant",
-                    left=[_search("AWS/SageMaker", endpoint, "Invocations", "Sum", "invocations")],
+                    left=[_sagemaker("AWS/SageMaker", endpoint, "Invocations", "Sum", "invocations")],
                     right=[
-                        _search("AWS/SageMaker", endpoint, "Invocation4XXErrors", "Sum", "4XX"),
-                        _search("AWS/SageMaker", endpoint, "Invocation5XXErrors", "Sum", "5XX"),
+                        _sagemaker("AWS/SageMaker", endpoint, "Invocation4XXErrors", "Sum", "4XX"),
+                        _sagemaker("AWS/SageMaker", endpoint, "Invocation5XXErrors", "Sum", "5XX"),
                     ],
                 ),
                 cloudwatch.GraphWidget(
@@ -82,7 +82,7 @@ class Monitoring(Construct):
                 widgets.append(
                     cloudwatch.GraphWidget(
                         title=f"{title}: GPU utilization per variant (100 x GPUs at most)",
-                        left=[_search("/aws/sagemaker/Endpoints", endpoint, "GPUUtilization", "Average", "GPU")],
+                        left=[_sagemaker("/aws/sagemaker/Endpoints", endpoint, "GPUUtilization", "Average", "GPU")],
                     )
                 )
             self.dashboard.add_widgets(*widgets)
@@ -96,25 +96,21 @@ class Monitoring(Construct):
         )
 
 
-def _search(namespace: str, endpoint: str, metric: str, statistic: str, label: str) -> cloudwatch.MathExpression:
-    """One line per variant of the endpoint, whichever variants it has when the graph is looked at."""
+def _search(schema: str, where: dict[str, str], metric: str, statistic: str, label: str) -> cloudwatch.MathExpression:
+    """One line per metric of `schema` (namespace and dimensions) matching `where`: per variant,
+    whichever variants the endpoint has when the graph is looked at."""
+    matches = " ".join(f'{name}="{value}"' for name, value in where.items())
     return cloudwatch.MathExpression(
-        expression=(
-            f'SEARCH(\'{{{namespace},EndpointName,VariantName}} EndpointName="{endpoint}" '
-            f"MetricName=\"{metric}\"', '{statistic}', 60)"
-        ),
+        expression=f"SEARCH('{{{schema}}} {matches} MetricName=\"{metric}\"', '{statistic}', 60)",
         label=label,
         period=Duration.minutes(1),
     )
 
 
+def _sagemaker(namespace: str, endpoint: str, metric: str, statistic: str, label: str) -> cloudwatch.MathExpression:
+    return _search(f"{namespace},EndpointName,VariantName", {"EndpointName": endpoint}, metric, statistic, label)
+
+
 def _gateway(model: str, metric: str) -> cloudwatch.MathExpression:
     """The gateway's EMF metric (namespace sagegate, dimensions model, variant, service) per variant."""
-    return cloudwatch.MathExpression(
-        expression=(
-            f'SEARCH(\'{{sagegate,model,service,variant}} model="{model}" service="gateway" '
-            f"MetricName=\"{metric}\"', 'Sum', 60)"
-        ),
-        label=metric,
-        period=Duration.minutes(1),
-    )
+    return _search("sagegate,model,service,variant", {"model": model, "service": "gateway"}, metric, "Sum", metric)
