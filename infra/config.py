@@ -56,15 +56,62 @@ class VariantConfig(_Strict):
 
     @property
     def on_gpu(self) -> bool:
-        """Served by the GPU inference image: GPUs declared, or a GPU instance family (ml.g*, ml.p*)."""
-        return self.gpus > 0 or self.instance_type.split(".")[1].startswith(("g", "p"))
+        return _on_gpu(self.instance_type, self.gpus)
+
+
+def _on_gpu(instance_type: str, gpus: int) -> bool:
+    """Served by the GPU inference image: GPUs declared, or a GPU instance family (ml.g*, ml.p*)."""
+    return gpus > 0 or instance_type.split(".")[1].startswith(("g", "p"))
 
 
 class ModelConfig(_Strict):
+    """A model the environment serves. Its endpoint is made one of two ways:
+    - `instance_type` (+ `instance_count`, `gpus`): nothing is pinned; the first version Approved in
+      the registry goes live on it (the deployment workflow creates the endpoint), and so does one
+      approved before the stack existed (at its first deploy);
+    - `variants`: the stack creates the endpoint itself from these packages (adopting versions
+      registered before the environment had sagegate)."""
+
     name: str = Field(pattern=r"^[a-z0-9](-*[a-z0-9]){0,40}$")
-    variants: list[VariantConfig] = Field(min_length=1)
+    variants: list[VariantConfig] = Field(default_factory=list)
+    instance_type: str | None = Field(default=None, pattern=r"^ml\.[a-z0-9]+\.[a-z0-9]+$")
+    instance_count: int = Field(default=1, ge=1)
+    gpus: int = Field(default=0, ge=0, description="GPUs per instance (GPU instance types get a utilization policy)")
     autoscaling: Autoscaling = Field(default_factory=Autoscaling)
     data_capture_percent: int = Field(default=20, ge=0, le=100)
+
+    @model_validator(mode="after")
+    def _one_way(self) -> ModelConfig:
+        if self.variants and self.instance_type is not None:
+            raise ValueError("give instance_type (the first approved version goes live on it) or variants, not both")
+        if not self.variants and self.instance_type is None:
+            raise ValueError("instance_type is required: the first approved version goes live on it")
+        if self.variants and self.model_fields_set & {"instance_count", "gpus"}:
+            raise ValueError("instance_count and gpus belong to each variant when variants are given")
+        return self
+
+    @property
+    def pinned(self) -> bool:
+        """Whether the stack creates the endpoint from configured packages (else the first approval)."""
+        return bool(self.variants)
+
+    @property
+    def first_instance_type(self) -> str:
+        return self.variants[0].instance_type if self.variants else str(self.instance_type)
+
+    @property
+    def first_instance_count(self) -> int:
+        return self.variants[0].instance_count if self.variants else self.instance_count
+
+    @property
+    def first_gpus(self) -> int:
+        return self.variants[0].gpus if self.variants else self.gpus
+
+    @property
+    def on_gpu(self) -> bool:
+        return any(v.on_gpu for v in self.variants) or (
+            self.instance_type is not None and _on_gpu(self.instance_type, self.gpus)
+        )
 
 
 class EnvConfig(_Strict):
@@ -113,7 +160,7 @@ class EnvConfig(_Strict):
     @property
     def on_gpu(self) -> bool:
         """Whether the environment builds the GPU image too: asked for, or a variant serves on a GPU."""
-        return self.gpu_image or any(v.on_gpu for m in self.models for v in m.variants)
+        return self.gpu_image or any(m.on_gpu for m in self.models)
 
     @property
     def zones(self) -> list[str]:

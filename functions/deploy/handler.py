@@ -26,6 +26,7 @@ settings = {
     "kms_key": os.environ.get("SAGEGATE_KMS_KEY_ARN", ""),
     "topic": os.environ.get("SAGEGATE_TOPIC_ARN", ""),
     "report_bucket": os.environ.get("SAGEGATE_REPORT_BUCKET", ""),
+    "capture_uri": os.environ.get("SAGEGATE_CAPTURE_URI", ""),
 }
 
 

@@ -18,6 +18,8 @@ clients = SimpleNamespace(
     sagemaker=boto3.client("sagemaker", config=_config),
     autoscaling=boto3.client("application-autoscaling", config=_config),
     cloudwatch=boto3.client("cloudwatch", config=_config),
+    sfn=boto3.client("stepfunctions", config=_config),
+    dynamodb=boto3.client("dynamodb", config=_config),
 )
 
 

@@ -78,7 +78,7 @@ class Monitoring(Construct):
                     right=[_gateway(model.name, "degraded")],
                 ),
             ]
-            if any(v.gpus for v in model.variants):
+            if model.first_gpus or any(v.gpus for v in model.variants):
                 widgets.append(
                     cloudwatch.GraphWidget(
                         title=f"{title}: GPU utilization per variant (100 x GPUs at most)",

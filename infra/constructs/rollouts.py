@@ -1,7 +1,8 @@
 """Rollouts (stepfunctions/deploy_model.asl.json): the deployment workflow, its Lambda (plans, smoke
 verdicts, shadow reports, the autoscaling hand-over), IAM scoped to this environment's endpoints,
-models, configs and alarms, and the EventBridge rule that starts a rollout when a version of a
-configured model is Approved in the registry."""
+models, configs and alarms, and per configured model the EventBridge rule that starts a rollout when
+one of its versions is Approved in the registry. The rule's input carries the environment's rollout
+policy and how the model is served first: a model's first approved version creates its endpoint."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_sns as sns
 from constructs import Construct
 
+from infra.config import ModelConfig
 from infra.constructs.access import list_objects, read_objects, write_objects
 from infra.constructs.functions import python_function
 from infra.constructs.scaling import grant_scaling
@@ -35,6 +37,8 @@ from infra.nag import (
 )
 from sagegate.deploy.policy import RolloutPolicy
 from sagegate.registry.sagemaker import DEFAULT_PREFIX as REGISTRY_PREFIX
+from sagegate.workflows.deploy.plan import FirstEndpoint
+from sagegate.workflows.deploy.scaling import Scaling
 
 
 def approval_events(models: list[str], *, account: str | None = None) -> events.EventPattern:
@@ -63,7 +67,7 @@ class Rollouts(Construct):
         artifacts: s3.IBucket,
         capture: s3.IBucket,
         reports: s3.IBucket,
-        models: list[str],
+        models: list[ModelConfig],
         rollout: RolloutPolicy,
         log_retention: logs.RetentionDays,
         removal: RemovalPolicy,
@@ -86,6 +90,7 @@ class Rollouts(Construct):
                 "SAGEGATE_KMS_KEY_ARN": key.key_arn,
                 "SAGEGATE_TOPIC_ARN": topic.topic_arn,
                 "SAGEGATE_REPORT_BUCKET": reports.bucket_name,
+                "SAGEGATE_CAPTURE_URI": capture.s3_url_for_object(CAPTURE_PREFIX),
                 "POWERTOOLS_SERVICE_NAME": "sagegate-deploy",
             },
         )
@@ -129,10 +134,12 @@ class Rollouts(Construct):
             log_retention=log_retention,
             removal=removal,
         )
-        self._grant_machine(models, key=key, routes=routes, topic=topic, sagemaker_role=sagemaker_role)
-        # Only configured models roll out on approval: an environment with none yet (its first deploy)
-        # has no endpoint for an approval to roll out to.
-        self.on_approval = self._on_approval(models, rollout) if models else None
+        names = [m.name for m in models]
+        self._grant_machine(names, key=key, routes=routes, topic=topic, sagemaker_role=sagemaker_role)
+        # Only configured models roll out on approval: one rule each (its input says how the model is
+        # served first); an environment with none configured starts nothing.
+        self.policy = rollout
+        self.on_approval = {m.name: self._on_approval(m) for m in models}
 
     def _arn(self, resource: str, name: str, account: str | None = None) -> str:
         return Stack.of(self).format_arn(service="sagemaker", resource=resource, resource_name=name, account=account)
@@ -159,8 +166,19 @@ class Rollouts(Construct):
                 ["CreateEndpointConfig", "DeleteEndpointConfig", "DescribeEndpointConfig", "UpdateEndpoint"],
                 [self._arn("endpoint-config", f"{prefix}-*")],
             ),
+            (  # CreateEndpoint authorizes on the endpoint and on its config (a model's first version),
+                # its tags on both
+                ["CreateEndpoint", "AddTags"],
+                [self._arn("endpoint", f"{prefix}-*"), self._arn("endpoint-config", f"{prefix}-*")],
+            ),
             (
-                ["DescribeEndpoint", "UpdateEndpoint", "UpdateEndpointWeightsAndCapacities", "InvokeEndpoint"],
+                [
+                    "DescribeEndpoint",
+                    "UpdateEndpoint",
+                    "UpdateEndpointWeightsAndCapacities",
+                    "InvokeEndpoint",
+                    "DeleteEndpoint",
+                ],
                 [self._arn("endpoint", f"{prefix}-*")],
             ),
         ):
@@ -198,20 +216,33 @@ class Rollouts(Construct):
         )
         acknowledge_key_grant(role, "the route table and the topic")
 
-    def _on_approval(self, models: list[str], rollout: RolloutPolicy) -> events.Rule:
-        """A version Approved in the registry starts its rollout with the environment's policy; a
-        version Rejected forgets its rolled-back rollout, so that approving it again deploys it again.
-        SageMaker also sends this event when the workflow records a rollout's outcome on the package:
-        the workflow's claim turns those away (trigger "approval" never re-deploys a version)."""
-        policy: dict[str, Any] = rollout.workflow_input("<model>", "<version>")
+    def workflow_input(self, model: ModelConfig) -> dict[str, Any]:
+        """The deployment workflow's input for a version of `model` (all but model and version): the
+        environment's rollout policy, and how its first version is served when it has no endpoint."""
+        policy: dict[str, Any] = self.policy.workflow_input("<model>", "<version>")
         policy.pop("model")
         policy.pop("version")
+        first = FirstEndpoint(
+            instance_type=model.first_instance_type,
+            instance_count=model.first_instance_count,
+            gpus=model.first_gpus,
+            autoscaling=Scaling.model_validate(model.autoscaling.model_dump()),
+            capture_percent=model.data_capture_percent,
+        )
+        return {**policy, "first": first.model_dump()}
+
+    def _on_approval(self, model: ModelConfig) -> events.Rule:
+        """A version Approved in the registry starts its rollout with the environment's policy (the
+        first one creates the endpoint); a version Rejected forgets its rolled-back rollout, so that
+        approving it again deploys it again. SageMaker also sends this event when the workflow
+        records a rollout's outcome on the package: the workflow's claim turns those away (trigger
+        "approval" never re-deploys a version)."""
         rule = events.Rule(
             self,
-            "OnApproval",
-            description=f"{self.prefix}: a model package approved -> deploy_model (rejected -> forget)",
+            f"OnApproval{model.name}",
+            description=f"{self.prefix}: a {model.name} package approved -> deploy_model (rejected -> forget)",
             # forwarded by the registry stack from its account (infra/constructs/registry.py)
-            event_pattern=approval_events(models, account=self.registry_account),
+            event_pattern=approval_events([model.name], account=self.registry_account),
         )
         rule.add_target(
             targets.SfnStateMachine(
@@ -222,7 +253,7 @@ class Rollouts(Construct):
                         "version": events.EventField.from_path("$.detail.ModelPackageVersion"),
                         "approval": events.EventField.from_path("$.detail.ModelApprovalStatus"),
                         "trigger": "approval",
-                        **policy,
+                        **self.workflow_input(model),
                     }
                 ),
             )

@@ -1,19 +1,27 @@
 """SageMaker serving per configured model: the execution role the containers run as, and each
-model's endpoint as a custom resource (sagegate.workflows.deploy.endpoint) that creates it once from
-the configured variants (a Model per variant from its model package, an endpoint config with data
-capture and KMS, the endpoint, Application Auto Scaling per variant and the per-variant alarms that
-deployments read, named as sagegate.workflows.deploy.alarm_name names them). After that the
-deployment workflow owns the live variants: a later `cdk deploy` never changes what serves traffic."""
+model's endpoint as a custom resource (sagegate.workflows.deploy.endpoint). For a model configured
+with variants it creates the endpoint once from them (a Model per variant from its model package, an
+endpoint config with data capture and KMS, the endpoint, Application Auto Scaling per variant, the
+per-variant alarms that deployments read, named as sagegate.workflows.deploy.alarm_name names them,
+and the route that sends the gateway's traffic there); for one configured only by how it is served,
+the first approved version creates it through the deployment workflow. Either way the deployment
+workflow owns the live variants after: a later `cdk deploy` never changes what serves traffic, and
+deleting the stack (removal "destroy") takes the endpoint down."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from aws_cdk import ArnFormat, CustomResource, Duration, RemovalPolicy, Stack
+from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_sns as sns
+from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
 from infra.config import ModelConfig
@@ -24,7 +32,8 @@ from infra.constructs.state_machines import pass_to_sagemaker
 from infra.nag import acknowledge, arn, policy_holder, wildcard_resource
 from sagegate.deploy.policy import AlarmThresholds
 from sagegate.registry.sagemaker import DEFAULT_PREFIX as REGISTRY_PREFIX
-from sagegate.workflows.deploy.endpoint import EndpointSpec, FirstVariant, Scaling
+from sagegate.workflows.deploy.endpoint import EndpointSpec, FirstVariant
+from sagegate.workflows.deploy.scaling import Scaling
 
 CAPTURE_PREFIX = "capture"  # data capture under s3://<capture bucket>/capture/<endpoint>/<variant>/...
 
@@ -105,14 +114,21 @@ class Serving(Construct):
             )
         self.endpoints: dict[str, str] = {}
         self.owner: lambda_.Function | None = None  # the function that creates the endpoints
+        self.prefix, self.capture, self.topic, self.thresholds, self.removal = (
+            prefix,
+            capture,
+            topic,
+            thresholds,
+            removal,
+        )
         if models:
             self._owner(prefix, code, log_retention, removal)
-        for model in models:
-            self._endpoint(prefix, model, capture=capture, topic=topic, thresholds=thresholds, removal=removal)
 
     def _owner(
         self, prefix: str, code: lambda_.Code, log_retention: logs.RetentionDays, removal: RemovalPolicy
     ) -> None:
+        # set by add_endpoints: the route table (the pinned path writes the first route) and the workflow
+        self._completes: lambda_.Function | None = None
         """The custom resource's provider: `sagegate.workflows.deploy.endpoint` creates each endpoint
         once; the deployment workflow owns its variants after (see that module)."""
         stack = Stack.of(self)
@@ -168,6 +184,9 @@ class Serving(Construct):
                         ),
                     ),
                     (["cloudwatch:DeleteAlarms"], alarms),
+                    # a model approved before the stack existed: its latest approved version (List
+                    # has no required resource: it authorizes on "*")
+                    (["sagemaker:ListModelPackages"], "*"),
                 ],
             ),
             (
@@ -199,6 +218,14 @@ class Serving(Construct):
                 wildcard_resource(arn(self, "cloudwatch", f"alarm:{prefix}-*")),
                 "the alarms of the endpoint's variants, named under this environment's prefix",
             )
+            if function is creates:
+                acknowledge(
+                    holder,
+                    wildcard_resource("*"),
+                    "sagemaker:ListModelPackages has no required resource type (it authorizes on *); it lists"
+                    " a configured model's approved versions, nothing else",
+                )
+        self._completes = completes
         pass_to_sagemaker(creates.role, self.role)  # type: ignore[arg-type]
         self.key.grant(creates, "kms:CreateGrant", "kms:DescribeKey")  # endpoint configs name the key
         self.provider = waiting_provider(
@@ -214,25 +241,48 @@ class Serving(Construct):
             removal=removal,
         )
 
-    def _endpoint(
+    def add_endpoints(
         self,
-        prefix: str,
-        model: ModelConfig,
+        models: list[ModelConfig],
         *,
-        capture: s3.IBucket,
-        topic: sns.ITopic,
-        thresholds: AlarmThresholds,
-        removal: RemovalPolicy,
+        routes: dynamodb.ITable,
+        machine: sfn.IStateMachine,
+        first_input: Callable[[ModelConfig], dict[str, Any]],
     ) -> None:
-        endpoint_name = f"{prefix}-{model.name}"
+        """Each model's endpoint resource; `first_input(model)` is the approval rule's input for it
+        (the workflow a model without variants starts for a version approved before the stack)."""
+        if not models:
+            return
+        assert self.owner is not None and self._completes is not None
+        routes.grant(self._completes, "dynamodb:PutItem")  # the first route of an endpoint made from variants
+        machine.grant_start_execution(self.owner)
+        for model in models:
+            self._endpoint(model, routes=routes, machine=machine, first_input=first_input(model))
+
+    def _endpoint(
+        self, model: ModelConfig, *, routes: dynamodb.ITable, machine: sfn.IStateMachine, first_input: dict[str, Any]
+    ) -> None:
+        stack = Stack.of(self)
+        endpoint_name = f"{self.prefix}-{model.name}"
         spec = EndpointSpec(
             model=model.name,
             endpoint=endpoint_name,
             variants=[FirstVariant.model_validate(v.model_dump()) for v in model.variants],
             autoscaling=Scaling.model_validate(model.autoscaling.model_dump()),
             capture_percent=model.data_capture_percent,
-            alarms=thresholds,
+            alarms=self.thresholds,
         )
+        group = (
+            stack.format_arn(
+                service="sagemaker",
+                resource="model-package-group",
+                resource_name=model.name,
+                account=self.registry_account,
+            )
+            if self.registry_account
+            else model.name
+        )
+        first = {"state_machine": machine.state_machine_arn, "package_group": group, "input": first_input}
         resource = CustomResource(
             self,
             f"Endpoint{model.name}",
@@ -242,10 +292,12 @@ class Serving(Construct):
                 "Spec": spec.model_dump_json(),
                 "ExecutionRoleArn": self.role.role_arn,
                 "KmsKeyArn": self.key.key_arn,
-                "CaptureUri": capture.s3_url_for_object(CAPTURE_PREFIX),
-                "TopicArn": topic.topic_arn,
+                "CaptureUri": self.capture.s3_url_for_object(CAPTURE_PREFIX),
+                "TopicArn": self.topic.topic_arn,
+                "RouteTable": routes.table_name,
+                **({} if model.pinned else {"FirstRollout": stack.to_json_string(first)}),
             },
-            removal_policy=removal,
+            removal_policy=self.removal,
         )
         # the role and its policy exist before anything runs as it (pull the image, read the model)
         resource.node.add_dependency(self.role)

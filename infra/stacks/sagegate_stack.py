@@ -110,11 +110,14 @@ class SagegateStack(Stack):
             artifacts=artifacts,
             capture=data.capture,
             reports=data.batch,
-            models=[m.name for m in config.models],
+            models=config.models,
             rollout=config.rollout_policy,
             log_retention=retention,
             removal=removal,
             registry_account=registry,
+        )
+        serving.add_endpoints(
+            config.models, routes=data.routes, machine=rollouts.machine, first_input=rollouts.workflow_input
         )
         images = self._images(config, data.key, code, retention, removal)
         batch_jobs = BatchJobs(

@@ -262,6 +262,8 @@ def custom_resource(
             sagemaker=recorder.client(role, "sagemaker"),
             autoscaling=recorder.client(role, "application-autoscaling"),
             cloudwatch=recorder.client(role, "cloudwatch"),
+            sfn=recorder.client(role, "stepfunctions"),
+            dynamodb=recorder.client(role, "dynamodb"),
         )
 
     answer = endpoint.on_event(event, clients=clients("on_event"))

@@ -60,16 +60,18 @@ def _at(event: dict[str, Any], path: str) -> Any:
     return value
 
 
-def _rule(deployed: Deployed) -> dict[str, Any]:
-    (logical,) = deployed.of_type("AWS::Events::Rule")
-    return deployed.properties(logical)
+def rules_matching(deployed: Deployed, event: dict[str, Any]) -> list[dict[str, Any]]:
+    """The properties of the stack's EventBridge rules whose pattern matches `event`."""
+    rules = [deployed.properties(logical) for logical in deployed.of_type("AWS::Events::Rule")]
+    return [rule for rule in rules if matches(deployed.resolve(rule["EventPattern"]), event)]
 
 
 def rule_input(deployed: Deployed, group: str, version: int, status: str) -> dict[str, Any]:
-    """What the workflow receives for this event; an AssertionError if the rule does not match it."""
-    rule = _rule(deployed)
+    """What the workflow receives for this event; an AssertionError unless one rule matches it."""
     event = state_change_event(deployed, group, version, status)
-    assert matches(rule["EventPattern"], event), f"the rule does not start a rollout for {status}"
+    found_rules = rules_matching(deployed, event)
+    assert found_rules, f"no rule starts a rollout of {group} for {status}"
+    (rule,) = found_rules
     (target,) = rule["Targets"]
     transformer = target["InputTransformer"]
     values = {name: _at(event, path) for name, path in transformer.get("InputPathsMap", {}).items()}

@@ -257,7 +257,7 @@ class Deployed:
 
 
 @cache
-def _synth(env: str, multi_account: bool) -> tuple[str, dict[str, Any], str, str, str]:
+def _synth(env: str, multi_account: bool, pinned: bool) -> tuple[str, dict[str, Any], str, str, str]:
     os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
     import tempfile
 
@@ -265,8 +265,14 @@ def _synth(env: str, multi_account: bool) -> tuple[str, dict[str, Any], str, str
 
     from infra.app import build, registry_stack
     from tests.multi_account import context as multi_account_context
+    from tests.multi_account import pinned_context
 
-    context = multi_account_context() if multi_account else json.loads((ROOT / "cdk.json").read_text())["context"]
+    if multi_account:
+        context = multi_account_context()
+    elif pinned:
+        context = pinned_context()
+    else:
+        context = json.loads((ROOT / "cdk.json").read_text())["context"]
     outdir = tempfile.mkdtemp(prefix="cdk.out-")
     app = cdk.App(context={**context, "env": env, "aws:cdk:bundling-stacks": []}, outdir=outdir)
     stacks: dict[str, Any] = dict(build(app, nag=False))
@@ -276,10 +282,12 @@ def _synth(env: str, multi_account: bool) -> tuple[str, dict[str, Any], str, str
     return stack.stack_name, template, str(stack.account), str(stack.region), outdir
 
 
-def synthesized(env: str = "dev", *, multi_account: bool = False) -> Deployed:
+def synthesized(env: str = "dev", *, multi_account: bool = False, pinned: bool = False) -> Deployed:
     """The environment's stack, synthesized once per process (a fresh Deployed each call); with
-    `multi_account`, from tests/multi_account.py's settings (env "registry": the registry stack)."""
-    stack, template, account, region, outdir = _synth(env, multi_account)
+    `multi_account`, from tests/multi_account.py's settings (env "registry": the registry stack);
+    with `pinned`, dev's fraud configured with variants (its package fraud/1) as
+    tests/multi_account.pinned_context says."""
+    stack, template, account, region, outdir = _synth(env, multi_account, pinned)
     return Deployed(
         env=env,
         stack=stack,

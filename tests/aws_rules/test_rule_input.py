@@ -10,7 +10,7 @@ import pytest
 
 from infra.config import CONTEXT_KEY, load_environments
 from sagegate.workflows.deploy import DeployRequest
-from tests.aws_rules.events import matches, rule_input, state_change_event
+from tests.aws_rules.events import rule_input, rules_matching, state_change_event
 from tests.aws_rules.template import ROOT, synthesized
 
 ENVIRONMENTS = load_environments(json.loads((ROOT / "cdk.json").read_text())["context"][CONTEXT_KEY])
@@ -43,7 +43,22 @@ def test_prod_thresholds_are_not_the_defaults() -> None:
 def test_a_rejection_reaches_the_workflow_and_other_models_do_not() -> None:
     deployed = synthesized("dev")
     assert DeployRequest.model_validate(rule_input(deployed, "fraud", 3, "Rejected")).approval == "Rejected"
-    ((_, rule),) = deployed.of_type("AWS::Events::Rule").items()
-    pattern = deployed.resolve(rule["Properties"]["EventPattern"])
-    assert not matches(pattern, state_change_event(deployed, "churn", 1, "Approved"))
-    assert not matches(pattern, state_change_event(deployed, "fraud", 1, "PendingManualApproval"))
+    assert not rules_matching(deployed, state_change_event(deployed, "churn", 1, "Approved"))
+    assert not rules_matching(deployed, state_change_event(deployed, "fraud", 1, "PendingManualApproval"))
+
+
+@pytest.mark.parametrize("env", ["dev", "staging", "prod"])
+def test_each_models_approval_carries_how_its_first_version_is_served(env: str) -> None:
+    """The first approved version creates the endpoint: its rule's input must say what cdk.json says
+    of that model (an approval of prod's images must not create a CPU endpoint for it)."""
+    deployed = synthesized(env)
+    for model in ENVIRONMENTS[env].models:
+        first = DeployRequest.model_validate(rule_input(deployed, model.name, 1, "Approved")).first
+        assert first is not None
+        assert (first.instance_type, first.instance_count, first.gpus) == (
+            model.instance_type,
+            model.instance_count,
+            model.gpus,
+        )
+        assert first.autoscaling.model_dump() == model.autoscaling.model_dump()
+        assert first.capture_percent == model.data_capture_percent

@@ -20,7 +20,7 @@ from infra.app import build, registry_stack
 from infra.config import CONTEXT_KEY, ConfigError, load_environments, registry_of
 from infra.constructs.images import PULL_ACTIONS
 from tests.aws_rules.template import Deployed, synthesized
-from tests.multi_account import CROSS_ACCOUNT, REGISTRY_ACCOUNT, context
+from tests.multi_account import CROSS_ACCOUNT, REGISTRY_ACCOUNT, context, pinned_context
 
 ROOT = Path(__file__).resolve().parents[2]
 REGION = "eu-west-1"
@@ -180,7 +180,8 @@ def test_the_environment_names_the_registrys_resources_and_takes_its_events(env:
         for r in deployed.of_type("AWS::Events::Rule")
         if deployed.properties(r).get("EventPattern", {}).get("detail-type") == ["SageMaker Model Package State Change"]
     ]
-    assert [p["account"] for p in approvals] == [[REGISTRY_ACCOUNT]]
+    # one rule per model, each for the registry's events only
+    assert [p["account"] for p in approvals] == [[REGISTRY_ACCOUNT]] * len(context()[CONTEXT_KEY][env]["models"])
     # The images it runs are the registry's builds: the same tags.
     tags = {registry.properties(i)["Tag"] for i in registry.of_type("Custom::SagegateImage")}
     uris = {deployed.properties(p)["Value"] for p in deployed.of_type("AWS::SSM::Parameter")}
@@ -198,7 +199,13 @@ def _with(env: str, **changes: Any) -> dict[str, Any]:
     ("environments", "message"),
     [
         (_with("staging", registry_account="222222222222"), "registry_account is this environment's own account"),
-        (_with("dev", registry_account="555555555555"), "the package must be in the registry"),
+        (  # dev pins fraud/1 of its own account, yet deploys from the registry
+            {
+                **context()[CONTEXT_KEY],
+                "dev": {**pinned_context()[CONTEXT_KEY]["dev"], "registry_account": REGISTRY_ACCOUNT},
+            },
+            "the package must be in the registry",
+        ),
         (_with("staging", registry_account="555555555555", models=[]), "more than one registry"),
         (  # the registry in dev's account: dev's packages would be the registry's, its roles not readers
             {

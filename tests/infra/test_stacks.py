@@ -23,6 +23,7 @@ from infra.config import CONTEXT_KEY, ConfigError, load_environments
 from infra.constructs.api import ROUTES
 from sagegate.workflows.definitions import placeholders
 from sagegate.workflows.deploy import alarm_name
+from tests.multi_account import pinned_context
 
 ROOT = Path(__file__).resolve().parents[2]
 CONTEXT = json.loads((ROOT / "cdk.json").read_text())["context"]
@@ -145,9 +146,17 @@ def test_the_endpoints_live_variants_have_one_owner_the_rollouts(templates: dict
 
 def test_a_bad_setting_names_the_environment_and_the_field() -> None:
     broken = json.loads(json.dumps(CONTEXT[CONTEXT_KEY]))
-    broken["dev"]["models"][0]["variants"][0]["instance_type"] = "m5.large"
-    with pytest.raises(ConfigError, match=r"environment 'dev': models.0.variants.0.instance_type"):
+    broken["dev"]["models"][0]["instance_type"] = "m5.large"
+    with pytest.raises(ConfigError, match=r"environment 'dev': models.0.instance_type"):
         load_environments(broken)
+    unserved = json.loads(json.dumps(CONTEXT[CONTEXT_KEY]))
+    del unserved["dev"]["models"][0]["instance_type"]
+    with pytest.raises(ConfigError, match=r"environment 'dev': models.0: .*instance_type is required"):
+        load_environments(unserved)
+    both = json.loads(json.dumps(pinned_context()[CONTEXT_KEY]))
+    both["dev"]["models"][0]["instance_type"] = "ml.c6i.large"
+    with pytest.raises(ConfigError, match=r"environment 'dev': models.0: .*instance_type .* or variants, not both"):
+        load_environments(both)
     zones = json.loads(json.dumps(CONTEXT[CONTEXT_KEY]))
     zones["prod"]["availability_zones"] = ["eu-west-1a", "us-east-1b", "eu-west-1c"]
     with pytest.raises(ConfigError, match=r"environment 'prod': .*zones of eu-west-1"):
@@ -471,4 +480,4 @@ def test_a_first_deploy_without_models_has_no_endpoint_and_no_approval_rule(tmp_
     template = Template.from_stack(stack)
     template.resource_count_is("Custom::SagegateEndpoint", 0)
     template.resource_count_is("AWS::Events::Rule", 0)
-    assert stack.rollouts.on_approval is None
+    assert stack.rollouts.on_approval == {}

@@ -267,6 +267,7 @@ def _deploy_function(monkeypatch: pytest.MonkeyPatch, env: SimpleNamespace) -> N
         "kms_key": env.deploy_env["SAGEGATE_KMS_KEY_ARN"],
         "topic": env.deploy_env["SAGEGATE_TOPIC_ARN"],
         "report_bucket": env.deploy_env["SAGEGATE_REPORT_BUCKET"],
+        "capture_uri": env.deploy_env["SAGEGATE_CAPTURE_URI"],
     }
 
     def machine_calls(operation: str, params: dict[str, Any]) -> None:
@@ -278,8 +279,19 @@ def _deploy_function(monkeypatch: pytest.MonkeyPatch, env: SimpleNamespace) -> N
 
 @pytest.fixture
 def world(monkeypatch: pytest.MonkeyPatch) -> Iterator[SimpleNamespace]:
-    """The dev environment's account, its deploy and batch state machines ready to run."""
-    deployed = synthesized("dev")
+    """The dev environment's account with fraud pinned to version 1 (the stack made its endpoint), its
+    deploy and batch state machines ready to run."""
+    yield from _world(monkeypatch, synthesized("dev", pinned=True))
+
+
+@pytest.fixture
+def first_world(monkeypatch: pytest.MonkeyPatch) -> Iterator[SimpleNamespace]:
+    """The dev environment's account as cdk.json makes it: fraud configured by how it is served, no
+    endpoint until a version is approved."""
+    yield from _world(monkeypatch, synthesized("dev"))
+
+
+def _world(monkeypatch: pytest.MonkeyPatch, deployed: Deployed) -> Iterator[SimpleNamespace]:
     monkeypatch.setenv("MOTO_ACCOUNT_ID", deployed.account)
     recorder = Recorder(deployed)
     env = SimpleNamespace(deployed=deployed, recorder=recorder, machine_role="", retry_waits=[])

@@ -261,6 +261,8 @@ def test_the_live_endpoint_is_the_one_its_custom_resource_made(aws: SimpleNamesp
     with aws.recorder.off():
         alarms = {a["AlarmName"] for a in aws.cloudwatch.describe_alarms(AlarmNamePrefix=ENDPOINT)["MetricAlarms"]}
     assert {alarm_name(ENDPOINT, "v1", k) for k in ("errors", "latency")} <= alarms
+    # and the route that sends the gateway's traffic there (without it every request is a 404)
+    assert [(v.name, v.model_version, v.weight) for v in stored_route(aws).variants] == [("v1", "1", 100.0)]
 
 
 # -- who owns the endpoint: after a rollout, a later `cdk deploy` changes nothing that serves ---------

@@ -6,7 +6,6 @@ framework's relaying, and SageMaker's timing (moto's endpoints are InService at 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from types import SimpleNamespace
 
@@ -16,7 +15,8 @@ from moto import mock_aws
 from infra.config import CONTEXT_KEY, load_environments
 from sagegate.workflows.deploy import alarm_name
 from tests.aws_rules.account import ENDPOINT_RESOURCE, Recorder, build_account
-from tests.aws_rules.template import ROOT, synthesized
+from tests.aws_rules.template import synthesized
+from tests.multi_account import pinned_context
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +25,7 @@ def prod() -> Iterator[SimpleNamespace]:
 
     from tests.workflows.conftest import _validate_instance_type  # botocore's list, not moto's older one
 
-    deployed = synthesized("prod")
+    deployed = synthesized("prod", pinned=True)
     recorder = Recorder(deployed)
     with pytest.MonkeyPatch.context() as patch, mock_aws():
         patch.setattr(FakeEndpointConfig, "validate_instance_type", _validate_instance_type)
@@ -44,7 +44,7 @@ def prod() -> Iterator[SimpleNamespace]:
 
 
 def _settings() -> dict[str, dict[str, object]]:
-    context = json.loads((ROOT / "cdk.json").read_text())["context"]
+    context = pinned_context()
     config = load_environments(context[CONTEXT_KEY])["prod"]
     return {m.name: m.model_dump() for m in config.models} | {"_alarms": config.alarms.model_dump()}
 

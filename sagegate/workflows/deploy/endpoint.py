@@ -13,19 +13,27 @@ alarm that a rollout retired comes back. New versions go live through `sagegate 
 endpoint that is gone (deleted by hand) is created again from the settings; one that exists at
 Create (a stack deleted with `retain`, then deployed again) is adopted as it is.
 
-Delete (removal "destroy") takes down what is live then: the variants' scalable targets and alarms,
-the endpoint, then its config and models.
+A model configured without variants (only how it is served) has no package to create the endpoint
+from: its first approved version creates it through the deployment workflow, which its approval
+event starts. Where a version was approved before the stack existed (no event will come), Create
+starts that workflow itself for the latest approved version.
+
+Delete (removal "destroy") takes down what is live then, whoever made it: the variants' scalable
+targets and alarms, the endpoint, then its config and models.
 """
 
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from sagegate.deploy.policy import AlarmThresholds
+from sagegate.routing import Route, Variant
 from sagegate.workflows.deploy.alarms import ALARM_KINDS, alarm_name, variant_alarms
+from sagegate.workflows.deploy.scaling import Scaling, first_settings, register
 from sagegate.workflows.names import sagemaker_name, short_hash
 
 __all__ = ["EndpointSpec", "is_complete", "on_event"]
@@ -47,19 +55,12 @@ class FirstVariant(_Spec):
     gpus: int = Field(default=0, ge=0)
 
 
-class Scaling(_Spec):
-    min_instances: int = Field(ge=1)
-    max_instances: int = Field(ge=1)
-    invocations_per_instance: int = Field(ge=1)
-    gpu_utilization_percent: float = Field(gt=0, le=100)
-
-
 class EndpointSpec(_Spec):
     """What an environment's settings say about one model's endpoint (its first variants)."""
 
     model: str
     endpoint: str
-    variants: list[FirstVariant] = Field(min_length=1)
+    variants: list[FirstVariant] = Field(description="none: the first approved version creates the endpoint")
     autoscaling: Scaling
     capture_percent: int = Field(ge=0, le=100)
     alarms: AlarmThresholds
@@ -73,23 +74,36 @@ class EndpointSpec(_Spec):
         return sagemaker_name(self.endpoint, suffix=short_hash(self.model_dump_json(exclude={"autoscaling", "alarms"})))
 
 
+class FirstRollout(_Spec):
+    """Where a model without configured variants gets its first version: the deployment workflow."""
+
+    state_machine: str
+    package_group: str = Field(description="the model's package group, by ARN where the registry is elsewhere")
+    input: dict[str, Any] = Field(description="the approval rule's input but for model and version")
+
+
 class _Properties(_Spec):
     spec: EndpointSpec
     execution_role_arn: str
     kms_key_arn: str
     capture_uri: str
     topic_arn: str | None
+    route_table: str | None
+    first_rollout: FirstRollout | None
 
 
 def _properties(event: dict[str, Any]) -> _Properties:
     """CloudFormation hands every property over as text: the spec is one JSON document."""
     props = event["ResourceProperties"]
+    first = props.get("FirstRollout")
     return _Properties(
         spec=EndpointSpec.model_validate(json.loads(props["Spec"])),
         execution_role_arn=props["ExecutionRoleArn"],
         kms_key_arn=props["KmsKeyArn"],
         capture_uri=props["CaptureUri"],
         topic_arn=props.get("TopicArn") or None,
+        route_table=props.get("RouteTable") or None,
+        first_rollout=FirstRollout.model_validate(json.loads(first)) if first else None,
     )
 
 
@@ -128,6 +142,9 @@ def on_event(event: dict[str, Any], *, clients: Any) -> dict[str, Any]:
     props = _properties(event)
     name = props.spec.endpoint
     described = _described(clients.sagemaker, name)
+    if described is None and not props.spec.variants:
+        started = _start_first_rollout(clients, props, request_id=str(event.get("RequestId", "")))
+        return {"PhysicalResourceId": name, "Data": {"EndpointName": name, "Created": "false", "Started": started}}
     if described is None:
         _create(clients.sagemaker, props)
         return {"PhysicalResourceId": name, "Data": {"EndpointName": name, "Created": "true"}}
@@ -157,6 +174,8 @@ def is_complete(event: dict[str, Any], *, clients: Any) -> dict[str, Any]:
         _register_scaling(clients.autoscaling, props.spec)
         for alarm in (a for v in props.spec.variants for a in _alarms(props, v.name)):
             clients.cloudwatch.put_metric_alarm(**alarm)
+        if props.route_table:
+            _first_route(clients.dynamodb, props.route_table, props.spec)
     except Exception as exc:  # botocore's ClientError, after its own retries
         if _code(exc) in _THROTTLED:
             return {"IsComplete": False}
@@ -175,6 +194,66 @@ def _deleted(clients: Any, name: str, data: dict[str, Any]) -> dict[str, Any]:
     for model in filter(None, str(data.get("Models", "")).split(",")):
         _delete_quietly(clients.sagemaker.delete_model, ModelName=model)
     return {"IsComplete": True}
+
+
+def _first_route(dynamodb: Any, table: str, spec: EndpointSpec) -> None:
+    """The route that sends the gateway's traffic to the endpoint just made, unless one is there
+    already (a rollout's: the endpoint was made again after a delete by hand)."""
+    total = sum(v.weight for v in spec.variants)
+    route = Route(
+        model=spec.model,
+        endpoint=spec.endpoint,
+        variants=[
+            Variant(name=v.name, model_version=v.model_package_arn.rsplit("/", 1)[-1], weight=v.weight / total * 100)
+            for v in spec.variants
+        ],
+    )
+    try:
+        dynamodb.put_item(
+            TableName=table,
+            Item={
+                "model": {"S": spec.model},
+                "kind": {"S": "route"},
+                "route": {"S": route.model_dump_json()},
+                "reason": {"S": "endpoint created by cdk deploy"},
+                "changed_at": {"S": datetime.now(UTC).isoformat()},
+                "revision": {"N": "1"},
+            },
+            ConditionExpression="attribute_not_exists(#route)",
+            ExpressionAttributeNames={"#route": "route"},
+        )
+    except Exception as exc:  # botocore's ClientError
+        if _code(exc) != "ConditionalCheckFailedException":
+            raise
+
+
+def _start_first_rollout(clients: Any, props: _Properties, *, request_id: str) -> str:
+    """Starts the deployment workflow for the latest approved version of a model that has no endpoint
+    (approved before this stack existed, so no approval event will start it); answers the
+    execution's name, or "" where no version is approved yet (its approval will start it)."""
+    first = props.first_rollout
+    if first is None:
+        return ""
+    found = clients.sagemaker.list_model_packages(
+        ModelPackageGroupName=first.package_group,
+        ModelApprovalStatus="Approved",
+        SortBy="CreationTime",
+        SortOrder="Descending",
+        MaxResults=1,
+    )["ModelPackageSummaryList"]
+    if not found:
+        return ""
+    version = str(found[0]["ModelPackageVersion"])
+    model = props.spec.model
+    # one name per CloudFormation request: the provider asking again starts nothing twice
+    name = sagemaker_name(f"{model}-v{version}-first", suffix=short_hash(request_id or version))
+    payload = {"model": model, "version": version, "approval": "Approved", "trigger": "approval", **first.input}
+    try:
+        clients.sfn.start_execution(stateMachineArn=first.state_machine, name=name, input=json.dumps(payload))
+    except Exception as exc:  # botocore's ClientError: the same name already started this rollout
+        if _code(exc) != "ExecutionAlreadyExists":
+            raise
+    return name
 
 
 def _alarms(props: _Properties, variant: str) -> list[dict[str, Any]]:
@@ -242,46 +321,13 @@ def _resource(endpoint: str, variant: str) -> str:
 
 
 def _register_scaling(autoscaling: Any, spec: EndpointSpec) -> None:
-    """Each first variant scales on invocations per instance, and a GPU variant on its own GPUs'
-    utilization too (summed over the instance's GPUs: 100 x GPU count at saturation)."""
-    bounds = spec.autoscaling
     for variant in spec.variants:
-        resource = _resource(spec.endpoint, variant.name)
-        target = {"ServiceNamespace": NAMESPACE, "ResourceId": resource, "ScalableDimension": DIMENSION}
-        autoscaling.register_scalable_target(
-            **target, MinCapacity=bounds.min_instances, MaxCapacity=bounds.max_instances
+        register(
+            autoscaling,
+            spec.endpoint,
+            variant.name,
+            first_settings(spec.endpoint, variant.name, spec.autoscaling, gpus=variant.gpus),
         )
-        autoscaling.put_scaling_policy(
-            **target,
-            PolicyName="invocations-per-instance",
-            PolicyType="TargetTrackingScaling",
-            TargetTrackingScalingPolicyConfiguration={
-                "TargetValue": float(bounds.invocations_per_instance),
-                "PredefinedMetricSpecification": {"PredefinedMetricType": "SageMakerVariantInvocationsPerInstance"},
-                "ScaleInCooldown": 300,
-                "ScaleOutCooldown": 60,
-            },
-        )
-        if variant.gpus:
-            autoscaling.put_scaling_policy(
-                **target,
-                PolicyName="gpu-utilization",
-                PolicyType="TargetTrackingScaling",
-                TargetTrackingScalingPolicyConfiguration={
-                    "TargetValue": bounds.gpu_utilization_percent * variant.gpus,
-                    "CustomizedMetricSpecification": {
-                        "MetricName": "GPUUtilization",
-                        "Namespace": "/aws/sagemaker/Endpoints",
-                        "Dimensions": [
-                            {"Name": "EndpointName", "Value": spec.endpoint},
-                            {"Name": "VariantName", "Value": variant.name},
-                        ],
-                        "Statistic": "Average",
-                    },
-                    "ScaleInCooldown": 300,
-                    "ScaleOutCooldown": 60,
-                },
-            )
 
 
 def _take_down(clients: Any, name: str) -> dict[str, str]:

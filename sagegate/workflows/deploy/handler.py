@@ -38,6 +38,7 @@ def handle(event: dict[str, Any], *, clients: Any, settings: dict[str, str]) -> 
                 manifest_reader=read_manifest,
                 kms_key=settings.get("kms_key", ""),
                 topic=settings.get("topic") or None,
+                capture=settings.get("capture_uri", ""),
             )
         except RegistryError as exc:  # from the route arithmetic
             raise DeploymentRefused(str(exc)) from None

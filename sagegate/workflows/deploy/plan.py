@@ -21,12 +21,15 @@ from sagegate.deploy.policy import RolloutPolicy
 from sagegate.deploy.routes import next_route
 from sagegate.routing import Route, Variant
 from sagegate.workflows.deploy.alarms import ALARM_KINDS, alarm_name, variant_alarms
+from sagegate.workflows.deploy.scaling import Scaling, first_settings
 from sagegate.workflows.names import sagemaker_name, short_hash
 
 __all__ = [
     "DeployRequest",
     "DeploymentRefused",
     "EndpointConfigSpec",
+    "FirstEndpoint",
+    "FirstPlan",
     "Plan",
     "PlannedRollout",
     "RampPlan",
@@ -41,6 +44,19 @@ _BLUE_GREEN_MAX_WAIT_S = 3600  # SageMaker's bound on WaitIntervalInSeconds and 
 
 class DeploymentRefused(Exception):
     """The rollout cannot start as asked; nothing has been changed yet."""
+
+
+class FirstEndpoint(BaseModel):
+    """How the environment serves a model's first version: the endpoint a rollout creates when the
+    model has none yet (the environment's settings, carried in the approval rule's input)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    instance_type: str
+    instance_count: int = Field(default=1, ge=1)
+    gpus: int = Field(default=0, ge=0)
+    autoscaling: Scaling
+    capture_percent: int = Field(default=20, ge=0, le=100)
 
 
 class DeployRequest(RolloutPolicy):
@@ -63,6 +79,9 @@ class DeployRequest(RolloutPolicy):
     )
     approval: Literal["Approved", "Rejected"] | None = Field(
         default=None, description="the registry's status in the event that started this execution"
+    )
+    first: FirstEndpoint | None = Field(
+        default=None, description="the endpoint to create when there is none (the model's first version)"
     )
 
 
@@ -162,7 +181,19 @@ class ReplacePlan(_PlanBase):
     old_alarms: list[str]
 
 
-Plan = Annotated[RampPlan | ShadowPlan | ReplacePlan, Field(discriminator="strategy")]
+class FirstPlan(_PlanBase):
+    """The model's first version: the endpoint is created with it alone, smoke-tested before the
+    route sends it traffic; a failure deletes what was created (there was nothing to go back to)."""
+
+    strategy: Literal["first"]
+    retired_configs: list[str]
+    final_route: str
+    old_models: list[str]
+    old_alarms: list[str]
+    scaling: dict[str, Any] = Field(description="apply_scaling's settings for the new variant")
+
+
+Plan = Annotated[RampPlan | ShadowPlan | ReplacePlan | FirstPlan, Field(discriminator="strategy")]
 
 
 class PlannedRollout(_Shape):
@@ -425,6 +456,79 @@ class _Planner:
         )
 
 
+def _first(
+    request: DeployRequest,
+    endpoint: str,
+    smoke: Smoke,
+    *,
+    execution: str,
+    kms_key: str,
+    topic: str | None,
+    capture: str,
+) -> FirstPlan:
+    """The plan of a model's first version, on an endpoint that does not exist yet."""
+    first = request.first
+    if first is None:
+        raise DeploymentRefused(
+            f"{endpoint} does not exist and the request says nothing of how to serve a first version: its"
+            " first version goes live when it is approved in the registry (the environment's settings name"
+            " the instance type)"
+        )
+    variant, suffix = f"v{request.version}", short_hash(execution)
+    model_name = sagemaker_name(endpoint, variant, suffix=suffix)
+    config = EndpointConfigSpec(
+        EndpointConfigName=sagemaker_name(endpoint, variant, "first", suffix=suffix),
+        ProductionVariants=[
+            VariantSpec(
+                VariantName=variant,
+                ModelName=model_name,
+                InstanceType=first.instance_type,
+                InitialInstanceCount=first.instance_count,
+                InitialVariantWeight=1.0,
+            )
+        ],
+        KmsKeyId=kms_key,
+        DataCaptureConfig={
+            "EnableCapture": first.capture_percent > 0,
+            "InitialSamplingPercentage": first.capture_percent,
+            "DestinationS3Uri": capture or "s3://unused/",
+            **({"KmsKeyId": kms_key} if kms_key else {}),
+            "CaptureOptions": [{"CaptureMode": "Input"}, {"CaptureMode": "Output"}],
+        },
+    )
+    alarms = variant_alarms(request.model, endpoint, variant, request.alarms, topic=topic)
+    polls = max(1, request.poll_seconds)
+    route = Route(
+        model=request.model,
+        endpoint=endpoint,
+        variants=[Variant(name=variant, model_version=request.version, weight=100)],
+    )
+    return FirstPlan(
+        strategy="first",
+        endpoint=endpoint,
+        variant=variant,
+        model_name=model_name,
+        current_config="",
+        previous_route="",
+        rollback_weights=[],
+        alarms=alarms,
+        alarm_names=[a["AlarmName"] for a in alarms],
+        teardown_alarms=[a["AlarmName"] for a in alarms],
+        poll_seconds=request.poll_seconds,
+        max_polls=math.ceil(request.max_update_seconds / polls),
+        retention_seconds=request.retention_seconds,
+        smoke=smoke,
+        config=config,
+        teardown_configs=[config.EndpointConfigName],
+        steps=[],
+        retired_configs=[],
+        final_route=route.model_dump_json(),
+        old_models=[],
+        old_alarms=[],
+        scaling=first_settings(endpoint, variant, first.autoscaling, gpus=first.gpus),
+    )
+
+
 def make_plan(
     state: dict[str, Any],
     *,
@@ -432,19 +536,28 @@ def make_plan(
     manifest_reader: Callable[[str], dict[str, Any]],
     kms_key: str = "",
     topic: str | None = None,
+    capture: str = "",
 ) -> PlannedRollout:
     """`state` holds the workflow input, the model package (`package`), DescribeEndpoint
-    (`current`), DescribeEndpointConfig (`current_config`) and the route store's item (`route`)."""
+    (`current`), DescribeEndpointConfig (`current_config`) and the route store's item (`route`);
+    without `current` the endpoint (`endpoint_name`) does not exist yet: the model's first version
+    creates it, data capture to `capture`."""
     try:
         request = DeployRequest.model_validate(state["input"])
     except ValidationError as exc:
         first = exc.errors()[0]
         raise DeploymentRefused(f"input {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
-    _refuse_unless_deployable(request, state["current"], state["current_config"])
     manifest = manifest_reader(state["package"]["metadata"]["manifest_uri"])
+    smoke = Smoke(body=json.dumps({"instances": manifest["sample"]}), records=len(manifest["sample"]))
+    chosen: RampPlan | ShadowPlan | ReplacePlan | FirstPlan
+    if state.get("current") is None:
+        chosen = _first(
+            request, state["endpoint_name"], smoke, execution=execution, kms_key=kms_key, topic=topic, capture=capture
+        )
+        return PlannedRollout(input=request, package=state["package"], plan=chosen)
+    _refuse_unless_deployable(request, state["current"], state["current_config"])
     planner = _Planner(request, state, execution, kms_key, topic)
-    base = planner.base(Smoke(body=json.dumps({"instances": manifest["sample"]}), records=len(manifest["sample"])))
-    chosen: RampPlan | ShadowPlan | ReplacePlan
+    base = planner.base(smoke)
     if request.strategy == "shadow":
         chosen = planner.shadow(base)
     elif request.strategy == "replace":
@@ -461,7 +574,10 @@ def plan(
     manifest_reader: Callable[[str], dict[str, Any]],
     kms_key: str = "",
     topic: str | None = None,
+    capture: str = "",
 ) -> dict[str, Any]:
     """The plan as the state machine gets it (JSON)."""
-    planned = make_plan(state, execution=execution, manifest_reader=manifest_reader, kms_key=kms_key, topic=topic)
+    planned = make_plan(
+        state, execution=execution, manifest_reader=manifest_reader, kms_key=kms_key, topic=topic, capture=capture
+    )
     return planned.model_dump(mode="json")

@@ -15,7 +15,9 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-__all__ = ["apply_scaling", "release_scaling"]
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = ["Scaling", "apply_scaling", "first_settings", "register", "release_scaling"]
 
 NAMESPACE = "sagemaker"
 DIMENSION = "sagemaker:variant:DesiredInstanceCount"
@@ -23,6 +25,76 @@ DIMENSION = "sagemaker:variant:DesiredInstanceCount"
 
 def _resource(endpoint: str, variant: str) -> str:
     return f"endpoint/{endpoint}/variant/{variant}"
+
+
+class Scaling(BaseModel):
+    """An environment's autoscaling settings for a model's first variant."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    min_instances: int = Field(ge=1)
+    max_instances: int = Field(ge=1)
+    invocations_per_instance: int = Field(ge=1)
+    gpu_utilization_percent: float = Field(gt=0, le=100)
+
+
+def first_settings(endpoint: str, variant: str, bounds: Scaling, *, gpus: int) -> dict[str, Any]:
+    """A first variant's settings, in the form `release_scaling` keeps them: it scales on invocations
+    per instance, and a GPU variant on its own GPUs' utilization too (summed over the instance's
+    GPUs: 100 x GPU count at saturation)."""
+    cooldowns = {"ScaleInCooldown": 300, "ScaleOutCooldown": 60}
+    policies: list[dict[str, Any]] = [
+        {
+            "PolicyName": "invocations-per-instance",
+            "PolicyType": "TargetTrackingScaling",
+            "TargetTrackingScalingPolicyConfiguration": {
+                "TargetValue": float(bounds.invocations_per_instance),
+                "PredefinedMetricSpecification": {"PredefinedMetricType": "SageMakerVariantInvocationsPerInstance"},
+                **cooldowns,
+            },
+        }
+    ]
+    if gpus:
+        policies.append(
+            {
+                "PolicyName": "gpu-utilization",
+                "PolicyType": "TargetTrackingScaling",
+                "TargetTrackingScalingPolicyConfiguration": {
+                    "TargetValue": bounds.gpu_utilization_percent * gpus,
+                    "CustomizedMetricSpecification": {
+                        "MetricName": "GPUUtilization",
+                        "Namespace": "/aws/sagemaker/Endpoints",
+                        "Dimensions": [
+                            {"Name": "EndpointName", "Value": endpoint},
+                            {"Name": "VariantName", "Value": variant},
+                        ],
+                        "Statistic": "Average",
+                    },
+                    **cooldowns,
+                },
+            }
+        )
+    return {"variant": variant, "min": bounds.min_instances, "max": bounds.max_instances, "policies": policies}
+
+
+def register(autoscaling: Any, endpoint: str, name: str, settings: dict[str, Any]) -> None:
+    """Puts variant `name` under scaling with `settings` (another variant's: its policies' dimensions
+    renamed to this one). Every call may be made again."""
+    resource = _resource(endpoint, name)
+    autoscaling.register_scalable_target(
+        ServiceNamespace=NAMESPACE,
+        ResourceId=resource,
+        ScalableDimension=DIMENSION,
+        MinCapacity=settings["min"],
+        MaxCapacity=settings["max"],
+    )
+    for policy in settings["policies"]:
+        autoscaling.put_scaling_policy(
+            ServiceNamespace=NAMESPACE,
+            ResourceId=resource,
+            ScalableDimension=DIMENSION,
+            **_renamed(policy, settings["variant"], name),
+        )
 
 
 def _targets(autoscaling: Any, endpoint: str, variants: list[str]) -> dict[str, dict[str, Any]]:
@@ -76,7 +148,8 @@ def _renamed(policy: dict[str, Any], old: str, new: str) -> dict[str, Any]:
 
 def apply_scaling(state: dict[str, Any], *, autoscaling: Any, sagemaker: Any) -> dict[str, Any]:
     """Every variant now on the endpoint without a scalable target gets the settings of the main
-    released variant, or, where none was released (A/B), of the heaviest variant that has some."""
+    released variant, or, where none was released (A/B), of the heaviest variant that has some, or,
+    on an endpoint the rollout created (its first version), the environment's (`plan.scaling`)."""
     endpoint = state["plan"]["endpoint"]
     variants = [
         v["VariantName"]
@@ -87,7 +160,7 @@ def apply_scaling(state: dict[str, Any], *, autoscaling: Any, sagemaker: Any) ->
     ]
     targets = _targets(autoscaling, endpoint, variants)
     released = (state.get("scaling") or {}).get("released") or []
-    template = released[0] if released else None
+    template = released[0] if released else state["plan"].get("scaling")
     if template is None:
         heaviest = next((v for v in variants if v in targets), None)
         if heaviest is None:
@@ -98,20 +171,6 @@ def apply_scaling(state: dict[str, Any], *, autoscaling: Any, sagemaker: Any) ->
         if name in targets:
             continue
         own = next((r for r in released if r["variant"] == name), template)  # an old variant gets its own back
-        resource = _resource(endpoint, name)
-        autoscaling.register_scalable_target(
-            ServiceNamespace=NAMESPACE,
-            ResourceId=resource,
-            ScalableDimension=DIMENSION,
-            MinCapacity=own["min"],
-            MaxCapacity=own["max"],
-        )
-        for policy in own["policies"]:
-            autoscaling.put_scaling_policy(
-                ServiceNamespace=NAMESPACE,
-                ResourceId=resource,
-                ScalableDimension=DIMENSION,
-                **_renamed(policy, own["variant"], name),
-            )
+        register(autoscaling, endpoint, name, own)
         registered.append(name)
     return {"registered": registered}

@@ -16,7 +16,7 @@ import pytest
 from pydantic import BaseModel
 
 from sagegate.workflows.definitions import DEFINITIONS
-from sagegate.workflows.deploy.plan import RampPlan, ReplacePlan, ShadowPlan
+from sagegate.workflows.deploy.plan import FirstPlan, RampPlan, ReplacePlan, ShadowPlan
 
 _PLAN_PATH = re.compile(r"\$\.plan((?:\.[A-Za-z_][A-Za-z0-9_]*)+)")
 _PATH_KEYS = ("ItemsPath", "SecondsPath", "InputPath", "OutputPath", "Variable", "TimestampPath")
@@ -28,6 +28,7 @@ SCENARIOS: dict[str, tuple[type[BaseModel], dict[str, str]]] = {
     "shadow then stop": (ShadowPlan, {"strategy": "shadow", "after_shadow": "stop"}),
     "shadow then canary": (ShadowPlan, {"strategy": "shadow", "after_shadow": "canary"}),
     "replace": (ReplacePlan, {"strategy": "replace"}),
+    "first": (FirstPlan, {"strategy": "first"}),
 }
 
 
