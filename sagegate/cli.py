@@ -362,6 +362,10 @@ def models_show(
                 }
             )
         )
+        if found.manifest.explainer is not None:
+            from sagegate.explain.waterfall import importance_table
+
+            Console().print(importance_table(found.manifest.explainer))
         return
     versions = _registry_call(lambda: registry.versions(model))
     if not versions:
@@ -712,6 +716,7 @@ def predict(
     target: TargetOption = None,
     url: UrlOption = None,
     api_key: ApiKeyOption = None,
+    explain: Annotated[bool, typer.Option(help="each feature's contribution too, drawn as a waterfall")] = False,
 ) -> None:
     """Ask the prediction API for one prediction."""
     from sagegate.client import ApiError
@@ -731,10 +736,15 @@ def predict(
         fail("--features must be a JSON object of feature names to values")
     client = _gateway(target, url, api_key)
     try:
-        answer = client.predict(model, parsed, user_id=user, version=version)
+        answer = client.predict(model, parsed, user_id=user, version=version, explain=explain)
     except ApiError as exc:
         fail(str(exc))
-    Console().print_json(json.dumps(answer))
+    console = Console()
+    console.print_json(json.dumps(answer))
+    if explain and answer.get("explanation"):
+        from sagegate.explain.waterfall import waterfall
+
+        console.print(waterfall(answer["explanation"], parsed))
 
 
 @app.command()

@@ -68,14 +68,20 @@ class GatewayClient:
         return answer.json()
 
     def predict(
-        self, model: str, features: dict[str, Any], *, user_id: str | None = None, version: str | None = None
+        self,
+        model: str,
+        features: dict[str, Any],
+        *,
+        user_id: str | None = None,
+        version: str | None = None,
+        explain: bool = False,
     ) -> dict[str, Any]:
         payload: dict[str, Any] = {"model": model, "features": features}
         if user_id:
             payload["user_id"] = user_id
         if version:
             payload["version"] = version
-        result: dict[str, Any] = self._call("POST", "/v1/predict", payload)
+        result: dict[str, Any] = self._call("POST", "/v1/explain" if explain else "/v1/predict", payload)
         return result
 
     def model(self, name: str) -> dict[str, Any]:

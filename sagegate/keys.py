@@ -29,11 +29,12 @@ def features_hash(features: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical_json(features)).hexdigest()
 
 
-def prediction_key(model: str, version: str, features: Mapping[str, Any]) -> str:
-    """Where the prediction of `model` v`version` for these features is cached. The hash is the key's
-    hash tag (`{...}`): a clustered Redis keeps the key and its lock in one slot, so one script can
-    touch both."""
-    return f"{PREFIX}:pred:{model}:{version}:{{{features_hash(features)}}}"
+def prediction_key(model: str, version: str, features: Mapping[str, Any], *, explained: bool = False) -> str:
+    """Where the prediction of `model` v`version` for these features is cached (`explained`: with its
+    explanation). The hash is the key's hash tag (`{...}`): a clustered Redis keeps the key and its
+    lock in one slot, so one script can touch both."""
+    kind = "explained" if explained else "pred"
+    return f"{PREFIX}:{kind}:{model}:{version}:{{{features_hash(features)}}}"
 
 
 def lock_key(key: str) -> str:

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 __all__ = [
     "MANIFEST_FILE",
     "MODEL_FILE",
+    "ExplainerSpec",
     "Feature",
     "FeatureType",
     "Framework",
@@ -230,6 +231,23 @@ class Outputs(_Strict):
         return self
 
 
+class ExplainerSpec(_Strict):
+    """How the package explains its predictions (sagegate.explain), chosen at packaging."""
+
+    method: Literal["tree", "linear", "permutation"] = Field(
+        description="tree: exact TreeSHAP of the ensemble; linear: exact for a linear model; permutation:"
+        " Shapley values over a background sample (exact with up to 10 features)"
+    )
+    output_space: Literal["margin", "probability", "value"] = Field(
+        description="what base value + contributions add up to: the raw margin (log-odds for a binary"
+        " model), the probability, or the regression value"
+    )
+    file: str = "explainer.npz"
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    background_rows: int = Field(ge=0, description="rows the base value and the importance are over")
+    importance: dict[str, float] = Field(description="mean |contribution| per feature over the background")
+
+
 class Lineage(_Strict):
     training_data_uri: str | None = None
     code_version: str | None = None
@@ -272,6 +290,16 @@ class ModelManifest(_Strict):
     default_prediction: float | str | None = Field(
         default=None, description="answer the gateway may give when every model path has failed"
     )
+    explainer: ExplainerSpec | None = Field(default=None, description="none: the package explains nothing")
+
+    @property
+    def extra_files(self) -> dict[str, str]:
+        """The files beside model.onnx that the package holds (the model's data files, the
+        explainer's artifact), with their sha256."""
+        found = dict(self.data_files)
+        if self.explainer is not None:
+            found[self.explainer.file] = self.explainer.sha256
+        return found
 
     @field_validator("features")
     @classmethod

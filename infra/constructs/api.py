@@ -19,6 +19,7 @@ STAGE = "api"  # https://<id>.execute-api.<region>.amazonaws.com/api/v1/predict
 # The gateway's routes (tests/infra checks them against the FastAPI app); nothing else reaches the Lambda.
 ROUTES: dict[str, list[str]] = {
     "/v1/predict": ["POST"],
+    "/v1/explain": ["POST"],
     "/v1/models": ["GET"],
     "/v1/models/{name}": ["GET"],
     "/v1/feedback": ["POST"],

@@ -161,7 +161,7 @@ def get_predictor() -> Predictor:
         features=OnlineFeatureStore(feature_client, breaker),
         prediction_log=_prediction_log(settings),
         metrics=GatewayMetrics(emit=bool(os.environ.get("AWS_LAMBDA_FUNCTION_NAME"))),
-        budget=Budget(settings.invoke_timeout_ms, settings.invoke_attempts),
+        budget=Budget(settings.invoke_timeout_ms, settings.invoke_attempts, settings.explain_timeout_ms),
         bulkhead=Bulkhead(settings.max_in_flight),
         concurrency=settings.concurrency,
     )
@@ -228,7 +228,12 @@ async def _blocking(function: Callable[..., T], *args: Any) -> T:
 def _plumbing(app: FastAPI, settings: GatewaySettings) -> None:
     """What wraps the routes: the body guard, the error format, the flush after each request, and
     the OpenAPI document with each deployed model's request shape."""
-    json_routes = {("POST", "/v1/predict"), ("POST", "/v1/feedback"), ("POST", "/v1/batch_predict")}
+    json_routes = {
+        ("POST", "/v1/predict"),
+        ("POST", "/v1/explain"),
+        ("POST", "/v1/feedback"),
+        ("POST", "/v1/batch_predict"),
+    }
     app.add_middleware(
         BodyGuard,
         limit=settings.max_body_bytes,
@@ -319,6 +324,22 @@ def _lifespan(settings: GatewaySettings) -> Callable[[FastAPI], Any]:
     return lifespan
 
 
+def _prediction_routes(app: FastAPI, keyed: list[Any]) -> None:
+    @app.post("/v1/predict", response_model=PredictResult, responses=ERRORS, dependencies=keyed)
+    async def predict(body: PredictBody, predictor: PredictorDep) -> Response:
+        """Validate, enrich from the feature store, route to a variant, answer from cache or the endpoint."""
+        request = PredictRequest(body.model, body.features, body.user_id, body.version, explain=body.explain)
+        result = await predictor.predict(request)
+        # Written here rather than by FastAPI, which would validate the model it was just given again.
+        return Response(result.model_dump_json(), media_type="application/json")
+
+    @app.post("/v1/explain", response_model=PredictResult, responses=ERRORS, dependencies=keyed)
+    async def explain(body: PredictBody, predictor: PredictorDep) -> Response:
+        """The prediction and, per raw feature, its contribution (the body of /v1/predict)."""
+        result = await predictor.predict(PredictRequest(body.model, body.features, body.user_id, body.version, True))
+        return Response(result.model_dump_json(), media_type="application/json")
+
+
 def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     settings = settings or get_settings()
     app = FastAPI(
@@ -332,12 +353,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     _plumbing(app, settings)
     keyed = _api_key_check(settings)
 
-    @app.post("/v1/predict", response_model=PredictResult, responses=ERRORS, dependencies=keyed)
-    async def predict(body: PredictBody, predictor: PredictorDep) -> Response:
-        """Validate, enrich from the feature store, route to a variant, answer from cache or the endpoint."""
-        result = await predictor.predict(PredictRequest(body.model, body.features, body.user_id, body.version))
-        # Written here rather than by FastAPI, which would validate the model it was just given again.
-        return Response(result.model_dump_json(), media_type="application/json")
+    _prediction_routes(app, keyed)
 
     @app.get("/v1/models", dependencies=keyed)
     async def list_models(predictor: PredictorDep) -> dict[str, Any]:
@@ -363,6 +379,10 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             "route": _dump(catalog.route(name)),
             "manifests": manifests,
             "schemas": schemas,
+            # mean |contribution| per feature over the package's background (its explainer)
+            "feature_importance": {
+                v: m.explainer.importance for v, m in found.items() if m is not None and m.explainer is not None
+            },
         }
 
     @app.post("/v1/feedback", status_code=202, responses=ERRORS, dependencies=keyed)

@@ -31,6 +31,12 @@ class GatewaySettings(BaseModel):
         le=60_000,
         description="time for a model's endpoint call, retries included (routes may set their own)",
     )
+    explain_timeout_ms: float = Field(
+        default=1000.0,
+        gt=0,
+        le=60_000,
+        description="at least this long for an endpoint call that explains (POST /v1/explain, explain: true)",
+    )
     invoke_attempts: int = Field(
         default=2,
         ge=1,

@@ -50,6 +50,7 @@ class PredictRequest:
     features: dict[str, Any]
     user_id: str | None = None
     version: str | None = None
+    explain: bool = False
 
 
 class PredictResult(BaseModel):
@@ -68,6 +69,11 @@ class PredictResult(BaseModel):
     cache_hit: bool
     degraded: bool = False
     degraded_reason: str | None = None
+    explanation: dict[str, Any] | None = Field(
+        default=None,
+        description="asked for (explain): per raw feature its contribution, the base value, and the output"
+        " space they add up to (margin, probability or value); none when a degraded answer has none",
+    )
     features_defaulted: bool = Field(default=False, exclude=True)
 
 
@@ -77,9 +83,15 @@ class Budget:
 
     timeout_ms: float = 100.0
     attempts: int = 2
+    explain_timeout_ms: float = 1000.0
 
-    def of(self, route: Route) -> Budget:
-        return Budget(route.timeout_ms or self.timeout_ms, route.attempts or self.attempts)
+    def of(self, route: Route, *, explain: bool = False) -> Budget:
+        """The route's budget; an explanation gets at least `explain_timeout_ms` (explaining costs
+        the model many evaluations: a prediction's budget would turn every first one degraded)."""
+        timeout = route.timeout_ms or self.timeout_ms
+        if explain:
+            timeout = max(timeout, self.explain_timeout_ms)
+        return Budget(timeout, route.attempts or self.attempts, self.explain_timeout_ms)
 
 
 class Bulkhead:
@@ -170,15 +182,27 @@ class Predictor:
         except NoVariant as exc:
             raise UnprocessableRequest(str(exc), field="version") from None
         manifest = self._manifest(route.model, variant.model_version)
+        if request.explain and manifest.explainer is None:
+            raise UnprocessableRequest(
+                f"model {route.model!r} v{manifest.version} has no explainer: it was packaged without explanations",
+                model=route.model,
+                field="explain",
+            )
         clean, defaulted = await self._features(manifest, request)
-        key = prediction_key(manifest.name, manifest.version, clean)
+        key = prediction_key(manifest.name, manifest.version, clean, explained=request.explain)
         body = orjson.dumps({"features": clean})
-        budget = self.budget.of(route)
+        budget = self.budget.of(route, explain=request.explain)
         deadline = time.monotonic() + budget.timeout_ms / 1000
 
         async def call() -> dict[str, Any]:
             return await self._invoke(
-                route.endpoint, variant, body, prediction_id, deadline=deadline, attempts=budget.attempts
+                route.endpoint,
+                variant,
+                body,
+                prediction_id,
+                deadline=deadline,
+                attempts=budget.attempts,
+                explain=request.explain,
             )
 
         degraded_reason = None
@@ -206,6 +230,7 @@ class Predictor:
             cache_hit=hit,
             degraded=degraded_reason is not None,
             degraded_reason=degraded_reason,
+            explanation=answer.get("explanation") if request.explain else None,
             features_defaulted=defaulted,
         )
         self._account(route.model, result, key)
@@ -235,7 +260,15 @@ class Predictor:
         return clean, defaulted
 
     async def _invoke(
-        self, endpoint: str, variant: Variant, body: bytes, prediction_id: str, *, deadline: float, attempts: int
+        self,
+        endpoint: str,
+        variant: Variant,
+        body: bytes,
+        prediction_id: str,
+        *,
+        deadline: float,
+        attempts: int,
+        explain: bool = False,
     ) -> dict[str, Any]:
         left = deadline - time.monotonic()
         if left <= 0:
@@ -246,6 +279,7 @@ class Predictor:
                 body,
                 target_variant=variant.name,
                 inference_id=prediction_id,
+                custom_attributes="explain=true" if explain else None,
                 timeout=left,
                 attempts=attempts,
             )

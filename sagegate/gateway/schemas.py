@@ -57,6 +57,9 @@ class PredictBody(BaseModel):
     )
     user_id: str | None = Field(default=None, min_length=1, max_length=256)
     version: str | None = Field(default=None, min_length=1, max_length=64)
+    explain: bool = Field(
+        default=False, description="answer each feature's contribution too (as POST /v1/explain does)"
+    )
 
 
 class FeedbackBody(BaseModel):

@@ -135,7 +135,7 @@ def build_synthetic_package(
         kind, x[: rows * 4 // 5], y[: rows * 4 // 5], seed=seed, trees=trees, hidden=hidden, epochs=2
     )
     features = synthetic_features(n_features)
-    records = [{f"f{i}": float(v) for i, v in enumerate(row)} for row in x[:64].tolist()]
+    records = [{f"f{i}": float(v) for i, v in enumerate(row)} for row in x[:256].tolist()]
     return _package(
         model,
         framework,
@@ -187,6 +187,7 @@ def _package(
         task="binary",
         labels=FRAUD_LABELS,
         sample=records[:64],
+        background=records[:256],  # training records: what explanations are relative to
         output_dir=output_dir,
         metrics=metrics,
         lineage=lineage,

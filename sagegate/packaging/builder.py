@@ -134,8 +134,15 @@ def build_package(
     tolerance: float = 1e-3,
     torch_output: str = "logits",
     overwrite: bool = False,
+    explain: bool = True,
+    background: Sequence[Mapping[str, Any]] | None = None,
 ) -> BuiltPackage:
     """Converts `model` to ONNX, checks it against the source, and writes the package.
+
+    With `explain` the package gets an explainer (sagegate.explain): exact for tree ensembles and
+    linear models, Shapley values over a background sample otherwise. `background`: records like the
+    training data, which explanations are relative to (their mean output is the base value);
+    without them, the sample and the generated records.
 
     Raises PackageError (one line) on any problem; the output directory is then left untouched.
     """
@@ -186,8 +193,61 @@ def build_package(
         entity_key=entity_key,
         default_prediction=default_prediction,
     )
-    path, archive = _write(output_dir, onnx_model, converted.data_files, manifest, overwrite)
+    with tempfile.TemporaryDirectory(prefix="sagegate-explain-") as scratch:
+        extra = list(converted.data_files)
+        if explain:
+            manifest = _with_explainer(
+                model,
+                manifest,
+                pipeline,
+                onnx_model,
+                background=background or records,
+                names=renamed,
+                directory=Path(scratch),
+            )
+            extra.append(Path(scratch) / manifest.explainer.file)  # type: ignore[union-attr]
+        path, archive = _write(output_dir, onnx_model, extra, manifest, overwrite)
     return BuiltPackage(path, manifest, archive, sha256_file(archive), max_diff, len(records))
+
+
+def _with_explainer(
+    model: Any,
+    manifest: ModelManifest,
+    pipeline: FeaturePipeline,
+    onnx_model: bytes | Path,
+    *,
+    background: Sequence[Mapping[str, Any]],
+    names: Mapping[str, str],
+    directory: Path,
+) -> ModelManifest:
+    import onnxruntime as ort
+
+    from sagegate.explain import NoExplainer, build_explainer
+
+    try:
+        rows = pipeline.rows_from_records(background)
+    except RecordError as exc:
+        raise PackageError(f"background {exc}") from None
+    session = ort.InferenceSession(
+        str(onnx_model) if isinstance(onnx_model, Path) else onnx_model, providers=["CPUExecutionProvider"]
+    )
+    output = manifest.outputs.onnx_output
+
+    def run(feed: Mapping[str, np.ndarray]) -> np.ndarray:
+        return np.asarray(session.run([output], {names.get(k, k): v for k, v in feed.items()})[0])
+
+    try:
+        spec = build_explainer(
+            model,
+            framework=manifest.framework,
+            manifest=manifest,
+            background=pipeline.inputs(rows),
+            onnx_model=run,
+            directory=directory,
+        )
+    except NoExplainer as exc:
+        raise PackageError(f"no explainer can be made ({exc}); package with explanations off") from None
+    return manifest.model_copy(update={"explainer": spec})
 
 
 def _labels(task: Task, given: Sequence[str] | None, converted: Converted) -> list[str] | None:

@@ -67,7 +67,8 @@ class LocalRegistry:
             # Copy the artifact first, outside the transaction, into a folder named by its content.
             staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=self.artifacts))
             try:
-                shutil.copyfile(folder / MODEL_FILE, staging / MODEL_FILE)
+                for name in (MODEL_FILE, *manifest.extra_files):
+                    shutil.copyfile(folder / name, staging / name)
                 with self._connect() as db:
                     db.execute("BEGIN IMMEDIATE")
                     try:
@@ -82,7 +83,7 @@ class LocalRegistry:
                         ).fetchone()[0]
                         numbered = manifest.model_copy(update={"version": str(number)})
                         (staging / MANIFEST_FILE).write_text(numbered.dumps())
-                        write_archive(staging)
+                        write_archive(staging, extra=list(manifest.extra_files))
                         target = self.artifacts / manifest.name / str(number)
                         target.parent.mkdir(parents=True, exist_ok=True)
                         if target.exists():  # left by a registration that died before its commit

@@ -37,12 +37,15 @@ def checked_package(package: Path) -> Iterator[tuple[Path, ModelManifest]]:
             manifest = ModelManifest.read(folder)
         except ValueError as exc:
             raise RegistryError(f"{package}/manifest.json is invalid: {str(exc).splitlines()[0]}") from None
-        digest = sha256_file(folder / MODEL_FILE)
-        if digest != manifest.sha256:
-            raise RegistryError(
-                f"{package}: model.onnx has sha256 {digest[:12]}..., its manifest says "
-                f"{manifest.sha256[:12]}...; refusing a modified artifact"
-            )
+        for name, expected in {MODEL_FILE: manifest.sha256, **manifest.extra_files}.items():
+            if not (folder / name).is_file():
+                raise RegistryError(f"{package} is not a model package: {name} is missing")
+            digest = sha256_file(folder / name)
+            if digest != expected:
+                raise RegistryError(
+                    f"{package}: {name} has sha256 {digest[:12]}..., its manifest says "
+                    f"{expected[:12]}...; refusing a modified artifact"
+                )
         yield folder, manifest
     finally:
         if scratch is not None:

@@ -63,7 +63,7 @@ class SageMakerRegistry:
                 return existing, False
             key = f"{self.prefix}/{manifest.name}/{manifest.sha256}"
             if not (folder / ARCHIVE_FILE).exists():
-                write_archive(folder)
+                write_archive(folder, extra=list(manifest.extra_files))
             archive_sha = sha256_file(folder / ARCHIVE_FILE)
             self._put(folder / ARCHIVE_FILE, f"{key}/{ARCHIVE_FILE}")
             self._put(folder / MANIFEST_FILE, f"{key}/{MANIFEST_FILE}")

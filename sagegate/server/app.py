@@ -24,6 +24,7 @@ from sagegate.server.exceptions import (
     BadRequest,
     MethodNotAllowed,
     ModelLoadError,
+    NotAcceptable,
     PayloadTooLarge,
     RouteNotFound,
     ServerError,
@@ -90,13 +91,30 @@ async def _answer(
     await send({"type": "http.response.body", "body": body})
 
 
-def _target_model(headers: dict[str, str]) -> str | None:
+def _attribute(headers: dict[str, str], name: str) -> str | None:
+    """A key=value of SageMaker's CustomAttributes header (pairs separated by ; or ,)."""
     for part in headers.get("x-amzn-sagemaker-custom-attributes", "").replace(",", ";").split(";"):
         key, _, value = part.partition("=")
-        if key.strip() == "model" and value.strip():
+        if key.strip() == name and value.strip():
             return value.strip()
+    return None
+
+
+def _target_model(headers: dict[str, str]) -> str | None:
+    named = _attribute(headers, "model")
+    if named:
+        return named
     target = headers.get("x-amzn-sagemaker-target-model")
     return target.removesuffix(".tar.gz") if target else None
+
+
+def _explain(headers: dict[str, str]) -> bool:
+    """Whether the request asks for explanations: CustomAttributes explain=true (what the gateway
+    sends through InvokeEndpoint), or the header X-Sagegate-Explain: true."""
+    value = _attribute(headers, "explain") or headers.get("x-sagegate-explain") or "false"
+    if value.lower() not in ("true", "false", "1", "0"):
+        raise BadRequest(f"explain must be true or false, not {value!r}", field="explain")
+    return value.lower() in ("true", "1")
 
 
 class InferenceApp:
@@ -236,9 +254,17 @@ class InferenceApp:
         try:
             body = await request.body(self.config.max_body_bytes)
             content_type = request.headers.get("content-type")
-            codecs.answer_type(request.headers.get("accept"), content_type)  # a 406 before the model runs
+            answer_type = codecs.answer_type(request.headers.get("accept"), content_type)  # a 406 before the model runs
+            explain = _explain(request.headers)
+            if explain and answer_type == codecs.CSV:
+                raise NotAcceptable("explanations are answered as JSON or JSON Lines, not CSV", field="Accept")
             rows = codecs.decode(body, content_type, served.model.pipeline, self.config.max_records)
+            if explain and served.model.explainer is None:
+                served.model.explain_rows(rows)  # the 400 that says why, before the model runs
             predictions = await plane.predict(served, rows)
+            if explain:
+                explanations = await plane.explain(served, rows)
+                predictions = [{**p, "explanation": e} for p, e in zip(predictions, explanations, strict=True)]
             payload, media = codecs.encode(predictions, request.headers.get("accept"), content_type)
             await _answer(send, 200, payload, media.encode(), self._variant_headers(served))
             self.metrics.records.labels(model).inc(len(rows))

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from sagegate.features import Row
 from sagegate.manifest import MANIFEST_FILE
@@ -89,6 +90,7 @@ class DataPlane:
         self.providers = choose_providers(config.providers, ort.get_available_providers())
         self._load_lock = asyncio.Lock()
         self._loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="loader")
+        self._explainer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="explainer")
         self._scratch = Path(tempfile.mkdtemp(prefix="sagegate-models-"))
 
     @property
@@ -216,8 +218,33 @@ class DataPlane:
                 f"model {served.model.name!r} failed: {str(exc).splitlines()[0][:300]}", model=served.model.name
             ) from None
 
+    async def explain(self, served: ServedModel, rows: Sequence[Row]) -> list[dict[str, Any]]:
+        """The rows' explanations, computed beside the batcher in their own thread (one at a time:
+        explanations take their share of the CPU without starving plain predictions)."""
+        from sagegate.server.exceptions import NoExplainer
+
+        try:
+            async with asyncio.timeout(self.config.request_timeout_s):
+                return await asyncio.get_running_loop().run_in_executor(
+                    self._explainer, served.model.explain_rows, rows
+                )
+        except NoExplainer:
+            raise
+        except TimeoutError:
+            raise ModelRuntimeError(
+                f"model {served.model.name!r} did not explain within {self.config.request_timeout_s:g}s",
+                model=served.model.name,
+            ) from None
+        except Exception as exc:
+            log.exception("explaining with %s failed", served.model.name)
+            raise ModelRuntimeError(
+                f"model {served.model.name!r} failed to explain: {str(exc).splitlines()[0][:300]}",
+                model=served.model.name,
+            ) from None
+
     async def close(self) -> None:
         for name in list(self.models):
             await self.unload(name)
         self._loader.shutdown(wait=False)
+        self._explainer.shutdown(wait=False)
         shutil.rmtree(self._scratch, ignore_errors=True)

@@ -47,6 +47,10 @@ class NotAcceptable(BadRequest):
     status = 406
 
 
+class NoExplainer(BadRequest):
+    """An explanation was asked of a model packaged without an explainer."""
+
+
 class RouteNotFound(ServerError):
     status = 404
 

@@ -25,7 +25,7 @@ def estimate_memory_mb(package_dir: Path) -> float:
     """What loading the package will take, before loading it: ORT holds about twice the files."""
     files = [package_dir / MODEL_FILE]
     with contextlib.suppress(OSError, ValueError):
-        files += [package_dir / name for name in ModelManifest.read(package_dir).data_files]
+        files += [package_dir / name for name in ModelManifest.read(package_dir).extra_files]
     size = sum(f.stat().st_size for f in files if f.exists())
     return 2.0 * size / (1024 * 1024) + 1.0
 
@@ -39,7 +39,7 @@ def read_package(package_dir: Path) -> ModelManifest:
         raise ModelLoadError(f"{package_dir} is not a model package: {Path(exc.filename).name} is missing") from None
     except ValueError as exc:
         raise ModelLoadError(f"{package_dir}/manifest.json is invalid: {str(exc).splitlines()[0]}") from None
-    for name, expected in {MODEL_FILE: manifest.sha256, **manifest.data_files}.items():
+    for name, expected in {MODEL_FILE: manifest.sha256, **manifest.extra_files}.items():
         try:
             digest = sha256_file(package_dir / name)
         except FileNotFoundError:
@@ -61,6 +61,7 @@ class LoadedModel:
     pipeline: FeaturePipeline
     memory_mb: float = 0.0
     _labels: list[str] = field(default_factory=list)
+    explainer: Any = None  # sagegate.explain.Explainer, where the package has one
 
     @classmethod
     def load(
@@ -90,7 +91,7 @@ class LoadedModel:
         if manifest.outputs.onnx_output not in outputs:
             raise ModelLoadError(f"model {name}: the ONNX graph has no output {manifest.outputs.onnx_output!r}")
         pipeline = FeaturePipeline.for_manifest(manifest)
-        return cls(
+        loaded = cls(
             name=name,
             url=str(package_dir),
             manifest=manifest,
@@ -98,6 +99,14 @@ class LoadedModel:
             pipeline=pipeline,
             _labels=list(manifest.outputs.labels or []),
         )
+        if manifest.explainer is not None:
+            from sagegate.explain import Explainer
+
+            try:
+                loaded.explainer = Explainer.load(package_dir, manifest, lambda feed: loaded.infer(dict(feed)))
+            except (OSError, ValueError, KeyError) as exc:
+                raise ModelLoadError(f"model {name}: its explainer cannot be read: {exc}") from None
+        return loaded
 
     @property
     def providers(self) -> list[str]:
@@ -117,6 +126,20 @@ class LoadedModel:
         feed = self.pipeline.feed(inputs) if isinstance(inputs, dict) else {self.manifest.onnx_input: inputs}
         out = self.session.run([self.manifest.outputs.onnx_output], feed)[0]
         return np.asarray(out)
+
+    def explain_rows(self, rows: Sequence[Row]) -> list[dict[str, Any]]:
+        """Per validated row, its explanation (sagegate.explain); the model must have an explainer."""
+        from sagegate.server.exceptions import NoExplainer
+
+        if self.explainer is None:
+            raise NoExplainer(
+                f"model {self.name} (v{self.manifest.version}) has no explainer: package it again with"
+                " explanations on (the default) to explain its predictions",
+                model=self.name,
+            )
+        inputs = self.pipeline.inputs(rows)
+        explanations: list[dict[str, Any]] = self.explainer.explain(inputs, self.infer(inputs))
+        return explanations
 
     @staticmethod
     def unanswered(out: np.ndarray) -> np.ndarray:
@@ -197,4 +220,8 @@ class LoadedModel:
             "providers": self.providers,
             "memoryMB": round(self.memory_mb, 1),
             "features": [f.name for f in m.features],
+            "explainer": None
+            if m.explainer is None
+            else {"method": m.explainer.method, "output_space": m.explainer.output_space},
+            "featureImportance": m.explainer.importance if m.explainer is not None else None,
         }

@@ -270,7 +270,7 @@ def test_the_edge_serves_the_gateways_routes_only_and_checks_requests(templates:
     posts = [
         m for m in dev.find_resources("AWS::ApiGateway::Method").values() if m["Properties"]["HttpMethod"] == "POST"
     ]
-    assert len(posts) == 3 and all("application/json" in m["Properties"]["RequestModels"] for m in posts)
+    assert len(posts) == 4 and all("application/json" in m["Properties"]["RequestModels"] for m in posts)
     dev.has_resource_properties(
         "AWS::ApiGateway::GatewayResponse", {"ResponseType": "BAD_REQUEST_BODY", "StatusCode": "422"}
     )

@@ -319,3 +319,31 @@ def test_the_lambda_handler_answers_an_api_gateway_proxy_event(
     assert answer["variant"] in {"v1", "v2"} and answer["degraded"] is False
     for cached in (gateway_app.get_settings, gateway_app.get_catalog, gateway_app.get_predictor):
         cached.cache_clear()
+
+
+def test_explain_answers_the_prediction_with_each_features_contribution_and_caches_it(
+    stack: Callable[..., Stack], transactions: Transactions
+) -> None:
+    """Through the gateway, the emulator (CustomAttributes explain=true) and a model server: the
+    contributions add up to the output the explanation names, and the prediction is the one a plain
+    request gets."""
+    import math
+
+    s = stack(weights=(0, 100))  # v2: the XGBoost model, explained exactly (TreeSHAP) in log-odds
+    features = transactions.records[1]
+    explained = httpx.post(f"{s.gateway.url}/v1/explain", json={"model": "fraud", "features": features}, timeout=30)
+    assert explained.status_code == 200, explained.text
+    first = explained.json()
+    explanation = first["explanation"]
+    assert (explanation["method"], explanation["output_space"]) == ("tree", "margin")
+    assert set(explanation["contributions"]) == set(features)
+    total = explanation["base_value"] + sum(explanation["contributions"].values())
+    assert total == pytest.approx(explanation["output"], abs=1e-6)
+    assert 1 / (1 + math.exp(-total)) == pytest.approx(first["prediction"], abs=1e-4)  # the positive's probability
+    again = s.predict(features=features, explain=True).json()
+    assert again["cache_hit"] and again["explanation"] == explanation  # explanations are cached too
+    plain = s.predict(features=features).json()
+    assert plain["explanation"] is None and not plain["cache_hit"]  # not the explained entry
+    assert plain["prediction"] == pytest.approx(first["prediction"])
+    described = httpx.get(f"{s.gateway.url}/v1/models/fraud", timeout=30).json()
+    assert set(described["feature_importance"]["2"]) == set(features)

@@ -240,3 +240,53 @@ def test_sigterm_drains_in_flight_requests(
     assert isinstance(answer, httpx.Response) and answer.status_code == 200
     assert len(answer.json()["predictions"]) == 1000
     assert result["done"] > terminated  # it was still in flight when SIGTERM arrived
+
+
+def test_explanations_on_invocations_as_clarify_asks_for_them(
+    start_server: StartServer, fraud_mlp: BuiltPackage, transactions: Transactions, client: httpx.Client
+) -> None:
+    """CustomAttributes explain=true (what the gateway sends through InvokeEndpoint) or the header
+    X-Sagegate-Explain: each prediction comes with its explanation, adding up to its probability."""
+    server = start_server(fraud_mlp)
+    url = f"{server.url}/invocations"
+    records = transactions.records[:3]
+    plain = client.post(url, json={"instances": records}).json()["predictions"]
+    assert all("explanation" not in p for p in plain)
+    for headers in ({"X-Amzn-SageMaker-Custom-Attributes": "explain=true"}, {"X-Sagegate-Explain": "true"}):
+        answered = client.post(url, json={"instances": records}, headers=headers)
+        assert answered.status_code == 200, answered.text
+        for p, before in zip(answered.json()["predictions"], plain, strict=True):
+            explanation = p["explanation"]
+            assert (explanation["method"], explanation["output_space"]) == ("permutation", "probability")
+            assert set(explanation["contributions"]) == set(records[0])
+            total = explanation["base_value"] + sum(explanation["contributions"].values())
+            assert total == pytest.approx(p["prediction"], abs=1e-4)  # the positive class's probability
+            assert p["prediction"] == pytest.approx(before["prediction"])
+    refused = client.post(url, json={"instances": records}, headers={"X-Sagegate-Explain": "yes"})
+    assert refused.status_code == 400 and "explain must be true or false" in refused.json()["error"]
+    as_csv = client.post(url, json={"instances": records}, headers={"X-Sagegate-Explain": "true", "Accept": "text/csv"})
+    assert as_csv.status_code == 406
+
+
+def test_explaining_a_model_packaged_without_an_explainer_is_a_400(
+    start_server: StartServer,
+    fraud_logreg: BuiltPackage,
+    transactions: Transactions,
+    client: httpx.Client,
+    tmp_path: Path,
+) -> None:
+    import shutil
+
+    copy = tmp_path / "without"
+    shutil.copytree(fraud_logreg.path, copy)
+    manifest = fraud_logreg.manifest.model_copy(update={"explainer": None})
+    (copy / "manifest.json").write_text(manifest.dumps())
+    (copy / "explainer.npz").unlink()
+    server = start_server(copy)
+    answered = client.post(
+        f"{server.url}/invocations",
+        json={"instances": transactions.records[:1]},
+        headers={"X-Sagegate-Explain": "true"},
+    )
+    assert answered.status_code == 400
+    assert "has no explainer" in answered.json()["error"]

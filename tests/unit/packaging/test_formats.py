@@ -457,7 +457,7 @@ def test_a_model_with_external_data_is_packaged_and_served_from_its_files(tmp_pa
     import tarfile
 
     with tarfile.open(built.archive) as archive:
-        assert sorted(archive.getnames()) == ["big.weights", "manifest.json", "model.onnx"]
+        assert sorted(archive.getnames()) == ["big.weights", "explainer.npz", "manifest.json", "model.onnx"]
     assert len(_served(built.path, _records(x))) == 10
 
 

@@ -1,0 +1,378 @@
+"""Explanations of packaged models (sagegate.explain), as the server computes them from the package:
+the method packaging chose, contributions that add up to the source model's own output (its margin,
+probability or value: computed by the source library, not by our code), equal to shap.TreeExplainer
+on the source model for tree ensembles, and exactly 0 for a feature the model ignores."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import shap
+
+from sagegate.packaging import build_package
+from sagegate.server.model import LoadedModel
+
+WIDTH = 5
+MERCHANTS = ["grocery", "travel", "online"]
+
+
+def _data(n: int = 600, *, seed: int = 0, ignored: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, WIDTH))
+    if ignored is not None:
+        x[:, ignored] = 0.0  # constant while training: no split, no weight depends on it
+    score = x[:, 0] + 0.8 * x[:, 1] * x[:, 2] - 0.5 * x[:, 3] + rng.normal(scale=0.3, size=n)
+    return x, score
+
+
+def _features() -> list[dict[str, Any]]:
+    return [{"name": f"f{i}", "type": "float"} for i in range(WIDTH)]
+
+
+def _records(x: np.ndarray) -> list[dict[str, float]]:
+    return [{f"f{i}": float(v) for i, v in enumerate(row)} for row in x]
+
+
+def _package(tmp_path: Path, model: Any, framework: str, task: str, x: np.ndarray, **extra: Any) -> LoadedModel:
+    built = build_package(
+        model,
+        framework=framework,
+        name="m",
+        version="1",
+        features=extra.pop("features", None) or _features(),
+        task=task,
+        sample=extra.pop("sample", None) or _records(x[:3]),
+        background=extra.pop("background", None) or _records(x[:200]),
+        output_dir=tmp_path / "package",
+        **extra,
+    )
+    return LoadedModel.load("m", built.path, ["CPUExecutionProvider"])
+
+
+def _explained(loaded: LoadedModel, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return loaded.explain_rows(loaded.pipeline.rows_from_records(records))
+
+
+def _totals(explanations: list[dict[str, Any]]) -> np.ndarray:
+    return np.array([e["base_value"] + sum(e["contributions"].values()) for e in explanations])
+
+
+def _contributions(explanations: list[dict[str, Any]], names: list[str]) -> np.ndarray:
+    return np.array([[e["contributions"][n] for n in names] for e in explanations])
+
+
+NAMES = [f"f{i}" for i in range(WIDTH)]
+
+
+# -- tree ensembles: exact, the source's TreeSHAP -----------------------------------------------------
+
+
+def _tree_models() -> list[tuple[str, Any, str, str]]:
+    import lightgbm
+    import xgboost
+    from sklearn.ensemble import GradientBoostingRegressor, RandomForestClassifier
+
+    return [
+        ("xgboost binary", xgboost.XGBClassifier(n_estimators=60, max_depth=4), "xgboost", "binary"),
+        ("xgboost regression", xgboost.XGBRegressor(n_estimators=60, max_depth=4), "xgboost", "regression"),
+        ("lightgbm binary", lightgbm.LGBMClassifier(n_estimators=40, num_leaves=15, verbose=-1), "lightgbm", "binary"),
+        ("random forest", RandomForestClassifier(n_estimators=30, max_depth=5, random_state=0), "sklearn", "binary"),
+        ("sklearn boosting", GradientBoostingRegressor(n_estimators=40, max_depth=3), "sklearn", "regression"),
+    ]
+
+
+def _source_output(model: Any, x: np.ndarray, space: str) -> np.ndarray:
+    """The source library's own output in the explainer's output space."""
+    if space == "value":
+        return np.asarray(model.predict(x), dtype=np.float64)
+    if space == "probability":
+        return np.asarray(model.predict_proba(x)[:, 1], dtype=np.float64)
+    if hasattr(model, "get_booster"):
+        return np.asarray(model.predict(x, output_margin=True), dtype=np.float64)
+    if hasattr(model, "booster_"):
+        return np.asarray(model.predict(x, raw_score=True), dtype=np.float64)
+    return np.asarray(model.decision_function(x), dtype=np.float64)
+
+
+@pytest.mark.parametrize(("case", "model", "framework", "task"), _tree_models(), ids=lambda v: str(v)[:20])
+def test_tree_ensembles_are_explained_exactly_as_shap_explains_the_source(
+    tmp_path: Path, case: str, model: Any, framework: str, task: str
+) -> None:
+    x, score = _data()
+    y = score if task == "regression" else (score > 0).astype(int)
+    model.fit(x.astype(np.float32), y)
+    loaded = _package(tmp_path, model, framework, task, x)
+    assert loaded.manifest.explainer is not None and loaded.manifest.explainer.method == "tree"
+    space = loaded.manifest.explainer.output_space
+    assert space == ("value" if task == "regression" else "probability" if case == "random forest" else "margin")
+
+    fresh, _ = _data(40, seed=1)
+    explanations = _explained(loaded, _records(fresh))
+    ours = _contributions(explanations, NAMES)
+    reference = shap.TreeExplainer(model).shap_values(fresh.astype(np.float32))
+    reference = np.asarray(reference)
+    if reference.ndim == 3:  # (records, features, classes) for a forest's probabilities
+        reference = reference[:, :, 1]
+    np.testing.assert_allclose(ours, reference, atol=1e-4)
+    np.testing.assert_allclose(_totals(explanations), _source_output(model, fresh.astype(np.float32), space), atol=1e-4)
+
+
+def test_a_feature_a_tree_model_never_splits_on_contributes_nothing(tmp_path: Path) -> None:
+    import xgboost
+
+    x, score = _data(ignored=3)
+    model = xgboost.XGBClassifier(n_estimators=40, max_depth=4).fit(x, (score > 0).astype(int))
+    loaded = _package(tmp_path, model, "xgboost", "binary", x)
+    fresh, _ = _data(30, seed=2)  # f3 varies now
+    contributions = _contributions(_explained(loaded, _records(fresh)), NAMES)
+    assert np.all(contributions[:, 3] == 0.0)
+    assert np.abs(contributions[:, 0]).max() > 0.1
+
+
+def test_one_hot_columns_are_summed_back_to_their_feature(tmp_path: Path) -> None:
+    """merchant is three one-hot columns of the model's matrix; its explanation is one number, the
+    sum of shap's values of those columns, and the whole still adds up to the margin."""
+    import xgboost
+
+    rng = np.random.default_rng(3)
+    n = 500
+    amount = rng.normal(size=n)
+    merchant = rng.integers(0, 3, n)
+    margin = amount + np.array([0.0, 1.5, -1.0])[merchant]
+    matrix = np.column_stack([amount, np.eye(3)[merchant]]).astype(np.float32)
+    model = xgboost.XGBClassifier(n_estimators=40, max_depth=3).fit(matrix, (margin > 0).astype(int))
+    features = [
+        {"name": "amount", "type": "float"},
+        {"name": "merchant", "type": "categorical", "categories": MERCHANTS, "transforms": [{"kind": "one_hot"}]},
+    ]
+    records = [{"amount": float(a), "merchant": MERCHANTS[m]} for a, m in zip(amount, merchant, strict=True)]
+    loaded = _package(
+        tmp_path, model, "xgboost", "binary", matrix, features=features, sample=records[:3], background=records[:200]
+    )
+    explanations = _explained(loaded, records[:50])
+    assert set(explanations[0]["contributions"]) == {"amount", "merchant"}
+    reference = shap.TreeExplainer(model).shap_values(matrix[:50])
+    np.testing.assert_allclose(_contributions(explanations, ["amount"])[:, 0], reference[:, 0], atol=1e-4)
+    np.testing.assert_allclose(
+        _contributions(explanations, ["merchant"])[:, 0], reference[:, 1:].sum(axis=1), atol=1e-4
+    )
+    np.testing.assert_allclose(_totals(explanations), model.predict(matrix[:50], output_margin=True), atol=1e-4)
+
+
+# -- linear models: exact closed form ------------------------------------------------------------------
+
+
+def test_a_logistic_regression_is_explained_in_log_odds_exactly(tmp_path: Path) -> None:
+    from sklearn.linear_model import LogisticRegression
+
+    x, score = _data()
+    model = LogisticRegression().fit(x, (score > 0).astype(int))
+    # 100 background rows: shap's masker keeps at most 100 (it samples more)
+    loaded = _package(tmp_path, model, "sklearn", "binary", x, background=_records(x[:100]))
+    assert loaded.manifest.explainer is not None
+    assert (loaded.manifest.explainer.method, loaded.manifest.explainer.output_space) == ("linear", "margin")
+    fresh, _ = _data(30, seed=4)
+    explanations = _explained(loaded, _records(fresh))
+    np.testing.assert_allclose(_totals(explanations), model.decision_function(fresh), atol=1e-4)
+    # each contribution is w_j (x_j - mean_j) over the background (shap's LinearExplainer: interventional)
+    reference = shap.LinearExplainer(model, x[:100]).shap_values(fresh)
+    np.testing.assert_allclose(_contributions(explanations, NAMES), reference, atol=1e-4)
+
+
+def test_a_linear_regression_that_ignores_a_feature_gives_it_nothing(tmp_path: Path) -> None:
+    from sklearn.linear_model import LinearRegression
+
+    x, score = _data()
+    model = LinearRegression().fit(x, score)
+    model.coef_[2] = 0.0  # this model ignores f2
+    loaded = _package(tmp_path, model, "sklearn", "regression", x)
+    fresh, _ = _data(20, seed=5)
+    explanations = _explained(loaded, _records(fresh))
+    contributions = _contributions(explanations, NAMES)
+    assert np.all(contributions[:, 2] == 0.0)
+    np.testing.assert_allclose(_totals(explanations), model.predict(fresh), atol=1e-4)
+
+
+# -- everything else: Shapley values over the background -----------------------------------------------
+
+
+def _mlp(x: np.ndarray, y: np.ndarray, *, ignored: int | None = None) -> Any:
+    from sklearn.neural_network import MLPClassifier
+
+    model = MLPClassifier(hidden_layer_sizes=(16, 8), max_iter=400, random_state=0).fit(x, y)
+    if ignored is not None:
+        model.coefs_[0][ignored, :] = 0.0  # no path from this input
+    return model
+
+
+def test_an_mlp_gets_exact_shapley_values_that_add_up_to_its_probability(tmp_path: Path) -> None:
+    x, score = _data()
+    model = _mlp(x, (score > 0).astype(int), ignored=4)
+    loaded = _package(tmp_path, model, "sklearn", "binary", x)
+    assert loaded.manifest.explainer is not None
+    assert (loaded.manifest.explainer.method, loaded.manifest.explainer.output_space) == ("permutation", "probability")
+    fresh, _ = _data(10, seed=6)
+    explanations = _explained(loaded, _records(fresh))
+    np.testing.assert_allclose(_totals(explanations), model.predict_proba(fresh)[:, 1], atol=1e-4)
+    assert np.all(_contributions(explanations, NAMES)[:, 4] == 0.0)
+    # the base value is the model's mean answer over the background it keeps
+    assert explanations[0]["base_value"] == pytest.approx(
+        float(np.mean(model.predict_proba(x[: loaded.manifest.explainer.background_rows])[:, 1])), abs=1e-4
+    )
+    # exact (5 features: every coalition): the same values shap's exact explainer finds for this game
+    background = x[: loaded.manifest.explainer.background_rows]
+    reference = shap.explainers.Exact(lambda v: model.predict_proba(v)[:, 1], background)(fresh).values
+    np.testing.assert_allclose(_contributions(explanations, NAMES), reference, atol=1e-4)
+
+
+def test_many_features_are_sampled_by_permutations_and_still_add_up(tmp_path: Path) -> None:
+    from sklearn.neural_network import MLPRegressor
+
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(400, 14))
+    y = x[:, 0] - 2 * x[:, 5] + x[:, 7] * x[:, 8]
+    model = MLPRegressor(hidden_layer_sizes=(16,), max_iter=300, random_state=0).fit(x, y)
+    model.coefs_[0][13, :] = 0.0
+    features = [{"name": f"g{i}", "type": "float"} for i in range(14)]
+    records = [{f"g{i}": float(v) for i, v in enumerate(row)} for row in x]
+    loaded = _package(
+        tmp_path, model, "sklearn", "regression", x, features=features, sample=records[:3], background=records[:100]
+    )
+    explanations = _explained(loaded, records[:8])
+    np.testing.assert_allclose(_totals(explanations), model.predict(x[:8]), atol=1e-4)
+    assert all(e["contributions"]["g13"] == 0.0 for e in explanations)
+
+
+def test_a_pipeline_with_its_own_encoding_is_explained_per_raw_feature(tmp_path: Path) -> None:
+    """A columns model (a scikit-learn Pipeline with a ColumnTransformer): the permutation explainer
+    mixes the raw inputs, text included."""
+    import pandas as pd
+    from sklearn.compose import ColumnTransformer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    rng = np.random.default_rng(8)
+    frame = pd.DataFrame({"amount": rng.normal(size=400), "merchant": rng.choice(MERCHANTS, 400)})
+    y = ((frame.amount + (frame.merchant == "travel") * 1.5) > 0.5).astype(int)
+    model = Pipeline(
+        [
+            (
+                "prep",
+                ColumnTransformer(
+                    [
+                        ("num", StandardScaler(), ["amount"]),
+                        ("cat", OneHotEncoder(handle_unknown="ignore"), ["merchant"]),
+                    ]
+                ),
+            ),
+            ("clf", LogisticRegression()),
+        ]
+    ).fit(frame, y)
+    features = [
+        {"name": "amount", "type": "float"},
+        {"name": "merchant", "type": "categorical", "categories": MERCHANTS},
+    ]
+    records = frame.to_dict("records")
+    loaded = _package(
+        tmp_path,
+        model,
+        "sklearn",
+        "binary",
+        frame.to_numpy(),
+        features=features,
+        sample=records[:3],
+        background=records[:100],
+    )
+    assert loaded.manifest.inputs == "columns"
+    assert loaded.manifest.explainer is not None and loaded.manifest.explainer.method == "permutation"
+    explanations = _explained(loaded, records[:10])
+    np.testing.assert_allclose(_totals(explanations), model.predict_proba(frame.iloc[:10])[:, 1], atol=1e-4)
+
+
+# -- the package -------------------------------------------------------------------------------------
+
+
+def test_the_explainer_is_part_of_the_package_and_its_bytes_are_stable(tmp_path: Path) -> None:
+    import xgboost
+
+    x, score = _data()
+    model = xgboost.XGBClassifier(n_estimators=20, max_depth=3).fit(x, (score > 0).astype(int))
+    first = build_package(
+        model,
+        framework="xgboost",
+        name="m",
+        version="1",
+        features=_features(),
+        task="binary",
+        sample=_records(x[:3]),
+        background=_records(x[:100]),
+        output_dir=tmp_path / "a",
+    )
+    second = build_package(
+        model,
+        framework="xgboost",
+        name="m",
+        version="1",
+        features=_features(),
+        task="binary",
+        sample=_records(x[:3]),
+        background=_records(x[:100]),
+        output_dir=tmp_path / "b",
+    )
+    assert (first.path / "explainer.npz").read_bytes() == (second.path / "explainer.npz").read_bytes()
+    assert first.archive_sha256 == second.archive_sha256
+    import tarfile
+
+    with tarfile.open(first.archive) as archive:
+        assert "explainer.npz" in archive.getnames()
+    importance = first.manifest.explainer.importance if first.manifest.explainer else {}
+    assert max(importance, key=lambda k: importance[k]) == "f0"  # the strongest feature of _data
+
+
+def test_a_modified_explainer_is_refused_at_load(tmp_path: Path) -> None:
+    from sagegate.server.exceptions import ModelLoadError
+
+    x, score = _data()
+    from sklearn.linear_model import LinearRegression
+
+    built = build_package(
+        LinearRegression().fit(x, score),
+        framework="sklearn",
+        name="m",
+        version="1",
+        features=_features(),
+        task="regression",
+        sample=_records(x[:3]),
+        output_dir=tmp_path / "p",
+    )
+    with (built.path / "explainer.npz").open("ab") as fh:
+        fh.write(b"\0")
+    with pytest.raises(ModelLoadError, match="explainer.npz has sha256"):
+        LoadedModel.load("m", built.path, ["CPUExecutionProvider"])
+
+
+def test_a_model_packaged_without_an_explainer_says_so(tmp_path: Path) -> None:
+    from sklearn.linear_model import LinearRegression
+
+    from sagegate.server.exceptions import NoExplainer
+
+    x, score = _data()
+    built = build_package(
+        LinearRegression().fit(x, score),
+        framework="sklearn",
+        name="m",
+        version="1",
+        features=_features(),
+        task="regression",
+        sample=_records(x[:3]),
+        output_dir=tmp_path / "p",
+        explain=False,
+    )
+    assert built.manifest.explainer is None and not (built.path / "explainer.npz").exists()
+    loaded = LoadedModel.load("m", built.path, ["CPUExecutionProvider"])
+    with pytest.raises(NoExplainer, match="has no explainer"):
+        _explained(loaded, _records(x[:1]))
