@@ -89,7 +89,7 @@ class Explainer:
             arrays = {k: stored[k] for k in stored.files}
         explainer = cls(spec, manifest, arrays, model)
         if spec.method == "tree":
-            explainer.paths = _paths_from(arrays, sum(f.width for f in manifest.features))
+            explainer.paths = _paths_from(arrays, sum(f.width for f in manifest.features)).prepare()
         return explainer
 
     def _output_index(self, outputs: int, record_output: np.ndarray | None) -> int:

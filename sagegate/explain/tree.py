@@ -14,19 +14,26 @@ suffix polynomials, so every position of every path is one small bilinear form. 
 the cover-weighted mean of the leaves plus the ensemble's offset; contributions sum to the model's raw
 output (margin) minus it.
 
+A path's contributions depend on the record only through which of its elements it satisfies: with
+paths of up to `TABLE_DEPTH` elements every such pattern is computed once, at load (a table
+[paths, patterns, elements]), and explaining a record is one lookup per path.
+
 The trees come from the source model at packaging (`sagegate.explain.artifact`), in shap's own
 layout: children, split feature, threshold (`x <= threshold` goes left), node values and covers.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from math import factorial
 from typing import Any
 
 import numpy as np
 
 __all__ = ["TreePaths", "tree_paths"]
+
+TABLE_DEPTH = 8  # paths of at most this many elements get the pattern table ...
+TABLE_CELLS = 16_000_000  # ... if it holds at most this many numbers (128 MB)
 
 
 @dataclass(frozen=True)
@@ -43,6 +50,19 @@ class TreePaths:
     base: np.ndarray  # [outputs]
     width: int
     dtype: Any
+    _table: np.ndarray | None = field(default=None, repr=False)
+
+    def prepare(self) -> TreePaths:
+        """The pattern table, where it fits (else each record takes the polynomial way)."""
+        paths, depth = self.valid.shape
+        if self._table is None and depth <= TABLE_DEPTH and paths * 2**depth * depth <= TABLE_CELLS:
+            table = np.zeros((paths, 2**depth, depth))
+            bits = (np.arange(2**depth)[:, None] >> np.arange(depth)[None, :]) & 1  # [patterns, elements]
+            for pattern in range(2**depth):
+                one = np.broadcast_to(bits[pattern].astype(np.float64), (paths, depth)) * self.valid
+                table[:, pattern, :] = self._shares(one)
+            object.__setattr__(self, "_table", table)
+        return self
 
     def shap_values(self, x: np.ndarray) -> np.ndarray:
         """Contributions [records, width, outputs] for records `x` [records, width]."""
@@ -52,7 +72,21 @@ class TreePaths:
     def _one(self, row: np.ndarray) -> np.ndarray:
         padded = np.append(row, self.dtype.type(0))
         at = padded[self.features]
-        one = ((at > self.lower) & (at <= self.upper) & self.valid).astype(np.float64)
+        satisfied = (at > self.lower) & (at <= self.upper) & self.valid
+        if self._table is not None:
+            pattern = satisfied @ (1 << np.arange(satisfied.shape[1]))
+            shares = self._table[np.arange(len(pattern)), pattern]  # [paths, elements]
+        else:
+            shares = self._shares(satisfied.astype(np.float64))
+        phi = np.zeros((self.width + 1, self.values.shape[1]))
+        for k in range(self.values.shape[1]):
+            weighted = shares * self.values[:, k : k + 1]
+            phi[:, k] = np.bincount(self.features.ravel(), weights=weighted.ravel(), minlength=self.width + 1)
+        result: np.ndarray = phi[: self.width]
+        return result
+
+    def _shares(self, one: np.ndarray) -> np.ndarray:
+        """Per path element, (o_i - z_i) times its Shapley weight: what a leaf value of 1 gives it."""
         zero = self.zero
         paths, depth = one.shape
         prefix = np.zeros((depth + 1, paths, depth + 1))
@@ -65,16 +99,12 @@ class TreePaths:
         for k in range(depth - 1, -1, -1):
             suffix[k] = suffix[k + 1] * zero[:, k, None]
             suffix[k, :, 1:] += suffix[k + 1, :, :-1] * one[:, k, None]
-        phi = np.zeros((self.width + 1, self.values.shape[1]))
+        shares = np.zeros((paths, depth))
         for i in range(depth):
             # the polynomial of the others: elements before i (prefix[i]) and after it (suffix[i + 1])
             weight = np.einsum("pa,pab,pb->p", prefix[i], self.weights, suffix[i + 1])
-            share = (one[:, i] - zero[:, i]) * weight * self.valid[:, i]
-            contribution = share[:, None] * self.values
-            for k in range(self.values.shape[1]):
-                phi[:, k] += np.bincount(self.features[:, i], weights=contribution[:, k], minlength=self.width + 1)
-        result: np.ndarray = phi[: self.width]
-        return result
+            shares[:, i] = (one[:, i] - zero[:, i]) * weight * self.valid[:, i]
+        return shares
 
 
 def _shapley_weights(depth: int, lengths: np.ndarray) -> np.ndarray:

@@ -36,6 +36,8 @@ __all__ = ["DataPlane", "ServedModel", "discover_packages"]
 
 log = logging.getLogger("sagegate.server")
 
+_INLINE_EXPLAIN = 8  # records an exact explanation computes on the event loop at most
+
 
 @dataclass
 class ServedModel:
@@ -219,11 +221,17 @@ class DataPlane:
             ) from None
 
     async def explain(self, served: ServedModel, rows: Sequence[Row]) -> list[dict[str, Any]]:
-        """The rows' explanations, computed beside the batcher in their own thread (one at a time:
-        explanations take their share of the CPU without starving plain predictions)."""
+        """The rows' explanations. An exact one (tree, linear) is a few array operations: computed on
+        the event loop, as a prediction's parsing is (in a thread, its many short numpy calls would
+        trade the GIL with the event loop at every step and slow every other request). A sampled one
+        is mostly one large ONNX Runtime call (which releases the GIL): in its own thread, one at a
+        time, beside the batcher."""
         from sagegate.server.exceptions import NoExplainer
 
+        explainer = served.model.explainer
         try:
+            if explainer is not None and explainer.spec.method != "permutation" and len(rows) <= _INLINE_EXPLAIN:
+                return served.model.explain_rows(rows)
             async with asyncio.timeout(self.config.request_timeout_s):
                 return await asyncio.get_running_loop().run_in_executor(
                     self._explainer, served.model.explain_rows, rows

@@ -351,7 +351,7 @@ def test_a_modified_explainer_is_refused_at_load(tmp_path: Path) -> None:
     )
     with (built.path / "explainer.npz").open("ab") as fh:
         fh.write(b"\0")
-    with pytest.raises(ModelLoadError, match="explainer.npz has sha256"):
+    with pytest.raises(ModelLoadError, match=r"explainer\.npz has sha256"):
         LoadedModel.load("m", built.path, ["CPUExecutionProvider"])
 
 
@@ -376,3 +376,36 @@ def test_a_model_packaged_without_an_explainer_says_so(tmp_path: Path) -> None:
     loaded = LoadedModel.load("m", built.path, ["CPUExecutionProvider"])
     with pytest.raises(NoExplainer, match="has no explainer"):
         _explained(loaded, _records(x[:1]))
+
+
+def test_the_server_explains_without_shap(tmp_path: Path) -> None:
+    """shap (with numba and llvmlite, ~210 MB) is a packaging dependency: loading and explaining a
+    tree package must not import it, so the server container does without it."""
+    import subprocess
+    import sys
+
+    import xgboost
+
+    x, score = _data()
+    model = xgboost.XGBClassifier(n_estimators=10, max_depth=3).fit(x, (score > 0).astype(int))
+    built = build_package(
+        model,
+        framework="xgboost",
+        name="m",
+        version="1",
+        features=_features(),
+        task="binary",
+        sample=_records(x[:3]),
+        output_dir=tmp_path / "p",
+    )
+    script = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from sagegate.server.model import LoadedModel\n"
+        f"m = LoadedModel.load('m', Path({str(built.path)!r}), ['CPUExecutionProvider'])\n"
+        f"e = m.explain_rows(m.pipeline.rows_from_records({_records(x[:2])!r}))\n"
+        "assert e[0]['method'] == 'tree', e\n"
+        "print(sorted(n for n in ('shap', 'numba', 'llvmlite', 'sklearn', 'xgboost') if n in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]", done.stdout + done.stderr
