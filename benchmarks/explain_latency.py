@@ -172,7 +172,8 @@ def report(results: list[dict[str, Any]]) -> None:
         verdict = "PASS" if http["p99"] <= target else "FAIL"
         print(
             f"  {r['model']:14} {r['method']:11} HTTP p50 {http['p50']:6.2f} ms  p99 {http['p99']:6.2f} ms"
-            f"  (target <= {target:g} ms: {verdict});  in process p50 {local['p50']:6.2f} ms  p99 {local['p99']:6.2f} ms"
+            f"  (target <= {target:g} ms: {verdict});  in process p50 {local['p50']:6.2f} ms"
+            f"  p99 {local['p99']:6.2f} ms"
         )
         alone, mixed = r["plain_alone"], r["plain_with_explain"]
         ratio = mixed["rps"] / alone["rps"] if alone["rps"] else 0.0
