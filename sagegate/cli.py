@@ -834,6 +834,9 @@ def batch(
     restart: Annotated[
         bool, typer.Option(help="predict everything again, discarding a run in --output that cannot continue")
     ] = False,
+    explain: Annotated[
+        bool, typer.Option(help="add base_value and a contribution.<feature> column per feature to each row")
+    ] = False,
 ) -> None:
     """Predict every record of a file or folder; a killed run resumes from its checkpoint."""
     from contextlib import ExitStack
@@ -869,6 +872,9 @@ def batch(
             files = shards(source)
         except (ModelLoadError, ValueError, FileNotFoundError) as exc:
             fail(getattr(exc, "message", str(exc)))
+        if explain and loaded.explainer is None:
+            name = f"{loaded.manifest.name} v{loaded.manifest.version}"
+            fail(f"model {name} has no explainer: package it with explanations on (the default)")
         total = sum(count_rows(f) for f in files)
         with Progress(
             TextColumn("{task.description}"),
@@ -891,6 +897,7 @@ def batch(
                     id_columns=id_column,
                     on_chunk=lambda n: progress.advance(task, n),
                     restart=restart,
+                    explain=explain,
                 )
             except RunConflict as exc:
                 progress.stop()

@@ -257,7 +257,13 @@ class RunConflict(ValueError):
 
 
 def _fingerprint(
-    model: LoadedModel, files: list[Path], chunk_rows: int, ids: list[str], earlier: dict[str, Any] | None
+    model: LoadedModel,
+    files: list[Path],
+    chunk_rows: int,
+    ids: list[str],
+    earlier: dict[str, Any] | None,
+    *,
+    explain: bool = False,
 ) -> dict[str, Any]:
     """What a run's chunks depend on: the model's bytes, each shard's bytes, the chunking and the id
     columns. A shard's sha256 is reused from the earlier run while its size and mtime are unchanged
@@ -276,6 +282,7 @@ def _fingerprint(
         "model": {"name": manifest.name, "version": manifest.version, "sha256": manifest.sha256},
         "chunk_rows": chunk_rows,
         "id_columns": ids,
+        "explain": explain,
         "shards": shards,
     }
 
@@ -288,8 +295,8 @@ def _differences(earlier: dict[str, Any], now: dict[str, Any]) -> list[str]:
             f"the model was {was.get('name')} v{was.get('version')} (sha256 {str(was.get('sha256'))[:12]}), now "
             f"{now['model']['name']} v{now['model']['version']} (sha256 {now['model']['sha256'][:12]})"
         )
-    for name in ("chunk_rows", "id_columns"):
-        if earlier.get(name) != now[name]:
+    for name in ("chunk_rows", "id_columns", "explain"):
+        if earlier.get(name, False if name == "explain" else None) != now[name]:
             said.append(f"{name.replace('_', ' ')} was {earlier.get(name)}, now {now[name]}")
     before, after = earlier.get("shards", {}), now["shards"]
     for name in sorted(set(before) | set(after)):
@@ -389,9 +396,16 @@ def run_batch(
     id_columns: list[str] | None = None,
     on_chunk: Callable[[int], None] | None = None,
     restart: bool = False,
+    explain: bool = False,
 ) -> BatchSummary:
     """Predicts every row of `source` into `output` (a folder); resumable with the same model, input
-    and arguments (anything else raises RunConflict, unless `restart` starts over)."""
+    and arguments (anything else raises RunConflict, unless `restart` starts over). With `explain`
+    each row gets its base value and a `contribution.<feature>` column per feature (the model's
+    explainer: sagegate.explain)."""
+    if explain and model.explainer is None:
+        from sagegate.explain import NoExplainer
+
+        raise NoExplainer(f"model {model.manifest.name} v{model.manifest.version} has no explainer")
     files = shards(source)
     ids = list(id_columns or [])
     output.mkdir(parents=True, exist_ok=True)
@@ -401,7 +415,7 @@ def run_batch(
         shutil.rmtree(errors, ignore_errors=True)
         (output / "_checkpoint.json").unlink(missing_ok=True)
     checkpoint = _Checkpoint(output / "_checkpoint.json")
-    checkpoint.bind(_fingerprint(model, files, chunk_rows, ids, checkpoint.run))
+    checkpoint.bind(_fingerprint(model, files, chunk_rows, ids, checkpoint.run, explain=explain))
     parts.mkdir(exist_ok=True)
     errors.mkdir(exist_ok=True)
     summary = BatchSummary()
@@ -413,7 +427,9 @@ def run_batch(
                     summary.skipped_chunks += 1
                     predicted, rejected_rows = checkpoint.counts(shard.name, index)
                 else:
-                    table, rejected = _predict_chunk(model, chunk, first_row=index * chunk_rows, shard=shard.name)
+                    table, rejected = _predict_chunk(
+                        model, chunk, first_row=index * chunk_rows, shard=shard.name, explain=explain
+                    )
                     writer.submit(
                         table,
                         parts / f"{shard.name}.{index:06d}{_EXTENSIONS[FORMATS[shard.suffix]]}",
@@ -468,11 +484,15 @@ def _prefetched(
     thread.join()
 
 
-def _predict_chunk(model: LoadedModel, chunk: _Chunk, *, first_row: int, shard: str) -> tuple[pa.Table, pa.Table]:
+def _predict_chunk(
+    model: LoadedModel, chunk: _Chunk, *, first_row: int, shard: str, explain: bool = False
+) -> tuple[pa.Table, pa.Table]:
     batch = chunk.batch
     assert batch is not None
     out = model.infer(batch.inputs) if batch.size else None
+    inputs = batch.inputs
     if out is not None and (unanswered := model.unanswered(out)).any():
+        inputs = batch.select(~unanswered)
         batch = _unanswered(batch, unanswered)
         out = out[~unanswered]
     if out is None or not len(out):
@@ -488,6 +508,7 @@ def _predict_chunk(model: LoadedModel, chunk: _Chunk, *, first_row: int, shard: 
             "prediction": _array(answers["prediction"], n),
             "label": _array(answers["label"], n),
             "confidence": _array(answers["confidence"], n),
+            **(_contributions(model, inputs, out, n) if explain else {}),
         }
     )
     rejected = pa.table(
@@ -499,6 +520,22 @@ def _predict_chunk(model: LoadedModel, chunk: _Chunk, *, first_row: int, shard: 
         }
     )
     return table, rejected
+
+
+def _contributions(model: LoadedModel, inputs: dict[str, np.ndarray], out: np.ndarray, n: int) -> dict[str, pa.Array]:
+    """base_value and contribution.<feature> columns: each row's explanation, for the output its
+    explanation names (a binary model's positive class, a multiclass row's predicted class)."""
+    names = [f.name for f in model.manifest.features]
+    if n == 0:
+        return {
+            "base_value": pa.array([], pa.float64()),
+            **{f"contribution.{f}": pa.array([], pa.float64()) for f in names},
+        }
+    explained = model.explainer.explain(inputs, out)
+    return {
+        "base_value": pa.array([e["base_value"] for e in explained], pa.float64()),
+        **{f"contribution.{f}": pa.array([e["contributions"][f] for e in explained], pa.float64()) for f in names},
+    }
 
 
 def _array(values: Any, n: int) -> pa.Array:

@@ -222,3 +222,26 @@ def test_parts_share_one_schema_when_a_chunk_has_no_answered_row(tmp_path: Path)
     assert len(schemas) == 1, schemas
     table = pq.read_table(summary.outputs[0])
     assert table.num_rows == 20 and set(table.column("prediction").to_pylist()) <= {"0", "1", "2"}
+
+
+def test_explain_adds_each_rows_contributions_as_the_server_explains_it(
+    tmp_path: Path, fraud_xgboost: BuiltPackage, transactions: Transactions
+) -> None:
+    """--explain: base_value and contribution.<feature> per row, the same numbers the server's
+    explanation of that record gives, and a run without them is not continued with them."""
+    from sagegate.batch.engine import RunConflict
+
+    records = [{"id": i, **r} for i, r in enumerate(transactions.records[:300])]
+    source = write(pa.Table.from_pylist(records), tmp_path / "in.parquet")
+    model = LoadedModel.load("fraud", fraud_xgboost.path, ["CPUExecutionProvider"])
+    summary = run_batch(model, source, tmp_path / "out", chunk_rows=128, id_columns=["id"], explain=True)
+    rows = read(Path(summary.outputs[0]))
+    assert len(rows) == 300
+    features = [f.name for f in model.manifest.features]
+    direct = model.explain_rows(model.pipeline.rows_from_records(transactions.records[:300]))
+    for row, explanation in zip(rows, direct, strict=True):
+        assert row["base_value"] == pytest.approx(explanation["base_value"])
+        for name in features:
+            assert row[f"contribution.{name}"] == pytest.approx(explanation["contributions"][name], abs=1e-9)
+    with pytest.raises(RunConflict, match="explain was True, now False"):
+        run_batch(model, source, tmp_path / "out", chunk_rows=128, id_columns=["id"])
