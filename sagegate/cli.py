@@ -88,6 +88,11 @@ def package(
     ] = 1e-3,
     torch_output: Annotated[str, typer.Option(help="pytorch: the module returns logits or probabilities")] = "logits",
     overwrite: Annotated[bool, typer.Option(help="replace an existing package folder")] = False,
+    explain: Annotated[bool, typer.Option(help="give the package an explainer (per-feature contributions)")] = True,
+    background: Annotated[
+        Path | None,
+        typer.Option(help="JSON list of records like the training data: what explanations are relative to"),
+    ] = None,
 ) -> None:
     """Convert a trained model to ONNX, check it against the source, and write a model package."""
     from sagegate.manifest import Framework, Task, one_of
@@ -107,6 +112,11 @@ def package(
     if not isinstance(records, list) or not records:
         fail("a sample input is required: --sample FILE, or 'sample' in the spec")
     document.pop("sample", None)
+    background_records = _read_document(background) if background else None
+    if background_records is not None and (
+        not isinstance(background_records, list) or not all(isinstance(r, dict) for r in background_records)
+    ):
+        fail(f"--background {background}: expected a JSON list of records (objects of feature names to values)")
     known = {
         "name",
         "version",
@@ -143,6 +153,8 @@ def package(
                 tolerance=tolerance,
                 torch_output=torch_output,
                 overwrite=overwrite,
+                explain=explain,
+                background=background_records or None,
                 **document,
             )
     except PackageError as exc:
@@ -154,6 +166,9 @@ def package(
         f"(sha256 {built.manifest.sha256[:12]}, max |source - onnx| {built.max_abs_diff:.2g})",
         highlight=False,
     )
+    if built.manifest.explainer is not None:
+        spec_ = built.manifest.explainer
+        console.print(f"explainer: {spec_.method} ({spec_.output_space}) over {spec_.background_rows} background rows")
 
 
 @app.command()

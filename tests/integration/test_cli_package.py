@@ -114,6 +114,8 @@ def test_package_from_each_model_file_format(spec_files: dict[str, Any]) -> None
         (["--framework", "sklearn", "--spec", "extra.json"], "unknown field 'colour'"),
         (["--framework", "sklearn", "--tolerance", "0"], "outputs differ by"),
         (["--framework", "sklearn", "--output", "spec.json/pkg"], "cannot write to"),
+        (["--framework", "sklearn", "--background", "spec.json"], "expected a JSON list of records"),
+        (["--framework", "sklearn", "--background", "sample-bad.json"], "background record 0"),
     ],
 )
 def test_errors_are_one_line_with_a_non_zero_exit(spec_files: dict[str, Any], args: list[str], message: str) -> None:
@@ -127,12 +129,15 @@ def test_errors_are_one_line_with_a_non_zero_exit(spec_files: dict[str, Any], ar
     spec = json.loads((root / "spec.json").read_text())
     (root / "nofeatures.json").write_text(json.dumps({**spec, "features": []}))
     (root / "extra.json").write_text(json.dumps({**spec, "colour": "red"}))
+    (root / "sample-bad.json").write_text(json.dumps([{"amount": "lots"}]))
     options = {"--model": "model.joblib", "--spec": "spec.json", "--sample": "sample.json", "--output": "out-err"}
     rest: list[str] = []
     i = 0
     while i < len(args):
         if args[i] in options:
             options[args[i]] = args[i + 1]
+        elif args[i] == "--background":  # a file beside the spec
+            rest += [args[i], str(root / args[i + 1])]
         else:
             rest += args[i : i + 2]
         i += 2
