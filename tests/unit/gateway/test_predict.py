@@ -176,3 +176,22 @@ def test_every_route_runs_on_the_event_loop(make_gateway: MakeGateway) -> None:
     answer = gw.predict(features=GOOD, version="1")
     assert answer.status_code == 200 and answer.json()["model_version"] == "1"
     assert len(gw.log_lines()) == 1  # flushed after the request
+
+
+def test_explain_asks_the_endpoint_for_explanations_and_refuses_a_model_without_an_explainer(
+    make_gateway: MakeGateway,
+) -> None:
+    explainer = {"method": "tree", "output_space": "margin", "sha256": "1" * 64, "background_rows": 8, "importance": {}}
+    gw = make_gateway(manifests=[manifest("1"), manifest("2", explainer=explainer)])
+    refused = gw.client.post("/v1/explain", json={"model": "fraud", "features": GOOD, "version": "1"})
+    assert refused.status_code == 422 and refused.json()["field"] == "explain"
+    assert "has no explainer" in refused.json()["error"]
+    assert not gw.endpoints.calls  # refused before the endpoint is asked
+    answered = gw.client.post("/v1/explain", json={"model": "fraud", "features": GOOD, "version": "2"})
+    assert answered.status_code == 200, answered.text
+    call = gw.endpoints.calls[-1]
+    assert call["custom_attributes"] == "explain=true"
+    assert call["timeout"] > 0.9  # an explanation's budget, not a prediction's 100 ms
+    plain = gw.predict(features=GOOD, version="2")
+    assert gw.endpoints.calls[-1]["custom_attributes"] is None
+    assert plain.json()["explanation"] is None
