@@ -200,23 +200,33 @@ def _tree_arrays(model: Any, framework: Framework, width: int) -> tuple[dict[str
         return None
     if any(np.any(t.threshold_types == 1) for t in ensemble.trees):  # 1: a split on categories
         return None
-    outputs = len(np.atleast_1d(ensemble.base_offset))
-    if any(np.asarray(t.values).reshape(len(t.children_left), -1).shape[1] != outputs for t in ensemble.trees):
-        return None  # trees that each hold one class's values (LightGBM multiclass): not this layout
-    trees = [
-        {
-            "children_left": t.children_left,
-            "children_right": t.children_right,
-            "features": t.features,
-            "thresholds": t.thresholds,
-            "values": t.values,
-            "node_sample_weight": t.node_sample_weight,
-        }
-        for t in ensemble.trees
-    ]
+    offset = np.atleast_1d(np.asarray(ensemble.base_offset, dtype=np.float64))
+    outputs = len(offset)
+    if framework is Framework.XGBOOST and outputs > 1:
+        offset = _xgboost_intercepts(model, offset)
+    trees = []
+    for index, t in enumerate(ensemble.trees):
+        values = np.asarray(t.values, dtype=np.float64).reshape(len(t.children_left), -1)
+        if values.shape[1] == 1 and outputs > 1:
+            # a multiclass booster's trees hold one class each, round by round (tree t: class t % K)
+            spread = np.zeros((len(values), outputs))
+            spread[:, index % outputs] = values[:, 0]
+            values = spread
+        elif values.shape[1] != outputs:
+            return None
+        trees.append(
+            {
+                "children_left": t.children_left,
+                "children_right": t.children_right,
+                "features": t.features,
+                "thresholds": t.thresholds,
+                "values": values,
+                "node_sample_weight": t.node_sample_weight,
+            }
+        )
     paths = tree_paths(
         trees,
-        base_offset=np.atleast_1d(np.asarray(ensemble.base_offset, dtype=np.float64)),
+        base_offset=offset,
         width=width,
         dtype=ensemble.input_dtype,
     )
@@ -233,6 +243,17 @@ def _tree_arrays(model: Any, framework: Framework, width: int) -> tuple[dict[str
         "base": paths.base,
     }
     return arrays, space
+
+
+def _xgboost_intercepts(model: Any, offset: np.ndarray) -> np.ndarray:
+    """A multiclass booster's intercept per class: XGBoost 2+ keeps one margin per class
+    (base_score "[a,b,c]"), where shap repeats the first."""
+    import json
+
+    booster = model.get_booster() if hasattr(model, "get_booster") else model
+    text = json.loads(booster.save_config())["learner"]["learner_model_param"]["base_score"]
+    values = np.array([float(v) for v in text.strip("[]").split(",")], dtype=np.float64)
+    return values if len(values) == len(offset) else offset
 
 
 def _linear_arrays(model: Any, framework: Framework, background: np.ndarray) -> dict[str, np.ndarray] | None:

@@ -409,3 +409,22 @@ def test_the_server_explains_without_shap(tmp_path: Path) -> None:
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]", done.stdout + done.stderr
+
+
+def test_a_multiclass_model_is_explained_for_the_class_it_predicts(tmp_path: Path) -> None:
+    import xgboost
+
+    x, score = _data()
+    y = np.digitize(score, [-0.5, 0.5])  # three classes
+    model = xgboost.XGBClassifier(n_estimators=30, max_depth=3).fit(x.astype(np.float32), y)
+    loaded = _package(tmp_path, model, "xgboost", "multiclass", x)
+    assert loaded.manifest.explainer is not None and loaded.manifest.explainer.method == "tree"
+    fresh, _ = _data(20, seed=9)
+    explanations = _explained(loaded, _records(fresh))
+    predicted = model.predict(fresh.astype(np.float32))
+    labels = loaded.manifest.outputs.labels or []
+    assert [e["explained"] for e in explanations] == [labels[c] for c in predicted]
+    margins = model.predict(fresh.astype(np.float32), output_margin=True)[np.arange(20), predicted]
+    np.testing.assert_allclose(_totals(explanations), margins, atol=1e-4)
+    reference = np.asarray(shap.TreeExplainer(model).shap_values(fresh.astype(np.float32)))  # (n, features, classes)
+    np.testing.assert_allclose(_contributions(explanations, NAMES), reference[np.arange(20), :, predicted], atol=1e-4)
