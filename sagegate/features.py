@@ -343,6 +343,12 @@ class FeaturePipeline:
         """Validates a numeric matrix [records, features] whose columns are the features in manifest
         order (the application/x-npy body); only for models whose features are all numeric. The
         checks are the records' own, applied column by column; the first bad record is named."""
+        return [(tuple(row), ()) for row in self.block_from_array(array, start).tolist()]
+
+    def block_from_array(self, array: np.ndarray, start: int = 0) -> np.ndarray:
+        """`rows_from_array` without a Python object per record: the validated float64 block
+        [records, numeric features] in a row's order (numbers, then booleans), which
+        `transform_block` and `block_inputs` take as it is."""
         if self._categorical:
             raise ValueError(
                 "a NumPy array can only carry numeric features; this model has "
@@ -376,8 +382,9 @@ class FeaturePipeline:
         if found is not None:
             raise RecordError(start + found[0], found[1], found[2])
         order = [self.names.index(f.name) for f in self._numeric]  # rows keep numbers before booleans
-        block = x[:, order].astype(np.float64, copy=False)
-        return [(tuple(row), ()) for row in block.tolist()]
+        if order == list(range(len(order))):
+            return x.astype(np.float64, copy=False)
+        return x[:, order].astype(np.float64, copy=False)
 
     def transform_records(self, records: Iterable[Mapping[str, Any]]) -> np.ndarray:
         return self.transform(self.rows_from_records(records))

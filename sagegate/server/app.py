@@ -237,11 +237,15 @@ class InferenceApp:
             body = await request.body(self.config.max_body_bytes)
             content_type = request.headers.get("content-type")
             codecs.answer_type(request.headers.get("accept"), content_type)  # a 406 before the model runs
-            rows = codecs.decode(body, content_type, served.model.pipeline, self.config.max_records)
-            predictions = await plane.predict(served, rows)
+            block = codecs.decode_block(body, content_type, served.model.pipeline, self.config.max_records)
+            if block is not None:  # one numeric block: validated and run as an array
+                predictions = served.model.postprocess(await plane.predict_block(served, block))
+            else:
+                rows = codecs.decode(body, content_type, served.model.pipeline, self.config.max_records)
+                predictions = await plane.predict(served, rows)
             payload, media = codecs.encode(predictions, request.headers.get("accept"), content_type)
             await _answer(send, 200, payload, media.encode(), self._variant_headers(served))
-            self.metrics.records.labels(model).inc(len(rows))
+            self.metrics.records.labels(model).inc(len(predictions))
         except ServerError as exc:
             code = exc.status
             self.metrics.errors.labels(model, type(exc).__name__).inc()
