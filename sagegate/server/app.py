@@ -30,6 +30,7 @@ from sagegate.server.exceptions import (
     ServiceUnavailable,
 )
 from sagegate.server.metrics import CONTENT_TYPE_LATEST, ServerMetrics
+from sagegate.server.oip.rest import OipRoutes
 
 __all__ = ["InferenceApp"]
 
@@ -109,6 +110,7 @@ class InferenceApp:
         self.load_error: str | None = None
         self._loading: asyncio.Task[None] | None = None
         self.on_load_failure: Callable[[str], None] | None = None
+        self.oip = OipRoutes(self)
 
     # -- ASGI -------------------------------------------------------------------------------
 
@@ -190,6 +192,9 @@ class InferenceApp:
                 await _answer(send, 200, orjson.dumps({"status": f"model {name!r} unloaded"}))
             else:
                 raise MethodNotAllowed(f"{method} is not allowed on {path}")
+        elif path == "/v2" or path.startswith("/v2/"):
+            status, body, content_type, extra = await self.oip.route(request)
+            await _answer(send, status, body, content_type, extra)
         else:
             raise RouteNotFound(f"no route {method} {path}")
 
@@ -205,6 +210,12 @@ class InferenceApp:
         if self.plane is None:
             raise ServerError("the server is not started")
         return self.plane
+
+    @property
+    def ready(self) -> bool:
+        """What /ping's 200 says: every model is loaded, and there is one to answer with."""
+        plane = self.plane
+        return plane is not None and plane.ready and bool(plane.models or self.config.multi_model)
 
     async def _ping(self, send: Send) -> None:
         plane = self.plane

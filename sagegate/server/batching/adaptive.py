@@ -81,8 +81,8 @@ class AdaptiveBatcher(Generic[In, Out]):
     async def submit(self, records: Sequence[In]) -> list[Out]:
         if self._closed:
             raise RuntimeError("the batcher is closed")
-        if not records:
-            return []
+        if len(records) == 0:
+            return records[:0] if self._merge is not None else []  # type: ignore[return-value]
         size = self.max_batch_size
         if len(records) <= size:
             return await self._enqueue(records)
