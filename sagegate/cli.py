@@ -166,6 +166,8 @@ def serve(
     providers: Annotated[str | None, typer.Option(help="comma-separated: tensorrt,cuda,cpu")] = None,
     threads: Annotated[int | None, typer.Option(help="ONNX Runtime intra-op threads (0: default)")] = None,
     memory_budget_mb: Annotated[int | None, typer.Option()] = None,
+    grpc_port: Annotated[int | None, typer.Option(help="OIP v2 gRPC on this port (0: off)")] = None,
+    workers: Annotated[int | None, typer.Option(help="server processes sharing the ports (0: one per CPU)")] = None,
 ) -> None:
     """Run the inference server (the SageMaker container's `serve`)."""
     from sagegate.server.config import ServerConfig
@@ -181,6 +183,8 @@ def serve(
             "max_delay_ms": max_delay_ms,
             "intra_op_threads": threads,
             "memory_budget_mb": memory_budget_mb,
+            "grpc_port": grpc_port,
+            "workers": workers,
             "providers": tuple(p.strip().lower() for p in providers.split(",")) if providers else None,
         }.items()
         if v is not None

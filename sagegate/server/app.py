@@ -111,6 +111,8 @@ class InferenceApp:
         self._loading: asyncio.Task[None] | None = None
         self.on_load_failure: Callable[[str], None] | None = None
         self.oip = OipRoutes(self)
+        self.grpc: Any = None  # the gRPC server, when config.grpc_port is set
+        self.reuse_port = False  # worker processes share the gRPC port
 
     # -- ASGI -------------------------------------------------------------------------------
 
@@ -133,10 +135,20 @@ class InferenceApp:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 self.plane = DataPlane(self.config, self.metrics)
+                if self.config.grpc_port:
+                    from sagegate.server.oip.grpc import start_grpc
+
+                    try:
+                        self.grpc = await start_grpc(self, reuse_port=self.reuse_port)
+                    except OSError as exc:
+                        await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                        return
                 # Load after the socket is up, so /ping can say 503 while models load.
                 self._loading = asyncio.get_running_loop().create_task(self._load())
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
+                if self.grpc is not None:
+                    await self.grpc.stop(self.config.request_timeout_s)
                 if self._loading is not None and not self._loading.done():
                     self._loading.cancel()
                 if self.plane is not None:
