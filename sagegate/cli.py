@@ -670,10 +670,10 @@ def dev(
         for note in stack.notes:
             console.print(note, highlight=False)
         table = Table(title="sagegate dev")
-        for column in ("process", "pid", "url", "log"):
+        for column in ("process", "pid", "url", "OIP gRPC", "log"):
             table.add_column(column)
         for child in [*stack.children.values(), *stack.servers.values()]:
-            table.add_row(child.name, str(child.child.pid), child.url, str(child.child.spec.log))
+            table.add_row(child.name, str(child.child.pid), child.url, child.grpc, str(child.child.spec.log))
         Console().print(table)
         console.print(f"API docs: {stack.children['gateway'].url}/docs   (Ctrl-C stops everything)", highlight=False)
         while True:

@@ -113,6 +113,8 @@ class InferenceApp:
         self.oip = OipRoutes(self)
         self.grpc: Any = None  # the gRPC server, when config.grpc_port is set
         self.reuse_port = False  # worker processes share the gRPC port
+        self.on_ready: Callable[[], None] | None = None  # a worker marks itself ready
+        self.peers_ready: Callable[[], bool] | None = None  # whether every worker is ready
 
     # -- ASGI -------------------------------------------------------------------------------
 
@@ -160,6 +162,8 @@ class InferenceApp:
         assert self.plane is not None
         try:
             await self.plane.load_model_dir()
+            if self.on_ready is not None:
+                self.on_ready()
         except ServerError as exc:
             self._fail(exc.message)
         except Exception as exc:
@@ -227,14 +231,19 @@ class InferenceApp:
     def ready(self) -> bool:
         """What /ping's 200 says: every model is loaded, and there is one to answer with."""
         plane = self.plane
-        return plane is not None and plane.ready and bool(plane.models or self.config.multi_model)
+        return (
+            plane is not None
+            and plane.ready
+            and bool(plane.models or self.config.multi_model)
+            and (self.peers_ready is None or self.peers_ready())
+        )
 
     async def _ping(self, send: Send) -> None:
         plane = self.plane
         if plane is not None and plane.ready and not plane.models and not self.config.multi_model:
             # Every model was unloaded: this container can answer nothing, so it says so.
             await _answer(send, 503, b'{"status":"no model is loaded"}')
-        elif plane is not None and plane.ready:
+        elif plane is not None and plane.ready and (self.peers_ready is None or self.peers_ready()):
             await _answer(send, 200, b'{"status":"healthy"}')
         elif self.load_error:
             await _answer(send, 503, orjson.dumps({"status": "failed", "error": self.load_error}))

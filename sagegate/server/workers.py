@@ -1,0 +1,154 @@
+"""Every core of an instance: N server processes, each with its own models, sharing the ports.
+
+The parent binds the HTTP socket once and spawns the workers with it (pre-fork: the kernel hands
+each connection to one accepting worker); each worker binds the gRPC port with SO_REUSEPORT. The
+parent loads no model: it keeps the workers running (one that dies is started again) and stops
+them all on SIGTERM, each draining its requests, or when one fails to load its models (they all
+would: the same packages), exiting 1 as a single server does.
+
+What the copies cost: every worker holds every model, so each gets 1/N of the memory budget, and
+ONNX Runtime's intra-op threads default to the worker's share of the CPUs. /ping (and OIP ready)
+is 200 only while every worker has loaded its models: each worker marks itself in a shared array.
+
+N defaults to the CPUs the container may use (its cgroup quota and CPU affinity), as SageMaker's
+own containers size their worker pools. The multi-model API loads and unloads models over HTTP in
+one process, so a multi-model server runs one worker.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import multiprocessing
+import os
+import signal
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+from sagegate.server.config import ServerConfig
+
+__all__ = ["available_cpus", "resolve_workers", "serve_workers", "worker_config"]
+
+log = logging.getLogger("sagegate.server")
+
+_LOAD_FAILED = 1
+
+
+def available_cpus() -> int:
+    """The CPUs this process may use: its affinity, capped by a cgroup v2 CPU quota."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            cpus = min(cpus, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, cpus)
+
+
+def resolve_workers(config: ServerConfig) -> int:
+    if config.multi_model:
+        if config.workers > 1:
+            log.warning(
+                "the multi-model API loads models into one process: serving with 1 worker, not %d", config.workers
+            )
+        return 1
+    return config.workers or available_cpus()
+
+
+def worker_config(config: ServerConfig, workers: int) -> ServerConfig:
+    """One worker's settings: its share of the memory budget and of the CPUs."""
+    threads = config.intra_op_threads or max(1, available_cpus() // workers)
+    return config.model_copy(
+        update={
+            "workers": 1,
+            "memory_budget_mb": max(1, config.memory_budget_mb // workers),
+            "intra_op_threads": threads,
+        }
+    )
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def _worker(config_json: str, sock: socket.socket, index: int, ready: Any) -> None:
+    from sagegate.server.main import serve_one
+
+    config = ServerConfig.model_validate_json(config_json)
+    code = serve_one(config, sockets=[sock], ready=ready, index=index)
+    raise SystemExit(code)
+
+
+def serve_workers(config: ServerConfig, workers: int) -> int:
+    """Runs `workers` server processes on the config's ports until SIGTERM; the exit code."""
+    context = multiprocessing.get_context("spawn")  # never fork a process with ONNX Runtime threads
+    sock = _listen(config.host, config.port)
+    ready = context.Array("b", workers, lock=False)
+    share = worker_config(config, workers)
+    log.info(
+        "%d workers on port %d%s, each with %d MB of the %d MB memory budget and %d intra-op threads",
+        workers,
+        config.port,
+        f" (gRPC {config.grpc_port})" if config.grpc_port else "",
+        share.memory_budget_mb,
+        config.memory_budget_mb,
+        share.intra_op_threads,
+    )
+    payload = share.model_dump_json()
+    stopping = False
+    processes: list[Any] = []
+
+    def start(index: int) -> Any:
+        ready[index] = 0
+        process = context.Process(
+            target=_worker, args=(payload, sock, index, ready), name=f"sagegate-worker-{index}", daemon=False
+        )
+        process.start()
+        return process
+
+    def stop(signum: int, _: Any) -> None:
+        nonlocal stopping
+        stopping = True
+        for process in processes:
+            if process.is_alive() and process.pid is not None:
+                os.kill(process.pid, signal.SIGTERM)
+
+    previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
+    processes.extend(start(i) for i in range(workers))
+    code = 0
+    try:
+        while not stopping:
+            time.sleep(0.2)
+            for index, process in enumerate(processes):
+                if stopping or process.is_alive():
+                    continue
+                ready[index] = 0
+                if process.exitcode == _LOAD_FAILED:
+                    log.error("worker %d could not load its models: stopping", index)
+                    code = _LOAD_FAILED
+                    stop(signal.SIGTERM, None)
+                    break
+                log.warning("worker %d exited with code %s: starting it again", index, process.exitcode)
+                processes[index] = start(index)
+        for process in processes:
+            process.join(config.request_timeout_s + 30)
+            if process.is_alive():
+                process.kill()
+                process.join()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        sock.close()
+    return code
