@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from sagegate import __version__
-from sagegate.features import RecordError
+from sagegate.features import RecordError, Row
 from sagegate.manifest import FeatureType, Task
 from sagegate.server.dataplane import DataPlane, ServedModel
 from sagegate.server.exceptions import BadRequest, ModelNotFound, PayloadTooLarge
@@ -37,6 +37,8 @@ __all__ = [
     "InferRequest",
     "InferResponse",
     "RequestedOutput",
+    "block",
+    "feature_rows",
     "infer",
     "model_metadata",
     "resolve",
@@ -131,16 +133,14 @@ async def infer(plane: DataPlane, served: ServedModel, request: InferRequest, ma
         raise BadRequest("the request has no inputs")
     pipeline = model.pipeline
     if len(request.inputs) == 1 and request.inputs[0].name not in pipeline.names:
-        block = _block(model, request.inputs[0], max_records)
-        columns = _block_columns(model, await plane.predict_block(served, block))
+        columns = _block_columns(
+            model, await plane.predict_block(served, _block(model, request.inputs[0], max_records))
+        )
     else:
-        try:
-            rows = pipeline.rows_from_records(_records(model, request.inputs, max_records))
-        except RecordError as exc:
-            raise BadRequest(str(exc), record=exc.record, field=exc.field) from None
+        rows = feature_rows(model, request.inputs, max_records)
         if served.blocks is not None:  # a numeric model: its rows run as one block too
-            block = np.array([r[0] for r in rows], dtype=np.float64).reshape(len(rows), -1)
-            columns = _block_columns(model, await plane.predict_block(served, block))
+            numbers = np.array([r[0] for r in rows], dtype=np.float64).reshape(len(rows), -1)
+            columns = _block_columns(model, await plane.predict_block(served, numbers))
         else:
             columns = _prediction_columns(model, await plane.predict(served, rows))
     outputs = []
@@ -192,6 +192,19 @@ def _block(model: LoadedModel, tensor: Tensor, max_records: int) -> np.ndarray:
         return pipeline.block_from_array(tensor.data)
     except RecordError as exc:
         raise BadRequest(str(exc), record=exc.record, field=exc.field) from None
+
+
+def feature_rows(model: LoadedModel, inputs: list[Tensor], max_records: int) -> list[Row]:
+    """One input per feature: the records they hold, validated as JSON records are."""
+    try:
+        return model.pipeline.rows_from_records(_records(model, inputs, max_records))
+    except RecordError as exc:
+        raise BadRequest(str(exc), record=exc.record, field=exc.field) from None
+
+
+def block(model: LoadedModel, tensor: Tensor, max_records: int) -> np.ndarray:
+    """The tensor path: one 2-D tensor, validated as one block (the x-npy checks)."""
+    return _block(model, tensor, max_records)
 
 
 def _records(model: LoadedModel, inputs: list[Tensor], max_records: int) -> list[dict[str, Any]]:
