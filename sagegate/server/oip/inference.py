@@ -30,7 +30,7 @@ from sagegate.manifest import FeatureType, Task
 from sagegate.server.dataplane import DataPlane, ServedModel
 from sagegate.server.exceptions import BadRequest, ModelNotFound, PayloadTooLarge
 from sagegate.server.model import LoadedModel, Prediction
-from sagegate.server.oip.tensors import Tensor
+from sagegate.server.oip.tensors import Tensor, coded_bytes
 
 __all__ = [
     "BLOCK_INPUT",
@@ -143,11 +143,12 @@ async def infer(plane: DataPlane, served: ServedModel, request: InferRequest, ma
             columns = _block_columns(model, await plane.predict_block(served, numbers))
         else:
             columns = _prediction_columns(model, await plane.predict(served, rows))
+    types = {s["name"]: s["datatype"] for s in output_specs(model)}
     outputs = []
     for name, binary in wanted:
         data = columns[name]
-        spec = next(s for s in output_specs(model) if s["name"] == name)
-        outputs.append((Tensor(name, spec["datatype"], data.shape, data), binary))
+        tensor = data if isinstance(data, Tensor) else Tensor(name, types[name], data.shape, data)
+        outputs.append((tensor, binary))
     return InferResponse(model.name, model.manifest.version, request.id, outputs)
 
 
@@ -245,16 +246,19 @@ def _texts(values: Any) -> np.ndarray:
     return out
 
 
-def _block_columns(model: LoadedModel, out: np.ndarray) -> dict[str, np.ndarray]:
+def _block_columns(model: LoadedModel, out: np.ndarray) -> dict[str, Tensor | np.ndarray]:
     columns = model.postprocess_columns(out)
     task = model.manifest.outputs.task
     if task is Task.REGRESSION:
         return {"prediction": np.asarray(columns["prediction"], dtype=np.float64)}
     codes, names = columns["label"]
-    labels = _texts(names)[codes]
-    found = {
-        "prediction": labels if task is Task.MULTICLASS else np.asarray(columns["prediction"], dtype=np.float64),
-        "label": labels,
+    label = coded_bytes("label", codes, names)
+    prediction: Tensor | np.ndarray = np.asarray(columns["prediction"], dtype=np.float64)
+    if task is Task.MULTICLASS:
+        prediction = Tensor("prediction", "BYTES", label.shape, label.data, label.raw)
+    found: dict[str, Tensor | np.ndarray] = {
+        "prediction": prediction,
+        "label": label,
         "confidence": np.asarray(columns["confidence"], dtype=np.float64),
     }
     if task is Task.MULTICLASS:
@@ -262,12 +266,12 @@ def _block_columns(model: LoadedModel, out: np.ndarray) -> dict[str, np.ndarray]
     return found
 
 
-def _prediction_columns(model: LoadedModel, predictions: list[Prediction]) -> dict[str, np.ndarray]:
+def _prediction_columns(model: LoadedModel, predictions: list[Prediction]) -> dict[str, Tensor | np.ndarray]:
     task = model.manifest.outputs.task
     if task is Task.REGRESSION:
         return {"prediction": np.array([p["prediction"] for p in predictions], dtype=np.float64)}
     labels = _texts([p["label"] for p in predictions])
-    found = {
+    found: dict[str, Tensor | np.ndarray] = {
         "prediction": labels if task is Task.MULTICLASS else np.array([p["prediction"] for p in predictions]),
         "label": labels,
         "confidence": np.array([p["confidence"] for p in predictions], dtype=np.float64),

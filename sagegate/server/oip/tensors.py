@@ -19,7 +19,7 @@ import numpy as np
 
 from sagegate.server.exceptions import BadRequest
 
-__all__ = ["DATATYPES", "Tensor", "bytes_elements", "from_data", "from_raw", "to_raw", "wire_data"]
+__all__ = ["DATATYPES", "Tensor", "bytes_elements", "coded_bytes", "from_data", "from_raw", "to_raw", "wire_data"]
 
 DATATYPES: dict[str, np.dtype[Any]] = {
     "BOOL": np.dtype(np.bool_),
@@ -47,6 +47,7 @@ class Tensor:
     datatype: str
     shape: tuple[int, ...]
     data: np.ndarray
+    raw: bytes | None = None  # its raw form, when the maker has it already
 
     @property
     def numeric(self) -> bool:
@@ -137,6 +138,14 @@ def from_data(name: str, datatype: Any, shape: Any, data: Any) -> Tensor:
     return Tensor(name, datatype, dims, array.reshape(dims))
 
 
+def coded_bytes(name: str, codes: np.ndarray, names: Sequence[str]) -> Tensor:
+    """A BYTES tensor of one of a few texts per element (labels): its raw form made by lookup, not
+    element by element."""
+    texts = _objects([n.encode() for n in names])
+    framed = _objects([struct.pack("<I", len(t)) + t for t in texts.tolist()])
+    return Tensor(name, "BYTES", codes.shape, texts[codes], b"".join(framed[codes].tolist()))
+
+
 def _objects(elements: list[bytes]) -> np.ndarray:
     array = np.empty(len(elements), dtype=object)
     array[:] = elements
@@ -163,6 +172,8 @@ def _flatten(name: str, data: Any) -> list[Any]:
 
 
 def to_raw(tensor: Tensor) -> bytes:
+    if tensor.raw is not None:
+        return tensor.raw
     if tensor.datatype == "BYTES":
         return b"".join(struct.pack("<I", len(v)) + v for v in tensor.data.reshape(-1).tolist())
     return np.ascontiguousarray(tensor.data, dtype=DATATYPES[tensor.datatype]).tobytes()
