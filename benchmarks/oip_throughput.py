@@ -74,7 +74,7 @@ def bodies(workdir: Path) -> dict[str, tuple[Path, dict[str, str]]]:
     return found
 
 
-def run_wrk(url: str, body: Path, headers: dict[str, str], connections: int, duration: int) -> dict[str, float]:
+def run_wrk(url: str, body: Path, headers: dict[str, str], connections: int, duration: int) -> dict[str, Any]:
     script = body.with_suffix(".lua")
     lines = ['wrk.method = "POST"']
     lines += [f'wrk.headers["{k}"] = "{v}"' for k, v in headers.items()]
@@ -182,9 +182,10 @@ def report(result: dict[str, Any]) -> list[tuple[str, bool]]:
         )
         scaled = [x for x in result["loads"] if x["model"] == name and x["path"] == "oip-binary" and x["workers"] > 1]
         for x in scaled:
+            speedup = x["records_per_s"] / binary["records_per_s"]
             print(
-                f"{name}: {x['workers']} workers {x['records_per_s']:.0f} rec/s = "
-                f"{x['records_per_s'] / binary['records_per_s']:.2f}x one worker ({x['records_per_s'] / limit:.0%} of b128)"
+                f"{name}: {x['workers']} workers {x['records_per_s']:.0f} rec/s = {speedup:.2f}x one worker "
+                f"({x['records_per_s'] / limit:.0%} of b128)"
             )
     checks.append(("no errors under load", all(x["errors"] == 0 for x in result["loads"])))
     for text, ok in checks:
