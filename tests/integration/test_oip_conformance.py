@@ -36,11 +36,32 @@ def mlp(packages_dir: Path) -> BuiltPackage:
 
 
 @pytest.fixture(scope="module")
+def tri(packages_dir: Path) -> BuiltPackage:
+    """A three-class scikit-learn model on two features."""
+    from sklearn.linear_model import LogisticRegression
+
+    from sagegate.packaging import build_package
+
+    x = np.random.default_rng(3).normal(size=(300, 2))
+    return build_package(
+        LogisticRegression().fit(x, np.digitize(x[:, 0], [-0.5, 0.5])),
+        framework="sklearn",
+        name="tri",
+        version="1",
+        features=[{"name": "a", "type": "float"}, {"name": "b", "type": "float"}],
+        task="multiclass",
+        labels=["low", "mid", "high"],
+        sample=[{"a": 0.1, "b": 0.2}],
+        output_dir=packages_dir / "oip-tri",
+    )
+
+
+@pytest.fixture(scope="module")
 def server(
-    tmp_path_factory: pytest.TempPathFactory, fraud_logreg: BuiltPackage, mlp: BuiltPackage
+    tmp_path_factory: pytest.TempPathFactory, fraud_logreg: BuiltPackage, mlp: BuiltPackage, tri: BuiltPackage
 ) -> Iterator[ServerProcess]:
     home = tmp_path_factory.mktemp("oip")
-    for package in (fraud_logreg, mlp):
+    for package in (fraud_logreg, mlp, tri):
         shutil.copytree(package.path, home / "models" / package.manifest.name)
     grpc_port = free_port()
     process = ServerProcess(
@@ -226,6 +247,30 @@ def test_grpc_typed_contents(server: ServerProcess, fraud_logreg: BuiltPackage, 
     names = [o.name for o in response.outputs]
     prediction = np.frombuffer(response.raw_output_contents[names.index("prediction")], dtype="<f8")
     np.testing.assert_allclose(prediction, expected_positive(fraud_logreg, records), atol=1e-6)
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_a_multiclass_model_answers_labels_and_probabilities(server: ServerProcess, protocol: str) -> None:
+    x = np.random.default_rng(4).normal(size=(12, 2))
+    module: Any = triton_http if protocol == "http" else triton_grpc
+    client = _http(server) if protocol == "http" else _grpc(server)
+    meta = client.get_model_metadata("tri", as_json=True) if protocol == "grpc" else client.get_model_metadata("tri")
+    assert {o["name"]: o["datatype"] for o in meta["outputs"]} == {
+        "prediction": "BYTES",
+        "label": "BYTES",
+        "confidence": "FP64",
+        "probabilities": "FP64",
+    }
+    tensor = module.InferInput("input", list(x.shape), "FP64")
+    tensor.set_data_from_numpy(x)
+    result = client.infer("tri", [tensor])
+    expected = _invocations(server, "tri", x.tolist())
+    assert [v.decode() for v in result.as_numpy("prediction").tolist()] == [p["prediction"] for p in expected]
+    probabilities = result.as_numpy("probabilities")
+    assert probabilities.shape == (12, 3)
+    np.testing.assert_allclose(
+        probabilities, [[p["probabilities"][k] for k in ("low", "mid", "high")] for p in expected], rtol=1e-6
+    )
 
 
 # -- errors: 400 / INVALID_ARGUMENT, never a 500 ------------------------------------------------

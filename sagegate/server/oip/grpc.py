@@ -8,6 +8,7 @@ codes: 400 -> INVALID_ARGUMENT, 404 -> NOT_FOUND, 503 -> UNAVAILABLE, 507 -> RES
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -23,6 +24,8 @@ if TYPE_CHECKING:
     from sagegate.server.app import InferenceApp
 
 __all__ = ["InferenceServicer", "start_grpc"]
+
+log = logging.getLogger("sagegate.server")
 
 _CONTENTS = {
     "BOOL": "bool_contents",
@@ -118,6 +121,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         except ServerError as exc:
             app.metrics.errors.labels(request.model_name, type(exc).__name__).inc()
             await context.abort(status_code(exc), exc.message)
+        except Exception as exc:  # a bug of ours: INTERNAL, and logged
+            log.exception("ModelInfer %s failed", request.model_name)
+            await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}")
         app.metrics.records.labels(request.model_name).inc(response.outputs[0][0].shape[0] if response.outputs else 0)
         return pb.ModelInferResponse(
             model_name=response.model_name,

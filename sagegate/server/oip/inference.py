@@ -253,9 +253,11 @@ def _block_columns(model: LoadedModel, out: np.ndarray) -> dict[str, Tensor | np
         return {"prediction": np.asarray(columns["prediction"], dtype=np.float64)}
     codes, names = columns["label"]
     label = coded_bytes("label", codes, names)
-    prediction: Tensor | np.ndarray = np.asarray(columns["prediction"], dtype=np.float64)
+    prediction: Tensor | np.ndarray
     if task is Task.MULTICLASS:
         prediction = Tensor("prediction", "BYTES", label.shape, label.data, label.raw)
+    else:
+        prediction = np.asarray(columns["prediction"], dtype=np.float64)
     found: dict[str, Tensor | np.ndarray] = {
         "prediction": prediction,
         "label": label,

@@ -9,6 +9,7 @@ Errors answer `{"error": "..."}` with the data plane's status (400, 404, 413, 50
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -25,6 +26,8 @@ if TYPE_CHECKING:
     from sagegate.server.app import InferenceApp
 
 __all__ = ["HEADER_LENGTH", "OipRoutes", "decode_request", "encode_response"]
+
+log = logging.getLogger("sagegate.server")
 
 HEADER_LENGTH = "inference-header-content-length"
 _JSON = b"application/json"
@@ -52,6 +55,15 @@ class OipRoutes:
         self.app = app
 
     async def route(self, request: _Request) -> Answer:
+        try:
+            return await self._route(request)
+        except (ServerError, ConnectionAbortedError):
+            raise
+        except Exception as exc:  # a bug of ours: still OIP's error shape, and logged
+            log.exception("%s %s failed", request.method, request.path)
+            raise ServerError(f"internal error: {type(exc).__name__}") from None
+
+    async def _route(self, request: _Request) -> Answer:
         method, parts = request.method, request.path.rstrip("/").split("/")[2:]
         if parts and parts[0] == "models" and len(parts) >= 2:
             name, rest = parts[1], parts[2:]
