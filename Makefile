@@ -67,6 +67,7 @@ bench: setup
 	$(PY) benchmarks/server_throughput.py
 	$(PY) benchmarks/gateway_overhead.py
 	$(PY) benchmarks/stack_throughput.py
+	$(PY) benchmarks/oip_throughput.py
 
 # The OIP v2 gRPC stubs, committed: regenerate after changing protos/ (or grpcio-tools' pin).
 protos: setup

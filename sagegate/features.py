@@ -188,6 +188,13 @@ class FeaturePipeline:
                 np.array([a[1] for _, _, a in linear]),
             )
         )
+        # Every feature a number taken as it is, in place: the input matrix is the block itself.
+        self._identity = (
+            not self._categorical
+            and not self._stepwise
+            and [o for _, o, _ in linear] == list(range(self.width))
+            and all(a == (1.0, 0.0) for _, _, a in linear)
+        )
 
     @classmethod
     def for_manifest(cls, manifest: ModelManifest) -> FeaturePipeline:
@@ -327,6 +334,8 @@ class FeaturePipeline:
         """The input matrix from validated columns: `numeric` [n, len(numeric_features)] (NaN = to
         impute), per categorical feature its values or its category codes. Rows and columns share
         this one code path."""
+        if self._identity and numeric is not None and n:
+            return numeric.astype(np.float32)
         out = np.zeros((n, self.width), dtype=np.float32)
         if n == 0:
             return out
@@ -498,14 +507,22 @@ class _BlockCheck:
         if x.dtype.kind == "b" or len(x) == 0:
             return None
         values = x.astype(np.float64, copy=False)
+        # Per column its least and greatest value (NaN if it holds one): the range checks, and the
+        # affine transforms' float32 bound (reached at an end), need only these.
+        low, high = values.min(axis=0), values.max(axis=0)
         with np.errstate(over="ignore", invalid="ignore"):
-            if not np.isfinite(values).all() or (values < self._low).any() or (values > self._high).any():
+            if not (np.isfinite(low).all() and np.isfinite(high).all()):
+                return None
+            if (low < self._low).any() or (high > self._high).any():
                 return None
             if len(self._integer):
                 integers = values[:, self._integer]
                 if not (integers == np.floor(integers)).all() or (np.abs(integers) >= EXACT_INT).any():
                     return None
-            if not (np.abs(values * self._scale + self._shift) <= FLOAT32_MAX / 2).all():
+            bound = FLOAT32_MAX / 2
+            if not (
+                (np.abs(low * self._scale + self._shift) <= bound) & (np.abs(high * self._scale + self._shift) <= bound)
+            ).all():
                 return None
             for j, feature in self._stepwise:
                 if not (np.abs(_transformed(feature, values[:, j])) <= FLOAT32_MAX / 2).all():
