@@ -143,6 +143,7 @@ class InferenceApp:
                     try:
                         self.grpc = await start_grpc(self, reuse_port=self.reuse_port)
                     except OSError as exc:
+                        self.load_error = str(exc)  # the exit code says so (a worker is not restarted)
                         await send({"type": "lifespan.startup.failed", "message": str(exc)})
                         return
                 # Load after the socket is up, so /ping can say 503 while models load.

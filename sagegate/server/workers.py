@@ -3,8 +3,9 @@
 The parent binds the HTTP socket once and spawns the workers with it (pre-fork: the kernel hands
 each connection to one accepting worker); each worker binds the gRPC port with SO_REUSEPORT. The
 parent loads no model: it keeps the workers running (one that dies is started again) and stops
-them all on SIGTERM, each draining its requests, or when one fails to load its models (they all
-would: the same packages), exiting 1 as a single server does.
+them all on SIGTERM, each draining its requests, or when one fails to start (its models or its
+ports: the others would fail alike), exiting 1 as a single server does. A worker whose parent dies
+gets SIGTERM (Linux's parent-death signal): a killed server leaves no workers behind.
 
 What the copies cost: every worker holds every model, so each gets 1/N of the memory budget, and
 ONNX Runtime's intra-op threads default to the worker's share of the CPUs. /ping (and OIP ready)
@@ -83,8 +84,21 @@ def _listen(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _worker(config_json: str, sock: socket.socket, index: int, ready: Any) -> None:
+def _die_with(parent: int) -> None:
+    """SIGTERM to this worker when its parent dies (Linux): a killed parent leaves no workers."""
+    import contextlib
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # it died before the line above
+        raise SystemExit(0)
+
+
+def _worker(config_json: str, sock: socket.socket, index: int, ready: Any, parent: int) -> None:
     from sagegate.server.main import serve_one
+
+    _die_with(parent)
 
     config = ServerConfig.model_validate_json(config_json)
     code = serve_one(config, sockets=[sock], ready=ready, index=index)
@@ -94,7 +108,11 @@ def _worker(config_json: str, sock: socket.socket, index: int, ready: Any) -> No
 def serve_workers(config: ServerConfig, workers: int) -> int:
     """Runs `workers` server processes on the config's ports until SIGTERM; the exit code."""
     context = multiprocessing.get_context("spawn")  # never fork a process with ONNX Runtime threads
-    sock = _listen(config.host, config.port)
+    try:
+        sock = _listen(config.host, config.port)
+    except OSError as exc:
+        log.error("cannot listen on %s:%d: %s", config.host, config.port, exc)
+        return _LOAD_FAILED
     ready = context.Array("b", workers, lock=False)
     share = worker_config(config, workers)
     log.info(
@@ -113,7 +131,10 @@ def serve_workers(config: ServerConfig, workers: int) -> int:
     def start(index: int) -> Any:
         ready[index] = 0
         process = context.Process(
-            target=_worker, args=(payload, sock, index, ready), name=f"sagegate-worker-{index}", daemon=False
+            target=_worker,
+            args=(payload, sock, index, ready, os.getpid()),
+            name=f"sagegate-worker-{index}",
+            daemon=False,
         )
         process.start()
         return process
@@ -135,8 +156,8 @@ def serve_workers(config: ServerConfig, workers: int) -> int:
                 if stopping or process.is_alive():
                     continue
                 ready[index] = 0
-                if process.exitcode == _LOAD_FAILED:
-                    log.error("worker %d could not load its models: stopping", index)
+                if process.exitcode > 0:  # it failed to start (models, ports): so would the next one
+                    log.error("worker %d could not start (exit code %d): stopping", index, process.exitcode)
                     code = _LOAD_FAILED
                     stop(signal.SIGTERM, None)
                     break

@@ -100,3 +100,25 @@ def test_the_memory_budget_is_shared_by_the_copies(start_server: StartServer, tm
     assert two.process is not None
     assert two.process.wait(120) == 1
     assert "MB are in use" in two.log_path.read_text()
+
+
+def test_a_killed_server_leaves_no_workers(start_server: StartServer, small_mlp: BuiltPackage) -> None:
+    server = start_server(small_mlp, env={"SAGEGATE_WORKERS": "2"})
+    assert server.pid is not None
+    workers = _workers(server.pid)
+    assert len(workers) == 2
+    os.kill(server.pid, signal.SIGKILL)  # the parent only: its workers get its death signal
+    _wait(lambda: not any(Path(f"/proc/{pid}").exists() for pid in workers), "workers outlived their server", 60)
+
+
+def test_a_grpc_port_in_use_stops_every_worker(start_server: StartServer, small_mlp: BuiltPackage) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        server = start_server(small_mlp, args=("--grpc-port", str(port)), env={"SAGEGATE_WORKERS": "2"}, wait=False)
+        assert server.process is not None
+        assert server.process.wait(120) == 1  # not started again and again
+    assert "cannot listen for gRPC" in server.log_path.read_text()
