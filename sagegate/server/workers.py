@@ -12,8 +12,9 @@ ONNX Runtime's intra-op threads default to the worker's share of the CPUs. /ping
 is 200 only while every worker has loaded its models: each worker marks itself in a shared array.
 
 N defaults to the CPUs the container may use (its cgroup quota and CPU affinity), as SageMaker's
-own containers size their worker pools. The multi-model API loads and unloads models over HTTP in
-one process, so a multi-model server runs one worker.
+own containers size their worker pools, capped by how many copies of the models the memory budget
+holds (estimated from the packages' files before any is loaded). The multi-model API loads and
+unloads models over HTTP in one process, so a multi-model server runs one worker.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from typing import Any
 
 from sagegate.server.config import ServerConfig
 
-__all__ = ["available_cpus", "resolve_workers", "serve_workers", "worker_config"]
+__all__ = ["available_cpus", "models_memory_mb", "resolve_workers", "serve_workers", "worker_config"]
 
 log = logging.getLogger("sagegate.server")
 
@@ -59,7 +60,42 @@ def resolve_workers(config: ServerConfig) -> int:
                 "the multi-model API loads models into one process: serving with 1 worker, not %d", config.workers
             )
         return 1
-    return config.workers or available_cpus()
+    if config.workers:
+        return config.workers
+    cpus = available_cpus()
+    # One per CPU, but no more copies of the models than the memory budget holds: a large model
+    # on an instance of many CPUs gets fewer workers rather than none that can load it.
+    need = models_memory_mb(config.model_dir)
+    fit = int(config.memory_budget_mb // need) if need else cpus
+    if fit < cpus:
+        log.warning(
+            "%d CPUs, but the memory budget (%d MB) holds %d copies of the models (about %.0f MB each): %d workers",
+            cpus,
+            config.memory_budget_mb,
+            fit,
+            need,
+            max(1, fit),
+        )
+    return max(1, min(cpus, fit))
+
+
+def models_memory_mb(model_dir: Path) -> float:
+    """What one copy of the model directory's packages takes to load, estimated from their files
+    (an archive at its compressed size: a lower bound, model weights compress little)."""
+    from sagegate.manifest import MANIFEST_FILE
+    from sagegate.server.model import estimate_memory_mb
+
+    if not model_dir.is_dir():
+        return 0.0
+    if (model_dir / MANIFEST_FILE).exists():
+        return estimate_memory_mb(model_dir)
+    total = 0.0
+    for entry in model_dir.iterdir():
+        if entry.is_dir() and (entry / MANIFEST_FILE).exists():
+            total += estimate_memory_mb(entry)
+        elif entry.is_file() and entry.name.endswith(".tar.gz"):
+            total += 2.0 * entry.stat().st_size / (1024 * 1024) + 1.0
+    return total
 
 
 def worker_config(config: ServerConfig, workers: int) -> ServerConfig:
