@@ -84,6 +84,7 @@ class ServerConfig(BaseModel):
                 values[field] = env[key]
 
         take("SAGEMAKER_BIND_TO_PORT", "port")
+        take("SAGEMAKER_MODEL_SERVER_WORKERS", "workers")  # what SageMaker's own serving stacks read
         batch = env.get("SAGEMAKER_BATCH", "").lower() == "true"
         if batch:
             # Batch Transform: large MULTI_RECORD payloads, no per-request record cap.

@@ -12,6 +12,8 @@ def test_workers_default_to_the_cpus_the_container_may_use(tmp_path: Path) -> No
     assert resolve_workers(ServerConfig(workers=0, model_dir=tmp_path)) == available_cpus()
     assert resolve_workers(ServerConfig(workers=3)) == 3
     assert resolve_workers(ServerConfig.from_env({"SAGEGATE_WORKERS": "4"})) == 4
+    assert ServerConfig.from_env({"SAGEMAKER_MODEL_SERVER_WORKERS": "3"}).workers == 3
+    assert ServerConfig.from_env({"SAGEMAKER_MODEL_SERVER_WORKERS": "3", "SAGEGATE_WORKERS": "2"}).workers == 2
 
 
 def test_a_multi_model_server_runs_one_worker() -> None:
