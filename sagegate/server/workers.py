@@ -19,17 +19,22 @@ unloads models over HTTP in one process, so a multi-model server runs one worker
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import multiprocessing
 import os
+import shutil
 import signal
 import socket
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from sagegate.server.config import ServerConfig
+from sagegate.server.metrics import MULTIPROCESS_DIR
 
 __all__ = ["available_cpus", "models_memory_mb", "resolve_workers", "serve_workers", "worker_config"]
 
@@ -122,7 +127,6 @@ def _listen(host: str, port: int) -> socket.socket:
 
 def _die_with(parent: int) -> None:
     """SIGTERM to this worker when its parent dies (Linux): a killed parent leaves no workers."""
-    import contextlib
     import ctypes
 
     with contextlib.suppress(OSError, AttributeError):
@@ -143,6 +147,11 @@ def _worker(config_json: str, sock: socket.socket, index: int, ready: Any, paren
 
 def serve_workers(config: ServerConfig, workers: int) -> int:
     """Runs `workers` server processes on the config's ports until SIGTERM; the exit code."""
+    with _shared_metrics():
+        return _supervise(config, workers)
+
+
+def _supervise(config: ServerConfig, workers: int) -> int:
     context = multiprocessing.get_context("spawn")  # never fork a process with ONNX Runtime threads
     try:
         sock = _listen(config.host, config.port)
@@ -192,6 +201,7 @@ def serve_workers(config: ServerConfig, workers: int) -> int:
                 if stopping or process.is_alive():
                     continue
                 ready[index] = 0
+                _forget(process.pid)
                 if process.exitcode > 0:  # it failed to start (models, ports): so would the next one
                     log.error("worker %d could not start (exit code %d): stopping", index, process.exitcode)
                     code = _LOAD_FAILED
@@ -209,3 +219,29 @@ def serve_workers(config: ServerConfig, workers: int) -> int:
             signal.signal(sig, handler)
         sock.close()
     return code
+
+
+@contextlib.contextmanager
+def _shared_metrics() -> Iterator[None]:
+    """/metrics adds up every worker's values (prometheus_client's multiprocess mode): the workers,
+    spawned inside this, write them to files in a folder of their own."""
+    folder = tempfile.mkdtemp(prefix="sagegate-metrics-")
+    previous = os.environ.get(MULTIPROCESS_DIR)
+    os.environ[MULTIPROCESS_DIR] = folder
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(MULTIPROCESS_DIR, None)
+        else:
+            os.environ[MULTIPROCESS_DIR] = previous
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _forget(pid: int | None) -> None:
+    """A dead worker's gauges no longer count (its counters and histograms still do)."""
+    if pid is None:
+        return
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]

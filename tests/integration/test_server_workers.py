@@ -18,6 +18,7 @@ from sagegate.local.examples import build_synthetic_package
 from sagegate.local.process import free_port
 from sagegate.packaging import BuiltPackage
 from tests.integration.conftest import StartServer
+from tests.integration.helpers import metric
 from tests.toy_models import heavy_package
 
 pytestmark = pytest.mark.integration
@@ -67,6 +68,10 @@ def test_two_workers_share_the_ports_and_one_is_replaced_when_it_dies(
         assert reply.status_code == 200
     for answer in answers[1:]:
         np.testing.assert_array_equal(answer, answers[0])
+    # Whichever worker answers /metrics, it counts every worker's records: 16 requests of 4.
+    for _ in range(4):
+        with httpx.Client() as fresh:  # a new connection each: another worker, as the kernel picks
+            assert metric(fresh, server.url, "sagegate_records_total", model="mlp") == 64
 
     victim = min(workers)
     os.kill(victim, signal.SIGKILL)
