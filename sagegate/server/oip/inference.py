@@ -133,9 +133,7 @@ async def infer(plane: DataPlane, served: ServedModel, request: InferRequest, ma
         raise BadRequest("the request has no inputs")
     pipeline = model.pipeline
     if len(request.inputs) == 1 and request.inputs[0].name not in pipeline.names:
-        columns = _block_columns(
-            model, await plane.predict_block(served, _block(model, request.inputs[0], max_records))
-        )
+        columns = _block_columns(model, await plane.predict_block(served, block(model, request.inputs[0], max_records)))
     else:
         rows = feature_rows(model, request.inputs, max_records)
         if served.blocks is not None:  # a numeric model: its rows run as one block too
@@ -171,7 +169,8 @@ def _count(n: int, max_records: int) -> None:
         raise PayloadTooLarge(f"{n} records in one request; the limit is {max_records}")
 
 
-def _block(model: LoadedModel, tensor: Tensor, max_records: int) -> np.ndarray:
+def block(model: LoadedModel, tensor: Tensor, max_records: int) -> np.ndarray:
+    """The tensor path: one 2-D tensor, validated as one block (the x-npy checks)."""
     pipeline = model.pipeline
     width = len(pipeline.names)
     if tensor.name != BLOCK_INPUT:
@@ -201,11 +200,6 @@ def feature_rows(model: LoadedModel, inputs: list[Tensor], max_records: int) -> 
         return model.pipeline.rows_from_records(_records(model, inputs, max_records))
     except RecordError as exc:
         raise BadRequest(str(exc), record=exc.record, field=exc.field) from None
-
-
-def block(model: LoadedModel, tensor: Tensor, max_records: int) -> np.ndarray:
-    """The tensor path: one 2-D tensor, validated as one block (the x-npy checks)."""
-    return _block(model, tensor, max_records)
 
 
 def _records(model: LoadedModel, inputs: list[Tensor], max_records: int) -> list[dict[str, Any]]:
