@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-unit test-integration lint bench services synth clean
+.PHONY: setup demo test test-unit test-integration lint bench services synth protos clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -67,6 +67,12 @@ bench: setup
 	$(PY) benchmarks/server_throughput.py
 	$(PY) benchmarks/gateway_overhead.py
 	$(PY) benchmarks/stack_throughput.py
+	$(PY) benchmarks/oip_throughput.py
+
+# The OIP v2 gRPC stubs, committed: regenerate after changing protos/ (or grpcio-tools' pin).
+protos: setup
+	$(PY) -m grpc_tools.protoc -Isagegate/server/oip/proto=protos --python_out=. --pyi_out=. \
+		--grpc_python_out=. protos/grpc_predict_v2.proto
 
 clean:
 	rm -rf $(VENV) node_modules cdk.out .sagegate .pytest_cache .mypy_cache .ruff_cache

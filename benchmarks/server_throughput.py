@@ -242,6 +242,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                 "127.0.0.1",
                 "--threads",
                 str(args.threads),
+                "--workers",  # one process, as these results have always been
+                "1",
             ],
             {"SAGEGATE_LOG_LEVEL": "warning"},
             workdir / f"sagegate-{name}.log",

@@ -181,6 +181,8 @@ def serve(
     providers: Annotated[str | None, typer.Option(help="comma-separated: tensorrt,cuda,cpu")] = None,
     threads: Annotated[int | None, typer.Option(help="ONNX Runtime intra-op threads (0: default)")] = None,
     memory_budget_mb: Annotated[int | None, typer.Option()] = None,
+    grpc_port: Annotated[int | None, typer.Option(help="OIP v2 gRPC on this port (0: off)")] = None,
+    workers: Annotated[int | None, typer.Option(help="server processes sharing the ports (0: one per CPU)")] = None,
 ) -> None:
     """Run the inference server (the SageMaker container's `serve`)."""
     from sagegate.server.config import ServerConfig
@@ -196,6 +198,8 @@ def serve(
             "max_delay_ms": max_delay_ms,
             "intra_op_threads": threads,
             "memory_budget_mb": memory_budget_mb,
+            "grpc_port": grpc_port,
+            "workers": workers,
             "providers": tuple(p.strip().lower() for p in providers.split(",")) if providers else None,
         }.items()
         if v is not None
@@ -685,10 +689,10 @@ def dev(
         for note in stack.notes:
             console.print(note, highlight=False)
         table = Table(title="sagegate dev")
-        for column in ("process", "pid", "url", "log"):
+        for column in ("process", "pid", "url", "OIP gRPC", "log"):
             table.add_column(column)
         for child in [*stack.children.values(), *stack.servers.values()]:
-            table.add_row(child.name, str(child.child.pid), child.url, str(child.child.spec.log))
+            table.add_row(child.name, str(child.child.pid), child.url, child.grpc, str(child.child.spec.log))
         Console().print(table)
         console.print(f"API docs: {stack.children['gateway'].url}/docs   (Ctrl-C stops everything)", highlight=False)
         while True:

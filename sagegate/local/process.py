@@ -217,7 +217,8 @@ class ServerProcess(Child):
                 health=f"{url}/ping",
                 url=url,
                 log=log_path,
-                env=dict(env or {}),
+                # One process unless asked for more: tests and benchmarks run many servers at once.
+                env={"SAGEGATE_WORKERS": "1", **(env or {})},
             )
         )
         self.port = port

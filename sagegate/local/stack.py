@@ -172,6 +172,7 @@ class Supervised:
 
     def __init__(self, spec: ChildSpec) -> None:
         self.child = Child(spec)
+        self.grpc = ""  # a model server's OIP v2 gRPC address (host:port)
         self.healthy = False
         self.ever_healthy = False
         self.restarts = 0
@@ -213,6 +214,7 @@ class Supervised:
             "state": self.state,
             "restarts": self.restarts,
             "log": str(self.child.spec.log),
+            **({"grpc": self.grpc} if self.grpc else {}),
         }
 
 
@@ -243,6 +245,7 @@ class DevStack:
         self._events_seen = 0
         self.server_ports = server_ports  # model servers on this port and up (default: free ones)
         self._ports: dict[tuple[str, str], int] = {}  # a server keeps its port across restarts
+        self._grpc_ports: dict[tuple[str, str], int] = {}  # and its OIP gRPC port
         self._endpoints: str = ""
         self._probes = ThreadPoolExecutor(max_workers=8, thread_name_prefix="probe")
         self._stopping: list[threading.Thread] = []
@@ -450,16 +453,20 @@ class DevStack:
             extract_archive(Path(found.artifact_uri), folder)
         port = self._ports.get((model, version)) or self._port()
         self._ports[(model, version)] = port
+        grpc_port = self._grpc_ports.setdefault((model, version), free_port())
         url = f"http://127.0.0.1:{port}"
         spec = self._spec(
             f"{model}-v{version}",
-            serve_command(folder, port),
+            # OIP v2: REST on the server's port (/v2), gRPC on its own.
+            serve_command(folder, port, ("--grpc-port", str(grpc_port))),
             f"{url}/ping",
             url,
-            # Many processes share this machine: ONNX Runtime's threads sleep between runs.
-            env={"SAGEGATE_SPINNING": "false"},
+            # Many processes share this machine: ONNX Runtime's threads sleep between runs, and each
+            # server is one process (not one per core).
+            env={"SAGEGATE_SPINNING": "false", "SAGEGATE_WORKERS": "1"},
         )
         supervised = Supervised(spec)
+        supervised.grpc = f"127.0.0.1:{grpc_port}"
         supervised.start()
         return supervised
 
@@ -520,7 +527,9 @@ class DevStack:
             "emulator_url": self.children["emulator"].url if "emulator" in self.children else None,
             "redis_url": self.redis_url,
             "processes": {s.name: s.as_status() for s in [*self.children.values(), *self.servers.values()]},
-            "servers": {f"{m}:{v}": {"url": s.url, "healthy": s.healthy} for (m, v), s in self.servers.items()},
+            "servers": {
+                f"{m}:{v}": {"url": s.url, "grpc": s.grpc, "healthy": s.healthy} for (m, v), s in self.servers.items()
+            },
             "events": self.events[-10:],
         }
         tmp = self.paths.status.with_suffix(".tmp")

@@ -31,6 +31,7 @@ from sagegate.server.exceptions import (
     ServiceUnavailable,
 )
 from sagegate.server.metrics import CONTENT_TYPE_LATEST, ServerMetrics
+from sagegate.server.oip.rest import OipRoutes
 
 __all__ = ["InferenceApp"]
 
@@ -127,6 +128,11 @@ class InferenceApp:
         self.load_error: str | None = None
         self._loading: asyncio.Task[None] | None = None
         self.on_load_failure: Callable[[str], None] | None = None
+        self.oip = OipRoutes(self)
+        self.grpc: Any = None  # the gRPC server, when config.grpc_port is set
+        self.reuse_port = False  # worker processes share the gRPC port
+        self.on_ready: Callable[[], None] | None = None  # a worker marks itself ready
+        self.peers_ready: Callable[[], bool] | None = None  # whether every worker is ready
 
     # -- ASGI -------------------------------------------------------------------------------
 
@@ -149,10 +155,21 @@ class InferenceApp:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 self.plane = DataPlane(self.config, self.metrics)
+                if self.config.grpc_port:
+                    from sagegate.server.oip.grpc import start_grpc
+
+                    try:
+                        self.grpc = await start_grpc(self, reuse_port=self.reuse_port)
+                    except OSError as exc:
+                        self.load_error = str(exc)  # the exit code says so (a worker is not restarted)
+                        await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                        return
                 # Load after the socket is up, so /ping can say 503 while models load.
                 self._loading = asyncio.get_running_loop().create_task(self._load())
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
+                if self.grpc is not None:
+                    await self.grpc.stop(self.config.request_timeout_s)
                 if self._loading is not None and not self._loading.done():
                     self._loading.cancel()
                 if self.plane is not None:
@@ -164,6 +181,8 @@ class InferenceApp:
         assert self.plane is not None
         try:
             await self.plane.load_model_dir()
+            if self.on_ready is not None:
+                self.on_ready()
         except ServerError as exc:
             self._fail(exc.message)
         except Exception as exc:
@@ -208,6 +227,9 @@ class InferenceApp:
                 await _answer(send, 200, orjson.dumps({"status": f"model {name!r} unloaded"}))
             else:
                 raise MethodNotAllowed(f"{method} is not allowed on {path}")
+        elif path == "/v2" or path.startswith("/v2/"):
+            status, body, content_type, extra = await self.oip.route(request)
+            await _answer(send, status, body, content_type, extra)
         else:
             raise RouteNotFound(f"no route {method} {path}")
 
@@ -224,12 +246,23 @@ class InferenceApp:
             raise ServerError("the server is not started")
         return self.plane
 
+    @property
+    def ready(self) -> bool:
+        """What /ping's 200 says: every model is loaded, and there is one to answer with."""
+        plane = self.plane
+        return (
+            plane is not None
+            and plane.ready
+            and bool(plane.models or self.config.multi_model)
+            and (self.peers_ready is None or self.peers_ready())
+        )
+
     async def _ping(self, send: Send) -> None:
         plane = self.plane
         if plane is not None and plane.ready and not plane.models and not self.config.multi_model:
             # Every model was unloaded: this container can answer nothing, so it says so.
             await _answer(send, 503, b'{"status":"no model is loaded"}')
-        elif plane is not None and plane.ready:
+        elif plane is not None and plane.ready and (self.peers_ready is None or self.peers_ready()):
             await _answer(send, 200, b'{"status":"healthy"}')
         elif self.load_error:
             await _answer(send, 503, orjson.dumps({"status": "failed", "error": self.load_error}))
@@ -258,16 +291,25 @@ class InferenceApp:
             explain = _explain(request.headers)
             if explain and answer_type == codecs.CSV:
                 raise NotAcceptable("explanations are answered as JSON or JSON Lines, not CSV", field="Accept")
-            rows = codecs.decode(body, content_type, served.model.pipeline, self.config.max_records)
-            if explain and served.model.explainer is None:
-                served.model.explain_rows(rows)  # the 400 that says why, before the model runs
-            predictions = await plane.predict(served, rows)
-            if explain:
-                explanations = await plane.explain(served, rows)
-                predictions = [{**p, "explanation": e} for p, e in zip(predictions, explanations, strict=True)]
+            # one numeric block is validated and run as an array (an explanation takes the records' way)
+            block = (
+                None
+                if explain
+                else codecs.decode_block(body, content_type, served.model.pipeline, self.config.max_records)
+            )
+            if block is not None:
+                predictions = served.model.postprocess(await plane.predict_block(served, block))
+            else:
+                rows = codecs.decode(body, content_type, served.model.pipeline, self.config.max_records)
+                if explain and served.model.explainer is None:
+                    served.model.explain_rows(rows)  # the 400 that says why, before the model runs
+                predictions = await plane.predict(served, rows)
+                if explain:
+                    explanations = await plane.explain(served, rows)
+                    predictions = [{**p, "explanation": e} for p, e in zip(predictions, explanations, strict=True)]
             payload, media = codecs.encode(predictions, request.headers.get("accept"), content_type)
             await _answer(send, 200, payload, media.encode(), self._variant_headers(served))
-            self.metrics.records.labels(model).inc(len(rows))
+            self.metrics.records.labels(model).inc(len(predictions))
         except ServerError as exc:
             code = exc.status
             self.metrics.errors.labels(model, type(exc).__name__).inc()

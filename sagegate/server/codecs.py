@@ -16,7 +16,7 @@ from sagegate.features import ArrayShapeError, FeaturePipeline, RecordError, Row
 from sagegate.server.exceptions import BadRequest, NotAcceptable, PayloadTooLarge, UnsupportedMediaType
 from sagegate.server.model import Prediction
 
-__all__ = ["CSV", "JSON", "JSONLINES", "decode", "encode", "media_type"]
+__all__ = ["CSV", "JSON", "JSONLINES", "decode", "decode_block", "encode", "media_type"]
 
 JSON = "application/json"
 JSONLINES = "application/jsonlines"
@@ -108,7 +108,38 @@ def _npy_header(body: bytes, max_records: int) -> None:
         raise BadRequest(f"the .npy header declares {declared} bytes of data; the body has {len(body) - stream.tell()}")
 
 
+def decode_block(
+    body: bytes, content_type: str | None, pipeline: FeaturePipeline, max_records: int
+) -> np.ndarray | None:
+    """An application/x-npy body for a model whose features are all numeric, validated as one block
+    (`FeaturePipeline.block_from_array`: the same checks and messages as `decode`); None for any
+    other body, which `decode` takes."""
+    if media_type(content_type, JSON) != NPY or pipeline.categorical_features:
+        return None
+    if not body.strip():
+        raise BadRequest("the request body is empty")
+    array = _npy_array(body, max_records)
+    try:
+        return pipeline.block_from_array(array)
+    except RecordError as exc:
+        raise BadRequest(str(exc), record=exc.record, field=exc.field) from None
+    except ArrayShapeError as exc:
+        raise BadRequest(f"{NPY}: {exc}") from None
+
+
 def _npy_rows(body: bytes, pipeline: FeaturePipeline, max_records: int) -> list[Row]:
+    array = _npy_array(body, max_records)
+    try:
+        return pipeline.rows_from_array(array)
+    except RecordError:
+        raise
+    except ArrayShapeError as exc:
+        raise BadRequest(f"{NPY}: {exc}") from None
+    except ValueError as exc:
+        raise UnsupportedMediaType(f"{NPY}: {exc}") from None
+
+
+def _npy_array(body: bytes, max_records: int) -> np.ndarray:
     _npy_header(body, max_records)
     try:
         array = np.load(io.BytesIO(body), allow_pickle=False)  # never unpickle a request
@@ -118,14 +149,7 @@ def _npy_rows(body: bytes, pipeline: FeaturePipeline, max_records: int) -> list[
         raise BadRequest("the body is not a NumPy .npy array")
     if array.ndim >= 1 and array.shape[0] == 0:
         raise BadRequest("no records in the array (its shape is " + repr(array.shape) + ")")
-    try:
-        return pipeline.rows_from_array(array)
-    except RecordError:
-        raise
-    except ArrayShapeError as exc:
-        raise BadRequest(f"{NPY}: {exc}") from None
-    except ValueError as exc:
-        raise UnsupportedMediaType(f"{NPY}: {exc}") from None
+    return array
 
 
 def _too_many(count: int, max_records: int) -> None:

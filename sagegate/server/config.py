@@ -33,6 +33,14 @@ class ServerConfig(BaseModel):
     # Loopback unless told: the container image sets SAGEGATE_HOST=0.0.0.0, as SageMaker requires.
     host: str = "127.0.0.1"
     port: int = 8080
+    grpc_port: int = Field(
+        default=0, ge=0, le=65535, description="OIP v2 gRPC on this port (0: off; the container image serves 8081)"
+    )
+    workers: int = Field(
+        default=0,
+        ge=0,
+        description="server processes sharing the ports, each with its models (0: one per CPU the container may use)",
+    )
     multi_model: bool = Field(
         default=False, description="the multi-model API (POST /models, DELETE /models/NAME) is served"
     )
@@ -76,6 +84,7 @@ class ServerConfig(BaseModel):
                 values[field] = env[key]
 
         take("SAGEMAKER_BIND_TO_PORT", "port")
+        take("SAGEMAKER_MODEL_SERVER_WORKERS", "workers")  # what SageMaker's own serving stacks read
         batch = env.get("SAGEMAKER_BATCH", "").lower() == "true"
         if batch:
             # Batch Transform: large MULTI_RECORD payloads, no per-request record cap.

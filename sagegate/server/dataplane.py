@@ -13,7 +13,9 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
+
+import numpy as np
 
 from sagegate.features import Row
 from sagegate.manifest import MANIFEST_FILE
@@ -43,6 +45,9 @@ _INLINE_EXPLAIN = 8  # records an exact explanation computes on the event loop a
 class ServedModel:
     model: LoadedModel
     batcher: AdaptiveBatcher[Row, Prediction]
+    # Numeric models only: requests that are one block of records (binary tensors, x-npy) queue
+    # here as arrays and are answered as arrays (no Python object per record).
+    blocks: AdaptiveBatcher[Any, Any] | None = None
 
 
 def _rss_mb() -> float:
@@ -146,7 +151,7 @@ class DataPlane:
                 observe=self.metrics.batch_observer(name),
                 name=name,
             )
-            self.models[name] = ServedModel(model, batcher)
+            self.models[name] = ServedModel(model, batcher, self._block_batcher(model))
             self.metrics.models_loaded.set(len(self.models))
             self.metrics.memory_used.set(self.memory_used_mb)
             log.info(
@@ -159,6 +164,20 @@ class DataPlane:
                 model.memory_mb,
             )
             return model
+
+    def _block_batcher(self, model: LoadedModel) -> AdaptiveBatcher[Any, Any] | None:
+        if model.pipeline.categorical_features:
+            return None
+        return AdaptiveBatcher(
+            cast(Any, model.predict_block),
+            max_batch_size=self.config.max_batch_size,
+            max_delay=self.config.max_delay_ms / 1000,
+            workers=self.config.batch_workers,
+            inline_below=self.config.inline_below_ms / 1000,
+            observe=self.metrics.batch_observer(model.name),
+            name=f"{model.name}-blocks",
+            merge=cast(Any, _stack),
+        )
 
     def _load_sync(self, name: str, path: Path) -> LoadedModel:
         model = LoadedModel.load(
@@ -182,6 +201,8 @@ class DataPlane:
         served = self.get(name)
         del self.models[name]
         await served.batcher.close()
+        if served.blocks is not None:
+            await served.blocks.close()
         self.metrics.models_loaded.set(len(self.models))
         self.metrics.memory_used.set(self.memory_used_mb)
         log.info("unloaded %s", name)
@@ -206,9 +227,18 @@ class DataPlane:
         )
 
     async def predict(self, served: ServedModel, rows: Sequence[Row]) -> list[Prediction]:
+        return cast(list[Prediction], await self._guarded(served, served.batcher, rows))
+
+    async def predict_block(self, served: ServedModel, block: np.ndarray) -> np.ndarray:
+        """The model's output block for a validated block of records (`FeaturePipeline.block_from_array`)."""
+        if served.blocks is None:
+            raise BadRequest(f"model {served.model.name!r} takes text features: its records cannot be one block")
+        return cast(np.ndarray, await self._guarded(served, served.blocks, cast(Any, block)))
+
+    async def _guarded(self, served: ServedModel, batcher: AdaptiveBatcher[Any, Any], records: Sequence[Any]) -> Any:
         try:
             async with asyncio.timeout(self.config.request_timeout_s):
-                return await served.batcher.submit(rows)
+                return await batcher.submit(records)
         except TimeoutError:
             raise ModelRuntimeError(
                 f"model {served.model.name!r} did not answer within {self.config.request_timeout_s:g}s",
@@ -256,3 +286,7 @@ class DataPlane:
         self._loader.shutdown(wait=False)
         self._explainer.shutdown(wait=False)
         shutil.rmtree(self._scratch, ignore_errors=True)
+
+
+def _stack(blocks: list[np.ndarray]) -> np.ndarray:
+    return blocks[0] if len(blocks) == 1 else np.concatenate(blocks)

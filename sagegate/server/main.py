@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import socket
 from collections.abc import Iterator
+from typing import Any
 
 import uvicorn
 
 from sagegate.server.app import InferenceApp
 from sagegate.server.config import ServerConfig
 
-__all__ = ["serve"]
+__all__ = ["serve", "serve_one"]
 
 
 class _Server(uvicorn.Server):
@@ -25,9 +27,31 @@ class _Server(uvicorn.Server):
 
 
 def serve(config: ServerConfig) -> int:
-    """Serves until stopped; returns the process exit code (1 when the models failed to load)."""
+    """Serves until stopped; returns the process exit code (1 when the models failed to load).
+    With more than one worker (`config.workers`), in as many processes (sagegate.server.workers)."""
+    from sagegate.server.workers import resolve_workers, serve_workers
+
+    logging.basicConfig(level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    workers = resolve_workers(config)
+    if workers > 1:
+        return serve_workers(config, workers)
+    return serve_one(config)
+
+
+def serve_one(
+    config: ServerConfig, *, sockets: list[socket.socket] | None = None, ready: Any = None, index: int = 0
+) -> int:
+    """One server process; a worker's gets the shared HTTP socket and the workers' ready flags."""
     logging.basicConfig(level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = InferenceApp(config)
+    if ready is not None:
+        app.reuse_port = True
+
+        def mark() -> None:
+            ready[index] = 1
+
+        app.on_ready = mark
+        app.peers_ready = lambda: all(ready)
     server = _Server(
         uvicorn.Config(
             app,
@@ -49,5 +73,5 @@ def serve(config: ServerConfig) -> int:
         server.should_exit = True
 
     app.on_load_failure = stop
-    server.run()
+    server.run(sockets=sockets)
     return 1 if app.load_error else 0

@@ -1,13 +1,22 @@
-"""Prometheus metrics of the inference server, served on GET /metrics."""
+"""Prometheus metrics of the inference server, served on GET /metrics.
+
+With several worker processes (sagegate.server.workers), each writes its values to files in
+PROMETHEUS_MULTIPROC_DIR (prometheus_client's multiprocess mode, set up by the parent) and /metrics
+answers the sum over the workers, whichever of them is asked: counters and histograms add up, the
+models loaded is the most any live worker has, the memory used is the sum of the copies.
+"""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-__all__ = ["CONTENT_TYPE_LATEST", "ServerMetrics"]
+__all__ = ["CONTENT_TYPE_LATEST", "MULTIPROCESS_DIR", "ServerMetrics"]
+
+MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
 
 LATENCY_BUCKETS = (
     0.0005,
@@ -63,9 +72,14 @@ class ServerMetrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
-        self.models_loaded = Gauge("sagegate_models_loaded", "Models loaded.", registry=r)
+        self.models_loaded = Gauge("sagegate_models_loaded", "Models loaded.", registry=r, multiprocess_mode="livemax")
         self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
-        self.memory_used = Gauge("sagegate_model_memory_mb", "Memory budget used by loaded models (MB).", registry=r)
+        self.memory_used = Gauge(
+            "sagegate_model_memory_mb",
+            "Memory budget used by loaded models (MB), every worker's copies together.",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
 
     def request_done(self, model: str, route: str, code: int, seconds: float) -> None:
         key = (model, route, code)
@@ -87,4 +101,10 @@ class ServerMetrics:
         return observe
 
     def render(self) -> bytes:
+        if os.environ.get(MULTIPROCESS_DIR):
+            from prometheus_client import multiprocess
+
+            every_worker = CollectorRegistry()
+            multiprocess.MultiProcessCollector(every_worker)  # type: ignore[no-untyped-call]
+            return generate_latest(every_worker)
         return generate_latest(self.registry)

@@ -158,6 +158,17 @@ class LoadedModel:
             )
         return self.postprocess(out)
 
+    def predict_block(self, block: np.ndarray) -> np.ndarray:
+        """`predict_rows` for a validated numeric block (`FeaturePipeline.block_from_array`), with no
+        Python object per record: the model's output block, checked the same way."""
+        out = self.infer(self.pipeline.block_inputs(block, [], len(block)))
+        bad = self.unanswered(out)
+        if bad.any():
+            raise ModelOutputError(
+                f"model {self.name} answered a value that is not a number for {int(bad.sum())} of {len(out)} records"
+            )
+        return out
+
     def postprocess(self, out: np.ndarray) -> list[Prediction]:
         outputs = self.manifest.outputs
         if outputs.task is Task.REGRESSION:

@@ -33,6 +33,18 @@ def _predict_and_bench(dev: Dev, features: dict) -> None:  # type: ignore[type-a
     assert "200 answered, 0 failed" in loaded.stdout and "latency histogram" in loaded.stdout
 
 
+def _speaks_oip(server: dict) -> None:  # type: ignore[type-arg]
+    """Each deployed version's server answers OIP v2 over REST (its URL) and gRPC (its own port)."""
+    import tritonclient.grpc as triton_grpc
+    import tritonclient.http as triton_http
+
+    rest = triton_http.InferenceServerClient(server["url"].removeprefix("http://"))
+    assert rest.is_model_ready("fraud", "1")
+    with triton_grpc.InferenceServerClient(server["grpc"]) as grpc:
+        assert grpc.is_server_ready()
+        assert grpc.get_model_metadata("fraud", "1").versions == ["1"]
+
+
 def test_deploy_ab_rollback_restart_and_a_clean_stop(
     home: Path, fraud_logreg: BuiltPackage, fraud_xgboost: BuiltPackage, tmp_path: Path
 ) -> None:
@@ -49,6 +61,7 @@ def test_deploy_ab_rollback_restart_and_a_clean_stop(
         first = dev.predict("u1", features)
         assert (first["variant"], first["model_version"]) == ("v1", "1")
         _predict_and_bench(dev, features)
+        _speaks_oip(json.loads((home / "dev.json").read_text())["servers"]["fraud:1"])
 
         xgb = tmp_path / "xgb"
         shutil.copytree(fraud_xgboost.path, xgb)

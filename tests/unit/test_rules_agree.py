@@ -2,7 +2,8 @@
 same field and reason, and gives the model the same input for the records it accepts.
 
 The paths: the gateway's validator (JSON parsed by the standard library, as FastAPI does), the
-inference server's JSON and JSON Lines bodies (orjson), its CSV and x-npy bodies, and the batch
+inference server's JSON and JSON Lines bodies (orjson), its CSV and x-npy bodies, its tensor path
+(x-npy and OIP tensors validated as one block; OIP's one input per feature), and the batch
 engine's JSON Lines, Parquet and CSV files (read by the engine's own readers). Hypothesis writes the
 records: valid values, values of every wrong type, numbers beyond int64, float and float32, NaN and
 infinity, numbers as text, lone surrogates, missing and unknown fields.
@@ -248,6 +249,69 @@ def test_numeric_arrays_are_judged_as_the_same_numbers_in_json(record: dict[str,
         },
         record,
     )
+
+
+class _NumericModel:
+    name = "numeric"
+    pipeline = NUMERIC_PIPELINE
+
+
+def _verdict(call: Any) -> tuple[Verdict, np.ndarray | None]:
+    """A decoder's verdict (as `_server` reads it) and, when it accepts, the model's input matrix."""
+    try:
+        found = call()
+    except BadRequest as exc:
+        detail = exc.detail
+        reason = (
+            exc.message.split(": ", 1)[1] if detail.get("field") or detail.get("record") is not None else exc.message
+        )
+        return (detail.get("field"), reason), None
+    if isinstance(found, np.ndarray):  # a block: numbers then booleans, as rows hold them
+        return None, NUMERIC_PIPELINE.transform_block(found, [], len(found))
+    return None, NUMERIC_PIPELINE.transform(found)
+
+
+def tensor_paths(values: list[Any], dtype: str) -> dict[str, tuple[Verdict, np.ndarray | None]]:
+    """The tensor path (one block, no object per record): an x-npy body on /invocations, an OIP
+    tensor `input` in raw bytes and as JSON data, and OIP's one-input-per-feature tensors."""
+    from sagegate.server.oip import inference
+    from sagegate.server.oip.tensors import from_data, from_raw
+
+    array = np.array([values], dtype=dtype)
+    datatype = {"float64": "FP64", "int64": "INT64"}[dtype]
+    out = io.BytesIO()
+    np.save(out, array, allow_pickle=False)
+    model: Any = _NumericModel()
+    shape = list(array.shape)
+    columns = [from_data(f.name, datatype, [1], [v]) for f, v in zip(NUMERIC, array[0].tolist(), strict=True)]
+    return {
+        "x-npy block": _verdict(lambda: codecs.decode_block(out.getvalue(), codecs.NPY, NUMERIC_PIPELINE, 10)),
+        "oip raw": _verdict(lambda: inference.block(model, from_raw("input", datatype, shape, array.tobytes()), 10)),
+        "oip json": _verdict(lambda: inference.block(model, from_data("input", datatype, shape, array.tolist()), 10)),
+        "oip per feature": _verdict(lambda: inference.feature_rows(model, columns, 10)),
+    }
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(record=_records(NUMERIC))
+def test_the_tensor_path_judges_as_the_record_path(record: dict[str, Any]) -> None:
+    """A numeric tensor gets the verdict its records get as JSON: FP64 tensors are the record's
+    values as doubles, INT64 tensors its integers exactly (2**53 + 1 stays beyond 2**53)."""
+    values = []
+    for feature in NUMERIC:
+        v = record.get(feature.name)
+        if v is None or isinstance(v, str | list | dict) or (isinstance(v, int) and abs(v) > 1e308):
+            return  # not a number a tensor can hold
+        values.append(v)
+    doubles = [float(v) for v in values]
+    found = tensor_paths(doubles, "float64")
+    found["json list"] = _server(json.dumps({"instances": [doubles]}).encode(), "application/json", NUMERIC_PIPELINE)
+    _agree(found, record)
+    if all(isinstance(v, int) and -(2**63) <= v < 2**63 for v in values):
+        exact = [int(v) for v in values]
+        found = tensor_paths(exact, "int64")
+        found["json list"] = _server(json.dumps({"instances": [exact]}).encode(), "application/json", NUMERIC_PIPELINE)
+        _agree(found, record)
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,10 @@ with more records than `max_batch_size` is split into chunks that are reassemble
 Batches run on a worker thread (ONNX Runtime releases the GIL), except when the model is so fast
 that the thread hand-off would cost more than the model: while the moving average of a batch's
 run time stays under `inline_below` seconds, batches run directly on the event loop.
+
+What a request's records are is the caller's: rows in a list by default, or one block (a numpy
+array of records) with `merge` concatenating blocks: the records of a batch, and the results of a
+split request. Results are sliced back to their requests either way.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 __all__ = ["AdaptiveBatcher", "BatchObserver"]
 
@@ -53,8 +57,10 @@ class AdaptiveBatcher(Generic[In, Out]):
         observe: BatchObserver | None = None,
         name: str = "model",
         inline_below: float = 0.0,
+        merge: Callable[[list[Any]], Any] | None = None,
     ) -> None:
         self._run = run
+        self._merge = merge
         self.max_batch_size = max_batch_size
         self.max_delay = max_delay
         self._observe = observe
@@ -75,12 +81,14 @@ class AdaptiveBatcher(Generic[In, Out]):
     async def submit(self, records: Sequence[In]) -> list[Out]:
         if self._closed:
             raise RuntimeError("the batcher is closed")
-        if not records:
-            return []
+        if len(records) == 0:
+            return records[:0] if self._merge is not None else []  # type: ignore[return-value]
         size = self.max_batch_size
         if len(records) <= size:
             return await self._enqueue(records)
         chunks = [self._enqueue(records[i : i + size]) for i in range(0, len(records), size)]
+        if self._merge is not None:
+            return self._merge(list(await asyncio.gather(*chunks)))  # type: ignore[no-any-return]
         results: list[Out] = []
         for part in await asyncio.gather(*chunks):
             results.extend(part)
@@ -138,8 +146,11 @@ class AdaptiveBatcher(Generic[In, Out]):
     async def _execute(self, batch: list[_Item[In, Out]], count: int) -> None:
         started = time.perf_counter()
         records: list[In] = []
-        for item in batch:
-            records.extend(item.records)
+        if self._merge is not None:
+            records = self._merge([item.records for item in batch])
+        else:
+            for item in batch:
+                records.extend(item.records)
         try:
             if self._run_time < self.inline_below:
                 results = self._timed_run(records)

@@ -112,3 +112,41 @@ async def test_several_workers_run_batches_concurrently() -> None:
     # Four 0.3 s batches on four workers overlap; one after another they would take 1.2 s.
     assert time.perf_counter() - started < 0.9
     await batcher.close()
+
+
+class BlockModel:
+    """Doubles a block of records (a numpy array), remembering the blocks it ran."""
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self.shapes: list[tuple[int, ...]] = []
+        self.delay = delay
+
+    def __call__(self, block: object) -> object:
+        import numpy as np
+
+        assert isinstance(block, np.ndarray)
+        if self.delay:
+            time.sleep(self.delay)
+        self.shapes.append(block.shape)
+        return block * 2
+
+
+async def test_blocks_are_merged_into_one_array_and_answered_as_arrays() -> None:
+    import numpy as np
+
+    model = BlockModel(delay=0.1)
+    batcher = AdaptiveBatcher(model, max_batch_size=8, max_delay=0.05, merge=np.concatenate)  # type: ignore[arg-type]
+    first = asyncio.create_task(batcher.submit(np.zeros((2, 3))))  # type: ignore[arg-type]
+    await asyncio.sleep(0.03)
+    blocks = [np.full((2, 3), i) for i in range(1, 4)]
+    rest = [asyncio.create_task(batcher.submit(b)) for b in blocks]  # type: ignore[arg-type]
+    await first
+    for block, answer in zip(blocks, await asyncio.gather(*rest), strict=True):
+        assert isinstance(answer, np.ndarray)
+        np.testing.assert_array_equal(answer, block * 2)
+    assert model.shapes == [(2, 3), (6, 3)]  # the three blocks that queued ran as one
+    big = np.arange(40.0).reshape(20, 2)  # over max_batch_size: split, then merged back in order
+    answer = await batcher.submit(big)  # type: ignore[arg-type]
+    assert isinstance(answer, np.ndarray)
+    np.testing.assert_array_equal(answer, big * 2)
+    await batcher.close()
