@@ -88,6 +88,13 @@ def package(
     ] = 1e-3,
     torch_output: Annotated[str, typer.Option(help="pytorch: the module returns logits or probabilities")] = "logits",
     overwrite: Annotated[bool, typer.Option(help="replace an existing package folder")] = False,
+    training_data: Annotated[
+        Path | None, typer.Option(help="CSV or Parquet of training rows (or a sample): the monitoring baseline")
+    ] = None,
+    holdout: Annotated[
+        Path | None, typer.Option(help="CSV or Parquet of labelled holdout rows: the baseline's metrics")
+    ] = None,
+    label_column: Annotated[str | None, typer.Option(help="the holdout's label column")] = None,
 ) -> None:
     """Convert a trained model to ONNX, check it against the source, and write a model package."""
     from sagegate.manifest import Framework, Task, one_of
@@ -119,6 +126,7 @@ def package(
         "description",
         "entity_key",
         "default_prediction",
+        "monitoring",
     }
     unknown = sorted(set(document) - known)
     if unknown:
@@ -132,6 +140,8 @@ def package(
         task = one_of(Task, document["task"], f"{spec}: task")
     except ValueError as exc:
         fail(str(exc))
+    if holdout is not None and label_column is None:
+        fail("--holdout needs --label-column (the column holding the truth)")
     try:
         with console.status(f"packaging {document['name']} v{document['version']} ({fw})"):
             trained = load_model_file(model, fw, task)
@@ -143,6 +153,9 @@ def package(
                 tolerance=tolerance,
                 torch_output=torch_output,
                 overwrite=overwrite,
+                training_data=_table_file(training_data) if training_data else None,
+                holdout=_table_file(holdout) if holdout else None,
+                label_column=label_column,
                 **document,
             )
     except PackageError as exc:
@@ -154,6 +167,24 @@ def package(
         f"(sha256 {built.manifest.sha256[:12]}, max |source - onnx| {built.max_abs_diff:.2g})",
         highlight=False,
     )
+    if built.baseline is None:
+        console.print("no --training-data: monitoring will have no baseline for this package", highlight=False)
+    else:
+        console.print(f"monitoring baseline -> {built.baseline}", highlight=False)
+
+
+def _table_file(path: Path) -> Any:
+    """A CSV or Parquet file as a DataFrame; one line on failure."""
+    import pandas as pd
+
+    try:
+        if path.suffix.lower() in (".parquet", ".pq"):
+            return pd.read_parquet(path)
+        return pd.read_csv(path)
+    except FileNotFoundError:
+        fail(f"no file {path}")
+    except Exception as exc:  # pandas and pyarrow raise many kinds
+        fail(f"cannot read {path} as {'Parquet' if path.suffix.lower() in ('.parquet', '.pq') else 'CSV'}: {exc}")
 
 
 @app.command()

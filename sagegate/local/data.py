@@ -153,7 +153,8 @@ def fraud_features(data: Transactions) -> list[Feature]:
             "default": 0.0,
             "transforms": [{"kind": "log1p"}, {"kind": "standardize", **stats("distance_from_home_km", log=True)}],
         },
-        {"name": "is_foreign", "type": "bool", "required": False, "default": False},
+        # Protected: whether the model treats cardholders abroad fairly is checked (sagegate monitor).
+        {"name": "is_foreign", "type": "bool", "required": False, "default": False, "protected": True},
         {"name": "card_present", "type": "bool", "required": False, "default": True},
     ]
     return [Feature.model_validate(f) for f in spec]

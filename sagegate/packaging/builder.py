@@ -31,10 +31,12 @@ from sagegate.manifest import (
     Framework,
     Lineage,
     ModelManifest,
+    Monitoring,
     Outputs,
     Task,
     one_of,
 )
+from sagegate.monitoring.baseline import BASELINE_FILE
 from sagegate.packaging.archive import sha256_file, write_archive
 from sagegate.packaging.converters import Converted, check_columns, convert, shape_of
 from sagegate.packaging.exceptions import PackageError, ParityError
@@ -53,6 +55,7 @@ class BuiltPackage:
     archive_sha256: str
     max_abs_diff: float  # largest difference between source and ONNX outputs on the checked records
     checked_records: int = 0
+    baseline: Path | None = None  # the monitoring baseline (None: no training data was given)
 
 
 def onnx_predict(onnx_model: bytes | Path, inputs: Mapping[str, np.ndarray], output: str) -> np.ndarray:
@@ -134,8 +137,17 @@ def build_package(
     tolerance: float = 1e-3,
     torch_output: str = "logits",
     overwrite: bool = False,
+    training_data: Any = None,
+    holdout: Any = None,
+    label_column: str | None = None,
+    monitoring: Monitoring | Mapping[str, Any] | None = None,
 ) -> BuiltPackage:
     """Converts `model` to ONNX, checks it against the source, and writes the package.
+
+    With `training_data` (a DataFrame, an array whose columns are the features in order, or records)
+    the package carries a monitoring baseline: its profile and the packaged model's scores on it,
+    and with a labelled `holdout` (and its `label_column`) the model's metrics there. `monitoring`
+    sets the checks' thresholds and windows (sagegate.manifest.Monitoring).
 
     Raises PackageError (one line) on any problem; the output directory is then left untouched.
     """
@@ -167,6 +179,22 @@ def build_package(
     max_diff = _parity(converted, inputs, got, outputs, framework=framework_, tolerance=tolerance)
 
     digest = hashlib.sha256(onnx_model).hexdigest() if isinstance(onnx_model, bytes) else sha256_file(onnx_model)
+    settings = Monitoring.model_validate(monitoring) if isinstance(monitoring, Mapping) else monitoring
+    baseline = None
+    if training_data is not None:
+        from sagegate.packaging.baseline import compute_baseline
+
+        def predict(batch: dict[str, np.ndarray]) -> np.ndarray:
+            return onnx_predict(onnx_model, {renamed.get(k, k): v for k, v in batch.items()}, converted.output)
+
+        baseline = compute_baseline(
+            parsed, outputs, pipeline, predict, training=training_data, holdout=holdout, label_column=label_column
+        ).dumps()
+        settings = (settings or Monitoring()).model_copy(
+            update={"baseline": BASELINE_FILE, "baseline_sha256": hashlib.sha256(baseline.encode()).hexdigest()}
+        )
+    elif holdout is not None:
+        raise PackageError("a holdout is measured against a baseline: give the training data too")
     manifest = ModelManifest(
         name=name,
         version=version,
@@ -185,9 +213,18 @@ def build_package(
         input_names=renamed,
         entity_key=entity_key,
         default_prediction=default_prediction,
+        monitoring=settings,
     )
-    path, archive = _write(output_dir, onnx_model, converted.data_files, manifest, overwrite)
-    return BuiltPackage(path, manifest, archive, sha256_file(archive), max_diff, len(records))
+    path, archive = _write(output_dir, onnx_model, converted.data_files, manifest, overwrite, baseline=baseline)
+    return BuiltPackage(
+        path,
+        manifest,
+        archive,
+        sha256_file(archive),
+        max_diff,
+        len(records),
+        baseline=path / BASELINE_FILE if baseline is not None else None,
+    )
 
 
 def _labels(task: Task, given: Sequence[str] | None, converted: Converted) -> list[str] | None:
@@ -288,7 +325,13 @@ def _check_shape(got: np.ndarray, task: Task, labels: list[str] | None, n: int) 
 
 
 def _write(
-    output_dir: Path, onnx_model: bytes | Path, data_files: list[Path], manifest: ModelManifest, overwrite: bool
+    output_dir: Path,
+    onnx_model: bytes | Path,
+    data_files: list[Path],
+    manifest: ModelManifest,
+    overwrite: bool,
+    *,
+    baseline: str | None = None,
 ) -> tuple[Path, Path]:
     output_dir = Path(output_dir)
     if output_dir.exists() and not overwrite:
@@ -307,7 +350,11 @@ def _write(
         for data in data_files:
             shutil.copyfile(data, staging / data.name)
         (staging / MANIFEST_FILE).write_text(manifest.dumps())
-        write_archive(staging, extra=[d.name for d in data_files])
+        extra = [d.name for d in data_files]
+        if baseline is not None:
+            (staging / BASELINE_FILE).write_text(baseline)
+            extra.append(BASELINE_FILE)
+        write_archive(staging, extra=extra)
         os.chmod(staging, 0o755)
         if output_dir.exists():
             shutil.rmtree(output_dir)

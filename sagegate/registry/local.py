@@ -68,6 +68,9 @@ class LocalRegistry:
             staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=self.artifacts))
             try:
                 shutil.copyfile(folder / MODEL_FILE, staging / MODEL_FILE)
+                baseline = manifest.monitoring.baseline if manifest.monitoring is not None else None
+                if baseline is not None:
+                    shutil.copyfile(folder / baseline, staging / baseline)
                 with self._connect() as db:
                     db.execute("BEGIN IMMEDIATE")
                     try:
@@ -82,7 +85,7 @@ class LocalRegistry:
                         ).fetchone()[0]
                         numbered = manifest.model_copy(update={"version": str(number)})
                         (staging / MANIFEST_FILE).write_text(numbered.dumps())
-                        write_archive(staging)
+                        write_archive(staging, extra=[baseline] if baseline else [])
                         target = self.artifacts / manifest.name / str(number)
                         target.parent.mkdir(parents=True, exist_ok=True)
                         if target.exists():  # left by a registration that died before its commit

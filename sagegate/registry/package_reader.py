@@ -17,7 +17,8 @@ __all__ = ["checked_package"]
 
 @contextmanager
 def checked_package(package: Path) -> Iterator[tuple[Path, ModelManifest]]:
-    """The package's folder and manifest, after checking model.onnx against the manifest's sha256."""
+    """The package's folder and manifest, after checking model.onnx (and the monitoring baseline, when
+    there is one) against the manifest's sha256."""
     scratch = None
     try:
         if package.is_file():
@@ -43,6 +44,12 @@ def checked_package(package: Path) -> Iterator[tuple[Path, ModelManifest]]:
                 f"{package}: model.onnx has sha256 {digest[:12]}..., its manifest says "
                 f"{manifest.sha256[:12]}...; refusing a modified artifact"
             )
+        baseline = manifest.monitoring.baseline if manifest.monitoring is not None else None
+        if baseline is not None:
+            if not (folder / baseline).is_file():
+                raise RegistryError(f"{package} is not a model package: its baseline {baseline} is missing")
+            if sha256_file(folder / baseline) != (manifest.monitoring and manifest.monitoring.baseline_sha256):
+                raise RegistryError(f"{package}: {baseline} differs from its manifest's sha256; refusing it")
         yield folder, manifest
     finally:
         if scratch is not None:
