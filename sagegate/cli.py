@@ -42,10 +42,10 @@ def _main(
     """sagegate: register models, serve them fast and safely, on AWS or on this machine."""
 
 
-def fail(message: str) -> NoReturn:
+def fail(message: str, code: int = 1) -> NoReturn:
     """One readable line on stderr and a non-zero exit; never a traceback."""
     console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(1)
+    raise typer.Exit(code)
 
 
 def _validation_message(exc: ValidationError) -> str:
@@ -462,6 +462,38 @@ def _stack_paths() -> Any:
     from sagegate.targets import state_dir
 
     return StackPaths(state_dir())
+
+
+@app.command()
+def monitor(
+    model: Annotated[str, typer.Argument(help="the model to check")],
+    version: Annotated[str | None, typer.Option(help="one version (default: every version with traffic)")] = None,
+    window: Annotated[str | None, typer.Option(help="e.g. 30m, 1h, 7d (default: the manifest's, 1h)")] = None,
+    report: Annotated[Path | None, typer.Option(help="write the HTML report (plots) to this file")] = None,
+    at: Annotated[str | None, typer.Option(help="end of the window, ISO 8601 (default: now)")] = None,
+    show_all: Annotated[bool, typer.Option("--all", help="list every check, not only those not passed")] = False,
+) -> None:
+    """Check a model's recent predictions against its training baseline: data quality, drift,
+    accuracy from feedback, bias. Exits 1 when a check fails, 2 on bad input."""
+    from sagegate.monitoring.command import MonitorError, print_run, run_monitor
+
+    paths = _stack_paths()
+    try:
+        run = run_monitor(paths.registry, paths.predictions, model, version=version, window=window, at=at)
+    except MonitorError as exc:
+        fail(str(exc), code=2)
+    out = Console()
+    print_run(out, run, everything=show_all)
+    if report is not None:
+        from sagegate.monitoring.report import write_report
+
+        try:
+            write_report(report, run)
+        except OSError as exc:
+            fail(f"cannot write the report to {report}: {exc.strerror or exc}", code=2)
+        out.print(f"report -> {report}", highlight=False)
+    if run.failed:
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -46,7 +46,10 @@ def shifted(data: Transactions, seed: int = 0) -> list[dict[str, Any]]:
     """Amounts x3 and a merchant mix leaning to electronics and gaming: the demo's drift."""
     rng = np.random.default_rng(seed)
     mix = rng.choice(CATEGORIES, size=len(data), p=[0.1, 0.05, 0.05, 0.35, 0.05, 0.3, 0.1])
-    return [{**r, "amount": round(r["amount"] * 3, 2), "merchant_category": str(m)} for r, m in zip(data.records, mix)]
+    return [
+        {**r, "amount": round(r["amount"] * 3, 2), "merchant_category": str(m)}
+        for r, m in zip(data.records, mix, strict=True)
+    ]
 
 
 def log_lines(
