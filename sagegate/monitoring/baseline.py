@@ -22,6 +22,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from sagegate.manifest import Feature, FeatureType, Outputs, Task
+from sagegate.monitoring.statistics import auc_error, proportion_error
 
 __all__ = [
     "BASELINE_FILE",
@@ -95,6 +96,7 @@ class Baseline(_Frozen):
     prediction: PredictionProfile
     holdout_rows: int | None = None
     metrics: dict[str, float] = Field(default_factory=dict, description="the model's metrics on the holdout")
+    metric_errors: dict[str, float] = Field(default_factory=dict, description="their standard errors")
 
     @classmethod
     def read(cls, path: Path) -> Baseline:
@@ -261,19 +263,25 @@ def rank_auc(truth: np.ndarray, score: np.ndarray) -> float:
 
 def holdout_metrics(
     outputs: Outputs, truth: np.ndarray, score: np.ndarray, classes: np.ndarray | None
-) -> dict[str, float]:
-    """What the accuracy checks compare against: AUC, precision, recall, accuracy (binary), accuracy
-    (multiclass), MAE (regression)."""
+) -> tuple[dict[str, float], dict[str, float]]:
+    """What the accuracy checks compare against, and its standard errors: AUC, precision, recall,
+    accuracy (binary), accuracy (multiclass), MAE (regression)."""
     if outputs.task is Task.REGRESSION:
-        return {"mae": _float(np.abs(score - truth).mean())}
+        errors = np.abs(score - truth)
+        return {"mae": _float(errors.mean())}, {"mae": _float(errors.std() / math.sqrt(len(errors)))}
     assert classes is not None
     metrics = {"accuracy": _float((classes == truth).mean())}
+    spread = {"accuracy": proportion_error(metrics["accuracy"], len(truth))}
     if outputs.task is Task.BINARY:
         flagged, positive = classes == 1, truth == 1
         hits = int((flagged & positive).sum())
         metrics["precision"] = _float(hits / max(int(flagged.sum()), 1))
         metrics["recall"] = _float(hits / max(int(positive.sum()), 1))
+        spread["precision"] = proportion_error(metrics["precision"], int(flagged.sum()))
+        spread["recall"] = proportion_error(metrics["recall"], int(positive.sum()))
         auc = rank_auc(truth, score)
         if not math.isnan(auc):
             metrics["auc"] = _float(auc)
-    return dict(sorted(metrics.items()))
+            spread["auc"] = auc_error(auc, int(positive.sum()), int((~positive).sum()))
+    finite = {k: _float(v) for k, v in sorted(spread.items()) if math.isfinite(v)}
+    return dict(sorted(metrics.items())), finite

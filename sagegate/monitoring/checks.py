@@ -27,7 +27,7 @@ from typing import Any, Literal
 from sagegate.manifest import Feature, ModelManifest, MonitoringThresholds, Task
 from sagegate.monitoring.baseline import Baseline, CategoricalProfile, NumericProfile
 from sagegate.monitoring.sql import FeatureCounts, Window, WindowCounts
-from sagegate.monitoring.statistics import mean_shift_sigma, psi, total_variation
+from sagegate.monitoring.statistics import auc_error, mean_shift_sigma, proportion_error, psi, total_variation
 
 __all__ = [
     "MIN_CLASS_ROWS",
@@ -196,19 +196,6 @@ class Accuracy:
     errors: dict[str, float] = field(default_factory=dict)  # each metric's standard error
 
 
-def _proportion_error(p: float, n: float) -> float:
-    return math.sqrt(max(p * (1 - p), 0.0) / n)
-
-
-def _auc_error(auc: float, positives: float, negatives: float) -> float:
-    """Hanley & McNeil (1982): the standard error of an AUC from its positives and negatives."""
-    q1, q2 = auc / (2 - auc), 2 * auc * auc / (1 + auc)
-    variance = (auc * (1 - auc) + (positives - 1) * (q1 - auc * auc) + (negatives - 1) * (q2 - auc * auc)) / (
-        positives * negatives
-    )
-    return math.sqrt(max(variance, 0.0))
-
-
 def accuracy_of(task: Task, row: Sequence[float | None]) -> Accuracy:
     """Metrics, the rows behind each and their standard errors, from one row of AccuracyQuery
     (after its day column)."""
@@ -221,17 +208,17 @@ def accuracy_of(task: Task, row: Sequence[float | None]) -> Accuracy:
         for name, hits, of in (("accuracy", n - fp - fn, n), ("precision", tp, tp + fp), ("recall", tp, positives)):
             if of:
                 metrics[name] = hits / of
-                errors[name] = _proportion_error(metrics[name], of)
+                errors[name] = proportion_error(metrics[name], of)
         if positives and negatives:
             auc = (rank_sum - positives * (positives + 1) / 2) / (positives * negatives)
-            metrics["auc"], errors["auc"] = auc, _auc_error(auc, positives, negatives)
+            metrics["auc"], errors["auc"] = auc, auc_error(auc, positives, negatives)
             support["auc"] = int(min(positives, negatives))
         return Accuracy(int(n), metrics, support, errors)
     if task is Task.MULTICLASS:
         n, hits = (float(v or 0) for v in row)
         if not n:
             return Accuracy(0, {})
-        return Accuracy(int(n), {"accuracy": hits / n}, {}, {"accuracy": _proportion_error(hits / n, n)})
+        return Accuracy(int(n), {"accuracy": hits / n}, {}, {"accuracy": proportion_error(hits / n, n)})
     n, absolute, squared = (float(v or 0) for v in row)
     if not n:
         return Accuracy(0, {})
@@ -274,8 +261,10 @@ def accuracy_checks(
             continue
         current = accuracy.metrics[metric]
         change = (current - reference) / reference if metric == "mae" else (reference - current) / reference
-        # Fails only if the drop's 95% lower bound is past the threshold: noise alone cannot fail it.
-        surely = change - 1.96 * accuracy.errors.get(metric, 0.0) / abs(reference)
+        # Fails only if the change's 95% lower bound is past the threshold: noise alone cannot fail it.
+        # Both sides are measurements: the holdout's error counts as much as the window's.
+        error = math.hypot(accuracy.errors.get(metric, 0.0), baseline.metric_errors.get(metric, 0.0))
+        surely = change - 1.96 * error / abs(reference)
         note = f"{metric} {current:.3f} vs holdout {reference:.3f}, 95% lower bound of the change {surely:+.1%}"
         result = judge(
             "accuracy",

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-__all__ = ["PSI_FLOOR", "mean_shift_sigma", "proportions", "psi", "total_variation"]
+__all__ = ["PSI_FLOOR", "auc_error", "mean_shift_sigma", "proportion_error", "proportions", "psi", "total_variation"]
 
 PSI_FLOOR = 1e-4  # an empty bin counts as this share, so that PSI stays finite
 
@@ -31,6 +31,22 @@ def total_variation(expected: Sequence[float], actual: Sequence[float]) -> float
     if len(expected) != len(actual):
         raise ValueError(f"total variation over {len(expected)} and {len(actual)} bins")
     return 0.5 * sum(abs(a - e) for a, e in zip(proportions(actual), proportions(expected), strict=True))
+
+
+def proportion_error(p: float, n: float) -> float:
+    """The standard error of a share `p` measured on `n` rows."""
+    return math.sqrt(max(p * (1 - p), 0.0) / n) if n else math.inf
+
+
+def auc_error(auc: float, positives: float, negatives: float) -> float:
+    """Hanley & McNeil (1982): the standard error of an AUC from its positives and negatives."""
+    if not positives or not negatives:
+        return math.inf
+    q1, q2 = auc / (2 - auc), 2 * auc * auc / (1 + auc)
+    variance = (auc * (1 - auc) + (positives - 1) * (q1 - auc * auc) + (negatives - 1) * (q2 - auc * auc)) / (
+        positives * negatives
+    )
+    return math.sqrt(max(variance, 0.0))
 
 
 def mean_shift_sigma(baseline_mean: float, baseline_std: float, mean: float) -> float:

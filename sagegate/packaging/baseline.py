@@ -93,6 +93,7 @@ def compute_baseline(
         raise PackageError("training data: no rows")
     score, classes = scores_of(outputs, _scored("training data", table, features, pipeline, predict))
     metrics: dict[str, float] = {}
+    errors: dict[str, float] = {}
     holdout_rows = None
     if holdout is not None:
         if label_column is None:
@@ -103,7 +104,7 @@ def compute_baseline(
             raise PackageError(f"holdout: {exc}") from None
         truth = _truth(outputs, held.pop(label_column))
         held_score, held_classes = scores_of(outputs, _scored("holdout", held, features, pipeline, predict))
-        metrics = holdout_metrics(outputs, truth, held_score, held_classes)
+        metrics, errors = holdout_metrics(outputs, truth, held_score, held_classes)
         holdout_rows = len(truth)
     return Baseline(
         rows=len(score),
@@ -111,4 +112,5 @@ def compute_baseline(
         prediction=prediction_profile(outputs, score, classes),
         holdout_rows=holdout_rows,
         metrics=metrics,
+        metric_errors=errors,
     )
