@@ -81,8 +81,8 @@ def test_missing_values_out_of_range_and_a_mean_shift(
 ) -> None:
     rng = np.random.default_rng(1)
     records = []
-    for r in traffic.records:
-        r = dict(r)
+    for original in traffic.records:
+        r = dict(original)
         if rng.random() < 0.3:
             del r["distance_from_home_km"]  # the caller stopped sending it: the model got the default
         if rng.random() < 0.05:
