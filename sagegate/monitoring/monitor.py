@@ -82,8 +82,8 @@ class VersionReport:
 
     @property
     def drifted(self) -> list[str]:
-        """Features with a failed check, in the manifest's order."""
-        names = {r.feature for r in self.failed}
+        """Features whose data quality or distribution check failed, in the manifest's order."""
+        names = {r.feature for r in self.failed if r.check in ("data_quality", "feature_drift")}
         return [name for name in self.histograms if name in names]
 
 

@@ -57,6 +57,7 @@ def _accuracy(report: VersionReport) -> Any:
         ]
     )
     figure.update_layout(title="accuracy from feedback, per day", height=340, margin={"t": 50, "b": 40})
+    figure.update_xaxes(type="category")
     return figure
 
 
