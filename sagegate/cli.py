@@ -239,8 +239,10 @@ def demo(
     serve: Annotated[
         bool | None, typer.Option(help="keep the stack up after the report (default: on a terminal)")
     ] = None,
+    shifted: Annotated[int, typer.Option(help="shifted predictions sent after the A/B test, then monitored")] = 1500,
 ) -> None:
-    """Train two fraud models, deploy them as an 80/20 A/B test, send traffic and feedback, report."""
+    """Train two fraud models, deploy them as an 80/20 A/B test, send traffic and feedback, report;
+    then shift the traffic and monitor it against the training baselines."""
     import signal
 
     from sagegate.local.demo import DemoResult, run_demo
@@ -283,6 +285,7 @@ def demo(
             requests=requests,
             port=port,
             emulator_port=emulator_port,
+            shifted=shifted,
             keep_serving=wait,
         )
     except RuntimeError as exc:

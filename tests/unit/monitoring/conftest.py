@@ -14,7 +14,7 @@ import pytest
 
 from sagegate.features import FeaturePipeline
 from sagegate.gateway.prediction_log import LoggedFeatures
-from sagegate.local.data import CATEGORIES, Transactions, generate_transactions
+from sagegate.local.data import Transactions, generate_transactions, shifted_records
 from sagegate.local.examples import build_fraud_package
 from sagegate.manifest import ModelManifest
 from sagegate.monitoring.baseline import Baseline
@@ -44,12 +44,7 @@ def scores(package: BuiltPackage, records: Sequence[dict[str, Any]]) -> np.ndarr
 
 def shifted(data: Transactions, seed: int = 0) -> list[dict[str, Any]]:
     """Amounts x3 and a merchant mix leaning to electronics and gaming: the demo's drift."""
-    rng = np.random.default_rng(seed)
-    mix = rng.choice(CATEGORIES, size=len(data), p=[0.1, 0.05, 0.05, 0.35, 0.05, 0.3, 0.1])
-    return [
-        {**r, "amount": round(r["amount"] * 3, 2), "merchant_category": str(m)}
-        for r, m in zip(data.records, mix, strict=True)
-    ]
+    return shifted_records(data, seed)
 
 
 def log_lines(
