@@ -77,7 +77,9 @@ def run_monitor(
         if version is not None:
             chosen = [version]
         else:
-            chosen = [v for v in versions_in_window(engine, model, window_ending(end, asked)) if v in registered]
+            latest = list(registered.values())[-1].manifest
+            found = versions_in_window(engine, model, window_ending(end, asked), latest)
+            chosen = [v for v in found if v in registered]
             if not chosen:
                 raise MonitorError(f"model {model!r} has no predictions in the {asked} to {end:%Y-%m-%d %H:%M}Z")
         run = MonitorRun(model, [])

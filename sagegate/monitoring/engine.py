@@ -1,9 +1,18 @@
-"""The engines that run the checks' SQL. Locally, DuckDB reads the gateway's JSON Lines log where it
-lies (read_json, streamed: its memory does not grow with the log); in AWS, Athena reads Firehose's
-Parquet (not here yet: the same queries with sagegate.monitoring.sql.ATHENA and the Glue table)."""
+"""The engines that run the checks' SQL. Locally, DuckDB reads the gateway's JSON Lines log; in AWS,
+Athena reads Firehose's Parquet (not here yet: the same queries with sagegate.monitoring.sql.ATHENA
+and the Glue table as the source).
+
+Parsing JSON is what costs here, and a version's checks take several passes, so the DuckDB engine
+parses the log once per model (and shape of its features): a streamed read_json that writes the
+model's lines and the feedback, typed (times as timestamps), to a Parquet file in a scratch folder
+(the shape Firehose gives the log in AWS), which the checks' queries then read by column. Nothing
+holds the log in memory: DuckDB streams both steps within its `memory_limit`."""
 
 from __future__ import annotations
 
+import shutil
+import tempfile
+import weakref
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -45,13 +54,42 @@ class DuckDBEngine:
         import duckdb
 
         self.log = log
-        self._db = duckdb.connect(config={"memory_limit": memory_limit, **({"threads": threads} if threads else {})})
+        scratch = Path(tempfile.mkdtemp(prefix="sagegate-monitor-"))
+        config: dict[str, Any] = {
+            "memory_limit": memory_limit,
+            "temp_directory": str(scratch / "spill"),
+            "preserve_insertion_order": False,  # the checks aggregate: order would only cost memory
+        }
+        if threads:
+            config["threads"] = threads
+        self._scratch = scratch
+        self._db = duckdb.connect(config=config)
+        self._staged: dict[tuple[str, str], str] = {}  # (model, features struct) -> its Parquet
+        self._cleanup = weakref.finalize(self, _remove, self._db, scratch)
 
     @property
     def dialect(self) -> Dialect:
         return DUCKDB
 
     def source(self, manifest: ModelManifest | None) -> str:
+        """The log typed for `manifest`'s features: the model's lines (every version's) and every
+        feedback line, parsed once for all the versions whose features have the same shape."""
+        columns = self._columns(manifest)
+        if manifest is None:
+            return self._read(columns)
+        key = (manifest.name, columns["features"])
+        if key not in self._staged:
+            staged = self._scratch / f"log-{len(self._staged)}.parquet"
+            names = ", ".join(quoted(c) for c in columns if c != "timestamp")
+            self._db.execute(
+                f"COPY (SELECT {names}, CAST({quoted('timestamp')} AS TIMESTAMPTZ) AS {quoted('timestamp')} "
+                f"FROM {self._read(columns)} WHERE model = {literal(manifest.name)} OR type = 'feedback') "
+                f"TO {literal(str(staged))} (FORMAT PARQUET, COMPRESSION 'uncompressed')"
+            )
+            self._staged[key] = f"read_parquet({literal(str(staged))})"
+        return self._staged[key]
+
+    def _columns(self, manifest: ModelManifest | None) -> dict[str, str]:
         columns = dict(_COMMON)
         if manifest is not None:
             logged = [f for f in manifest.features if f.sensitive != "drop"]
@@ -61,6 +99,9 @@ class DuckDBEngine:
             )
             columns["features"] = f"STRUCT({typed})"
             columns["rejected"] = "STRUCT(" + ", ".join(f"{quoted(f.name)} VARCHAR" for f in manifest.features) + ")"
+        return columns
+
+    def _read(self, columns: dict[str, str]) -> str:
         spec = ", ".join(f"{quoted(name)}: {literal(kind)}" for name, kind in columns.items())
         return (
             f"read_json({literal(str(self.log))}, format = 'newline_delimited', ignore_errors = true, "
@@ -71,4 +112,9 @@ class DuckDBEngine:
         return self._db.execute(sql).fetchall()
 
     def close(self) -> None:
-        self._db.close()
+        self._cleanup()
+
+
+def _remove(db: Any, scratch: Path) -> None:
+    db.close()
+    shutil.rmtree(scratch, ignore_errors=True)

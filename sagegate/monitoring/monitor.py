@@ -87,8 +87,13 @@ class VersionReport:
         return [name for name in self.histograms if name in names]
 
 
-def versions_in_window(engine: MonitoringEngine, model: str, window: Window) -> dict[str, int]:
-    return {str(v): int(n) for v, n in engine.rows(versions_sql(engine.dialect, engine.source(None), model, window))}
+def versions_in_window(
+    engine: MonitoringEngine, model: str, window: Window, manifest: ModelManifest | None = None
+) -> dict[str, int]:
+    """The versions of `model` with predictions in the window (read through `manifest`'s source when
+    given: the one the checks then read)."""
+    source = engine.source(manifest)
+    return {str(v): int(n) for v, n in engine.rows(versions_sql(engine.dialect, source, model, window))}
 
 
 def monitor_version(
