@@ -51,7 +51,8 @@ COPY (
     FROM base
   )
   SELECT json_object('prediction_id', 'p' || i, 'model', 'fraud', 'version', '1', 'variant', 'v1',
-                     'features', features, 'prediction', p * p, 'label', CASE WHEN p * p >= 0.5 THEN 'fraud' ELSE 'legit' END,
+                     'features', features, 'prediction', p * p,
+                     'label', CASE WHEN p * p >= 0.5 THEN 'fraud' ELSE 'legit' END,
                      'confidence', greatest(p * p, 1 - p * p), 'score', p * p, 'latency_ms', 0.4,
                      'cache_hit', i % 10 = 1, 'degraded', false, 'timestamp', ts) AS line
   FROM rows
@@ -63,8 +64,9 @@ COPY (
 
 
 def generate(path: Path, rows: int, end: str) -> float:
-    import duckdb
     from datetime import datetime, timedelta
+
+    import duckdb
 
     start = (datetime.fromisoformat(end) - timedelta(minutes=55)).isoformat()
     started = time.perf_counter()

@@ -103,6 +103,8 @@ def compute_baseline(
         except ValueError as exc:
             raise PackageError(f"holdout: {exc}") from None
         truth = _truth(outputs, held.pop(label_column))
+        if not len(truth):
+            raise PackageError("holdout: no rows")
         held_score, held_classes = scores_of(outputs, _scored("holdout", held, features, pipeline, predict))
         metrics, errors = holdout_metrics(outputs, truth, held_score, held_classes)
         holdout_rows = len(truth)
