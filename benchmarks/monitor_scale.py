@@ -85,11 +85,15 @@ def measure(home: Path, log: Path, end: str) -> None:
     run = run_monitor(StackPaths(home).registry, log, "fraud", window="1h", at=end)
     seconds = time.perf_counter() - started
     (report,) = run.reports
+    status = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":" in line)
     print(
         json.dumps(
             {
                 "seconds": seconds,
                 "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                # at the end: memory the process allocated vs pages of files it mapped (page cache)
+                "rss_anon_mb": int(status.get("RssAnon", "0 kB").split()[0]) / 1024,
+                "rss_file_mb": int(status.get("RssFile", "0 kB").split()[0]) / 1024,
                 "rows": report.counts.rows,
                 "checks": len(report.results),
                 "labelled": report.accuracy_by_day[0][1].rows if report.accuracy_by_day else 0,
