@@ -148,7 +148,17 @@ def main() -> None:
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
     table = Table(title="sagegate monitor over the local prediction log (DuckDB, every check, 1h window)")
-    for column in ("predictions", "log size", "generated in", "monitor wall", "peak RSS", "rows checked", "labelled"):
+    columns = (
+        "predictions",
+        "log size",
+        "generated in",
+        "monitor wall",
+        "peak RSS",
+        "anon / file at end",
+        "rows",
+        "labelled",
+    )
+    for column in columns:
         table.add_column(column, justify="right")
     for rows, size, made, got in results:
         table.add_row(
@@ -157,6 +167,7 @@ def main() -> None:
             f"{made:.1f} s",
             f"{got['seconds']:.1f} s",
             f"{got['peak_rss_mb']:.0f} MB",
+            f"{got['rss_anon_mb']:.0f} / {got['rss_file_mb']:.0f} MB",
             f"{got['rows']:,}",
             f"{got['labelled']:,}",
         )
