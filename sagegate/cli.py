@@ -170,7 +170,7 @@ def package(
     if built.baseline is None:
         console.print("no --training-data: monitoring will have no baseline for this package", highlight=False)
     else:
-        console.print(f"monitoring baseline -> {built.baseline}", highlight=False)
+        console.print(f"monitoring baseline -> {built.baseline}", highlight=False, soft_wrap=True)
 
 
 def _table_file(path: Path) -> Any:
@@ -494,7 +494,7 @@ def monitor(
             write_report(report, run)
         except OSError as exc:
             fail(f"cannot write the report to {report}: {exc.strerror or exc}", code=2)
-        out.print(f"report -> {report}", highlight=False)
+        out.print(f"report -> {report}", highlight=False, soft_wrap=True)
     if run.failed:
         raise typer.Exit(1)
 

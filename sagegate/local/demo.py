@@ -199,7 +199,7 @@ def _drift(console: Console, gateway: str, paths: StackPaths, result: DemoResult
     )
     print_run(console, run)
     report = write_report(paths.root / "monitoring-report.html", run)
-    console.print(f"report -> {report}", highlight=False)
+    console.print(f"report -> {report}", highlight=False, soft_wrap=True)
     return dataclasses.replace(result, monitoring=run, report=report)
 
 
