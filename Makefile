@@ -38,8 +38,9 @@ demo: setup
 synth: setup
 	JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION=20 npx cdk synth --quiet
 
+# redis-server for the gateway's cache; chromium renders the monitoring report in its test.
 services:
-	bash scripts/ensure-tools.sh redis-server
+	bash scripts/ensure-tools.sh redis-server chromium
 
 # Two workers for the independent tests; the chaos tests (timing under load) alone, after them.
 test: setup services

@@ -42,10 +42,10 @@ def _main(
     """sagegate: register models, serve them fast and safely, on AWS or on this machine."""
 
 
-def fail(message: str) -> NoReturn:
+def fail(message: str, code: int = 1) -> NoReturn:
     """One readable line on stderr and a non-zero exit; never a traceback."""
     console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(1)
+    raise typer.Exit(code)
 
 
 def _validation_message(exc: ValidationError) -> str:
@@ -93,6 +93,13 @@ def package(
         Path | None,
         typer.Option(help="JSON list of records like the training data: what explanations are relative to"),
     ] = None,
+    training_data: Annotated[
+        Path | None, typer.Option(help="CSV or Parquet of training rows (or a sample): the monitoring baseline")
+    ] = None,
+    holdout: Annotated[
+        Path | None, typer.Option(help="CSV or Parquet of labelled holdout rows: the baseline's metrics")
+    ] = None,
+    label_column: Annotated[str | None, typer.Option(help="the holdout's label column")] = None,
 ) -> None:
     """Convert a trained model to ONNX, check it against the source, and write a model package."""
     from sagegate.manifest import Framework, Task, one_of
@@ -112,11 +119,7 @@ def package(
     if not isinstance(records, list) or not records:
         fail("a sample input is required: --sample FILE, or 'sample' in the spec")
     document.pop("sample", None)
-    background_records = _read_document(background) if background else None
-    if background_records is not None and (
-        not isinstance(background_records, list) or not all(isinstance(r, dict) for r in background_records)
-    ):
-        fail(f"--background {background}: expected a JSON list of records (objects of feature names to values)")
+    background_records = _background_records(background)
     known = {
         "name",
         "version",
@@ -129,6 +132,7 @@ def package(
         "description",
         "entity_key",
         "default_prediction",
+        "monitoring",
     }
     unknown = sorted(set(document) - known)
     if unknown:
@@ -142,6 +146,8 @@ def package(
         task = one_of(Task, document["task"], f"{spec}: task")
     except ValueError as exc:
         fail(str(exc))
+    if holdout is not None and label_column is None:
+        fail("--holdout needs --label-column (the column holding the truth)")
     try:
         with console.status(f"packaging {document['name']} v{document['version']} ({fw})"):
             trained = load_model_file(model, fw, task)
@@ -155,6 +161,9 @@ def package(
                 overwrite=overwrite,
                 explain=explain,
                 background=background_records or None,
+                training_data=_table_file(training_data) if training_data else None,
+                holdout=_table_file(holdout) if holdout else None,
+                label_column=label_column,
                 **document,
             )
     except PackageError as exc:
@@ -169,6 +178,34 @@ def package(
     if built.manifest.explainer is not None:
         spec_ = built.manifest.explainer
         console.print(f"explainer: {spec_.method} ({spec_.output_space}) over {spec_.background_rows} background rows")
+    if built.baseline is None:
+        console.print("no --training-data: monitoring will have no baseline for this package", highlight=False)
+    else:
+        console.print(f"monitoring baseline -> {built.baseline}", highlight=False, soft_wrap=True)
+
+
+def _background_records(path: Path | None) -> list[dict[str, Any]] | None:
+    """--background: a JSON list of records, or none given."""
+    if path is None:
+        return None
+    found = _read_document(path)
+    if not isinstance(found, list) or not all(isinstance(r, dict) for r in found):
+        fail(f"--background {path}: expected a JSON list of records (objects of feature names to values)")
+    return found
+
+
+def _table_file(path: Path) -> Any:
+    """A CSV or Parquet file as a DataFrame; one line on failure."""
+    import pandas as pd
+
+    try:
+        if path.suffix.lower() in (".parquet", ".pq"):
+            return pd.read_parquet(path)
+        return pd.read_csv(path)
+    except FileNotFoundError:
+        fail(f"no file {path}")
+    except Exception as exc:  # pandas and pyarrow raise many kinds
+        fail(f"cannot read {path} as {'Parquet' if path.suffix.lower() in ('.parquet', '.pq') else 'CSV'}: {exc}")
 
 
 @app.command()
@@ -227,8 +264,10 @@ def demo(
     serve: Annotated[
         bool | None, typer.Option(help="keep the stack up after the report (default: on a terminal)")
     ] = None,
+    shifted: Annotated[int, typer.Option(help="shifted predictions sent after the A/B test, then monitored")] = 1500,
 ) -> None:
-    """Train two fraud models, deploy them as an 80/20 A/B test, send traffic and feedback, report."""
+    """Train two fraud models, deploy them as an 80/20 A/B test, send traffic and feedback, report;
+    then shift the traffic and monitor it against the training baselines."""
     import signal
 
     from sagegate.local.demo import DemoResult, run_demo
@@ -271,6 +310,7 @@ def demo(
             requests=requests,
             port=port,
             emulator_port=emulator_port,
+            shifted=shifted,
             keep_serving=wait,
         )
     except RuntimeError as exc:
@@ -454,6 +494,38 @@ def _stack_paths() -> Any:
     from sagegate.targets import state_dir
 
     return StackPaths(state_dir())
+
+
+@app.command()
+def monitor(
+    model: Annotated[str, typer.Argument(help="the model to check")],
+    version: Annotated[str | None, typer.Option(help="one version (default: every version with traffic)")] = None,
+    window: Annotated[str | None, typer.Option(help="e.g. 30m, 1h, 7d (default: the manifest's, 1h)")] = None,
+    report: Annotated[Path | None, typer.Option(help="write the HTML report (plots) to this file")] = None,
+    at: Annotated[str | None, typer.Option(help="end of the window, ISO 8601 (default: now)")] = None,
+    show_all: Annotated[bool, typer.Option("--all", help="list every check, not only those not passed")] = False,
+) -> None:
+    """Check a model's recent predictions against its training baseline: data quality, drift,
+    accuracy from feedback, bias. Exits 1 when a check fails, 2 on bad input."""
+    from sagegate.monitoring.command import MonitorError, print_run, run_monitor
+
+    paths = _stack_paths()
+    try:
+        run = run_monitor(paths.registry, paths.predictions, model, version=version, window=window, at=at)
+    except MonitorError as exc:
+        fail(str(exc), code=2)
+    out = Console()
+    print_run(out, run, everything=show_all)
+    if report is not None:
+        from sagegate.monitoring.report import write_report
+
+        try:
+            write_report(report, run)
+        except OSError as exc:
+            fail(f"cannot write the report to {report}: {exc.strerror or exc}", code=2)
+        out.print(f"report -> {report}", highlight=False, soft_wrap=True)
+    if run.failed:
+        raise typer.Exit(1)
 
 
 @app.command()

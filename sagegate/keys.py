@@ -13,7 +13,16 @@ from typing import Any
 
 import orjson
 
-__all__ = ["PREFIX", "canonical_json", "feature_key", "features_hash", "hash_of", "lock_key", "prediction_key"]
+__all__ = [
+    "PREFIX",
+    "canonical_json",
+    "feature_key",
+    "features_hash",
+    "hash_of",
+    "lock_key",
+    "logged_hash",
+    "prediction_key",
+]
 
 PREFIX = "sagegate"
 
@@ -45,6 +54,13 @@ def lock_key(key: str) -> str:
 def hash_of(key: str) -> str:
     """The features hash of a prediction key."""
     return key.rsplit(":", 1)[-1].strip("{}")
+
+
+def logged_hash(model: str, feature: str, value: Any) -> str:
+    """What the prediction log holds of a `sensitive: hash` feature's value: equal values stay equal
+    (groups, drift of categories), the value is not written. A value from a small set can still be
+    guessed by hashing each candidate: mark those `drop`."""
+    return hashlib.sha256(canonical_json([model, feature, value])).hexdigest()[:16]
 
 
 def feature_key(entity: str, entity_id: str) -> str:

@@ -28,6 +28,8 @@ __all__ = [
     "Log1p",
     "MinMax",
     "ModelManifest",
+    "Monitoring",
+    "MonitoringThresholds",
     "OneHot",
     "Ordinal",
     "Outputs",
@@ -149,9 +151,15 @@ class Feature(_Strict):
     categories: list[str] | None = None
     transforms: list[Transform] = Field(default_factory=list)
     description: str | None = None
+    sensitive: Literal["drop", "hash"] | None = Field(
+        default=None, description="in the prediction log: left out (drop) or as a keyed hash (hash)"
+    )
+    protected: bool | None = Field(default=None, description="a protected attribute: bias is checked across its groups")
 
     @model_validator(mode="after")
     def _consistent(self) -> Feature:
+        if self.protected and self.sensitive == "drop":
+            raise ValueError(f"feature {self.name!r}: a protected attribute dropped from the log cannot be checked")
         encodings = [t for t in self.transforms if isinstance(t, _ENCODINGS)]
         imputes = [i for i, t in enumerate(self.transforms) if isinstance(t, Impute)]
         if imputes and imputes != [0]:
@@ -248,6 +256,41 @@ class ExplainerSpec(_Strict):
     importance: dict[str, float] = Field(description="mean |contribution| per feature over the background")
 
 
+class MonitoringThresholds(_Strict):
+    """When a check fails (sagegate.monitoring.checks says how each statistic is computed)."""
+
+    psi: float = Field(default=0.2, gt=0, description="population stability index of a feature's histogram")
+    mean_shift_sigma: float = Field(default=3.0, gt=0, description="|mean - baseline mean| in baseline std")
+    missing_rate_increase: float = Field(default=0.05, gt=0, description="missing rate above the baseline's")
+    out_of_range_rate: float = Field(default=0.01, gt=0, description="values outside the baseline's [min, max]")
+    unknown_category_rate: float = Field(
+        default=0.01, gt=0, description="categories unseen in training, above the baseline's"
+    )
+    type_failure_rate: float = Field(default=0.01, gt=0, description="requests refused for this feature")
+    prediction_shift: float = Field(
+        default=0.1, gt=0, description="total variation distance of the score histogram or of the class rates"
+    )
+    accuracy_drop: float = Field(default=0.05, gt=0, description="relative drop of a holdout metric (MAE: rise)")
+    bias_difference: float = Field(default=0.1, gt=0, description="demographic parity / equalized odds difference")
+    min_rows: int = Field(default=100, ge=1, description="fewer rows than this in a window: not judged")
+
+
+class Monitoring(_Strict):
+    baseline: str | None = Field(default=None, description="the baseline file beside model.onnx")
+    baseline_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    window: str = Field(default="1h", pattern=r"^[1-9][0-9]*[mhd]$", description="the checks' default window")
+    accuracy_window: str = Field(default="7d", pattern=r"^[1-9][0-9]*[mhd]$", description="feedback's window")
+    thresholds: MonitoringThresholds = Field(default_factory=MonitoringThresholds)
+
+    @model_validator(mode="after")
+    def _pointer(self) -> Monitoring:
+        if (self.baseline is None) != (self.baseline_sha256 is None):
+            raise ValueError("monitoring: a baseline needs its sha256, and a sha256 its baseline")
+        if self.baseline is not None and ("/" in self.baseline or self.baseline in (MODEL_FILE, MANIFEST_FILE)):
+            raise ValueError(f"monitoring: baseline {self.baseline!r} must be a plain file name beside model.onnx")
+        return self
+
+
 class Lineage(_Strict):
     training_data_uri: str | None = None
     code_version: str | None = None
@@ -291,14 +334,17 @@ class ModelManifest(_Strict):
         default=None, description="answer the gateway may give when every model path has failed"
     )
     explainer: ExplainerSpec | None = Field(default=None, description="none: the package explains nothing")
+    monitoring: Monitoring | None = Field(default=None, description="the training baseline and the checks' thresholds")
 
     @property
     def extra_files(self) -> dict[str, str]:
         """The files beside model.onnx that the package holds (the model's data files, the
-        explainer's artifact), with their sha256."""
+        explainer's artifact, the monitoring baseline), with their sha256."""
         found = dict(self.data_files)
         if self.explainer is not None:
             found[self.explainer.file] = self.explainer.sha256
+        if self.monitoring is not None and self.monitoring.baseline and self.monitoring.baseline_sha256:
+            found[self.monitoring.baseline] = self.monitoring.baseline_sha256
         return found
 
     @field_validator("features")
@@ -337,6 +383,10 @@ class ModelManifest(_Strict):
             if shaped:
                 raise ValueError(f"a columns model does its own preprocessing: {shaped[0]!r} has transforms")
         return self
+
+    @property
+    def thresholds(self) -> MonitoringThresholds:
+        return self.monitoring.thresholds if self.monitoring is not None else MonitoringThresholds()
 
     @property
     def input_width(self) -> int:

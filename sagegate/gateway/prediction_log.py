@@ -1,19 +1,26 @@
 """Where every answered prediction is recorded: Kinesis Data Firehose in AWS, a JSON Lines file locally.
 
 Records are buffered during an invocation and written together at its end (`flush`), not with a
-round trip per prediction.
+round trip per prediction. Three kinds of line share the log, told apart by `type` (sagegate.monitoring
+reads them): a prediction (no `type`) with its validated features, prediction, score, version,
+variant, cache hit, degraded flag and time; `"feedback"`, the truth for a prediction_id
+(POST /v1/feedback); `"rejected"`, a request refused for its features, with the reason per field.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
 import orjson
 
-__all__ = ["FirehoseLog", "JsonLinesLog", "NullLog", "PredictionLogProtocol"]
+from sagegate.keys import logged_hash
+from sagegate.manifest import ModelManifest, Task
+
+__all__ = ["FirehoseLog", "JsonLinesLog", "LoggedFeatures", "NullLog", "PredictionLogProtocol"]
 
 log = logging.getLogger("sagegate.gateway")
 
@@ -25,6 +32,27 @@ class PredictionLogProtocol(Protocol):
     def record(self, entry: dict[str, Any]) -> None: ...
 
     def flush(self) -> None: ...
+
+
+class LoggedFeatures:
+    """What the log keeps of one model version's validated features: each feature's checked value,
+    null where neither the request nor the feature store gave it (the default the model then got is
+    not what was sent: the missing rate is measured on what was sent), `sensitive: drop` features
+    left out and `sensitive: hash` ones hashed (sagegate.keys.logged_hash)."""
+
+    def __init__(self, manifest: ModelManifest) -> None:
+        self.model = manifest.name
+        self._kept = [(f.name, f.sensitive == "hash") for f in manifest.features if f.sensitive != "drop"]
+        task = manifest.outputs.task
+        # the score monitoring histograms: the positive-class probability, the top-class one, the value
+        self.score_field = "confidence" if task is Task.MULTICLASS else "prediction"
+
+    def __call__(self, clean: Mapping[str, Any], given: Mapping[str, Any]) -> dict[str, Any]:
+        logged: dict[str, Any] = {}
+        for name, hashed in self._kept:
+            value = clean.get(name) if given.get(name) is not None else None
+            logged[name] = logged_hash(self.model, name, value) if hashed and value is not None else value
+        return logged
 
 
 class NullLog:

@@ -33,7 +33,7 @@ from sagegate.gateway.catalog import CatalogProtocol
 from sagegate.gateway.exceptions import ModelNotFound, NoPrediction, UnprocessableRequest
 from sagegate.gateway.metrics import GatewayMetrics
 from sagegate.gateway.online_features import OnlineFeatureStore
-from sagegate.gateway.prediction_log import PredictionLogProtocol
+from sagegate.gateway.prediction_log import LoggedFeatures, PredictionLogProtocol
 from sagegate.keys import hash_of, prediction_key
 from sagegate.manifest import ModelManifest
 from sagegate.routing import NoVariant, Route, Variant, choose_variant
@@ -140,6 +140,7 @@ class Predictor:
         # Redis answers that came in time are read too late and count as timeouts.
         self._admission = asyncio.Semaphore(concurrency)
         self._validators: dict[tuple[str, str], RecordValidator] = {}
+        self._logged: dict[tuple[str, str], LoggedFeatures] = {}
 
     def _validator(self, manifest: ModelManifest) -> RecordValidator:
         key = (manifest.name, manifest.version)
@@ -147,6 +148,13 @@ class Predictor:
         if validator is None:
             validator = self._validators[key] = RecordValidator.for_manifest(manifest)
         return validator
+
+    def _logged_features(self, manifest: ModelManifest) -> LoggedFeatures:
+        key = (manifest.name, manifest.version)
+        logged = self._logged.get(key)
+        if logged is None:
+            logged = self._logged[key] = LoggedFeatures(manifest)
+        return logged
 
     async def warm_up(self) -> None:
         """Opens what the first request would otherwise open (a Redis connection each, the HTTP
@@ -188,7 +196,11 @@ class Predictor:
                 model=route.model,
                 field="explain",
             )
-        clean, defaulted = await self._features(manifest, request)
+        try:
+            clean, defaulted, given = await self._features(manifest, request)
+        except UnprocessableRequest as exc:
+            self._refused(route.model, manifest.version, variant.name, exc)
+            raise
         key = prediction_key(manifest.name, manifest.version, clean, explained=request.explain)
         body = orjson.dumps({"features": clean})
         budget = self.budget.of(route, explain=request.explain)
@@ -233,11 +245,14 @@ class Predictor:
             explanation=answer.get("explanation") if request.explain else None,
             features_defaulted=defaulted,
         )
-        self._account(route.model, result, key)
+        self._account(route.model, result, key, logged=self._logged_features(manifest), clean=clean, given=given)
         return result
 
-    async def _features(self, manifest: ModelManifest, request: PredictRequest) -> tuple[dict[str, Any], bool]:
-        """The request's features over the entity's online features; every bad field named at once."""
+    async def _features(
+        self, manifest: ModelManifest, request: PredictRequest
+    ) -> tuple[dict[str, Any], bool, dict[str, Any]]:
+        """The request's features over the entity's online features, checked, whether the feature store
+        was unavailable, and what was given before defaults; every bad field named at once."""
         merged = dict(request.features)
         defaulted = False
         entity = manifest.entity_key or "user_id"
@@ -257,7 +272,7 @@ class Predictor:
                 "invalid features: " + "; ".join(f"{e.field} {e.reason}" for e in errors),
                 fields=[{"field": e.field, "reason": e.reason} for e in errors],
             )
-        return clean, defaulted
+        return clean, defaulted, merged
 
     async def _invoke(
         self,
@@ -330,7 +345,7 @@ class Predictor:
             variant = choose_variant(fallback, user_id=request.user_id)
             manifest = self._manifest(fallback.model, variant.model_version)
             asked = PredictRequest(fallback.model, request.features, request.user_id)
-            clean, _ = await self._features(manifest, asked)
+            clean, _, _ = await self._features(manifest, asked)
             budget = self.budget.of(fallback)
             answer = await self._invoke(
                 fallback.endpoint,
@@ -345,7 +360,30 @@ class Predictor:
             return None
         return answer, False, variant
 
-    def _account(self, model: str, result: PredictResult, key: str) -> None:
+    def _refused(self, model: str, version: str, variant: str, error: UnprocessableRequest) -> None:
+        """A request refused for its features: monitoring counts the type failures per feature."""
+        fields = error.detail.get("fields") or []
+        self.log.record(
+            {
+                "type": "rejected",
+                "model": model,
+                "version": version,
+                "variant": variant,
+                "rejected": {f["field"]: f["reason"] for f in fields if f.get("field")},
+                "timestamp": datetime.now(UTC).isoformat(),
+            }
+        )
+
+    def _account(
+        self,
+        model: str,
+        result: PredictResult,
+        key: str,
+        *,
+        logged: LoggedFeatures,
+        clean: dict[str, Any],
+        given: dict[str, Any],
+    ) -> None:
         variant = result.variant or ""
         self.metrics.add(model, variant, "latency_ms", result.latency_ms)
         self.metrics.add(model, variant, "cache_hits" if result.cache_hit else "cache_misses")
@@ -360,9 +398,11 @@ class Predictor:
                 "version": result.model_version,
                 "variant": result.variant,
                 "features_hash": hash_of(key),
+                "features": logged(clean, given),
                 "prediction": result.prediction,
                 "label": result.label,
                 "confidence": result.confidence,
+                "score": result.confidence if logged.score_field == "confidence" else result.prediction,
                 "latency_ms": result.latency_ms,
                 "cache_hit": result.cache_hit,
                 "degraded": result.degraded,

@@ -14,7 +14,7 @@ import numpy as np
 
 from sagegate.manifest import Feature
 
-__all__ = ["CATEGORIES", "CHANNELS", "Transactions", "fraud_features", "generate_transactions"]
+__all__ = ["CATEGORIES", "CHANNELS", "Transactions", "fraud_features", "generate_transactions", "shifted_records"]
 
 CATEGORIES = ["grocery", "restaurants", "fuel", "electronics", "travel", "gaming", "online_services"]
 CHANNELS = ["pos", "web", "mobile", "atm"]
@@ -87,6 +87,20 @@ def generate_transactions(n: int, seed: int = 0, fraud_rate: float = 0.02) -> Tr
     return Transactions(records, label)
 
 
+# Where drifted traffic buys: electronics and gaming, far more than in training.
+SHIFTED_MIX = [0.1, 0.05, 0.05, 0.35, 0.05, 0.3, 0.1]
+
+
+def shifted_records(data: Transactions, seed: int = 0) -> list[dict[str, Any]]:
+    """The same transactions with amounts x3 and a new merchant mix: the drift the demo shows."""
+    rng = np.random.default_rng(seed)
+    mix = rng.choice(len(CATEGORIES), size=len(data), p=SHIFTED_MIX)
+    return [
+        {**r, "amount": round(r["amount"] * 3, 2), "merchant_category": CATEGORIES[m]}
+        for r, m in zip(data.records, mix.tolist(), strict=True)
+    ]
+
+
 def fraud_features(data: Transactions) -> list[Feature]:
     """The manifest's input features, with standardisation fitted on `data`."""
 
@@ -153,7 +167,8 @@ def fraud_features(data: Transactions) -> list[Feature]:
             "default": 0.0,
             "transforms": [{"kind": "log1p"}, {"kind": "standardize", **stats("distance_from_home_km", log=True)}],
         },
-        {"name": "is_foreign", "type": "bool", "required": False, "default": False},
+        # Protected: whether the model treats cardholders abroad fairly is checked (sagegate monitor).
+        {"name": "is_foreign", "type": "bool", "required": False, "default": False, "protected": True},
         {"name": "card_present", "type": "bool", "required": False, "default": True},
     ]
     return [Feature.model_validate(f) for f in spec]

@@ -6,10 +6,16 @@ sends requests from simulated users through the gateway (some users repeat a tra
 cache shows), posts the delayed ground truth to /v1/feedback, and reports per variant from the
 prediction log: traffic share, latency, cache hit rate, precision, recall and AUC, and whether
 the AUC difference is significant (Hanley-McNeil z-test for two independent AUCs).
+
+Then the traffic shifts (amounts x3, a merchant mix leaning to electronics and gaming) and the
+monitor checks the shifted window against each version's training baseline, as `sagegate monitor
+fraud --window ...` does: it names the drifted features and the prediction shift, and writes the
+HTML report beside the stack's state.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable
@@ -25,8 +31,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from sagegate.local.data import generate_transactions
+from sagegate.local.data import generate_transactions, shifted_records
 from sagegate.local.stack import DevStack, StackPaths
+from sagegate.monitoring.command import MonitorRun
 
 __all__ = ["DemoResult", "VariantReport", "auc_z_test", "run_demo"]
 
@@ -53,6 +60,8 @@ class DemoResult:
     p_value: float
     docs_url: str
     degraded: int = 0  # answers served degraded, left out of the comparison
+    monitoring: MonitorRun | None = None  # the checks over the shifted traffic's window
+    report: Path | None = None
 
 
 def auc_z_test(first: tuple[float, int, int], second: tuple[float, int, int]) -> tuple[float, float]:
@@ -89,6 +98,7 @@ def run_demo(
     users: int = 600,
     port: int = 8000,
     emulator_port: int = 8001,
+    shifted: int = 1500,
     keep_serving: Callable[[DemoResult], None] | None = None,
 ) -> DemoResult:
     from sagegate.deploy.local import deploy
@@ -139,6 +149,8 @@ def run_demo(
         _feedback(console, gateway, outcomes)
         result = _report(paths.predictions, outcomes, f"{gateway}/docs")
         _print(console, result)
+        if shifted:
+            result = _drift(console, gateway, paths, result, n=shifted, users=users)
         if keep_serving is not None:
             keep_serving(result)
         return result
@@ -170,8 +182,45 @@ class _supervise:
             self._thread.join(10)
 
 
+def _drift(console: Console, gateway: str, paths: StackPaths, result: DemoResult, *, n: int, users: int) -> DemoResult:
+    """Shifted traffic, then the monitor over exactly its window, printed and drawn."""
+    from sagegate.monitoring.command import print_run, run_monitor
+    from sagegate.monitoring.report import write_report
+
+    started = time.time()
+    traffic = generate_transactions(n, seed=123)
+    what = f"sending {n} shifted predictions (amounts x3, more electronics and gaming)"
+    sent = _send(console, gateway, shifted_records(traffic, seed=4), traffic.label, users, what=what)
+    _logged(paths.predictions, {o["prediction_id"] for o in sent})
+    window = f"{math.ceil(time.time() - started) + 1}s"
+    run = run_monitor(paths.registry, paths.predictions, "fraud", window=window)
+    console.print(
+        f"\nMonitoring the shifted window against the training baselines (sagegate monitor fraud --window {window}):"
+    )
+    print_run(console, run)
+    report = write_report(paths.root / "monitoring-report.html", run)
+    console.print(f"report -> {report}", highlight=False, soft_wrap=True)
+    return dataclasses.replace(result, monitoring=run, report=report)
+
+
+def _logged(log: Path, ids: set[str], timeout: float = 10) -> None:
+    """Until every one of `ids` is in the log (the gateway flushes it in batches)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        lines = log.read_bytes().splitlines() if log.exists() else []
+        if len({x["prediction_id"] for x in map(orjson.loads, lines) if x.get("prediction_id") in ids}) >= len(ids):
+            return
+        time.sleep(0.2)
+
+
 def _send(
-    console: Console, gateway: str, records: list[dict[str, Any]], labels: np.ndarray, users: int
+    console: Console,
+    gateway: str,
+    records: list[dict[str, Any]],
+    labels: np.ndarray,
+    users: int,
+    *,
+    what: str | None = None,
 ) -> list[dict[str, Any]]:
     rng = np.random.default_rng(5)
     owners = rng.integers(0, users, size=len(records))
@@ -183,7 +232,9 @@ def _send(
         plan.append((f"user-{owners[j]}", records[j], int(labels[j])))
     outcomes: list[dict[str, Any]] = []
     with httpx.Client(timeout=30, limits=httpx.Limits(max_connections=16)) as client, _progress(console) as progress:
-        task = progress.add_task(f"sending {len(plan)} predictions from {users} simulated users", total=len(plan))
+        task = progress.add_task(
+            what or f"sending {len(plan)} predictions from {users} simulated users", total=len(plan)
+        )
 
         def one(item: tuple[str, dict[str, Any], int]) -> dict[str, Any]:
             user, features, label = item

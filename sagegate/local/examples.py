@@ -105,6 +105,7 @@ def build_fraud_package(
         version=version,
         overwrite=overwrite,
         lineage={"training_data_uri": f"generated://transactions?rows={len(x)}&seed={seed}", "params": {"kind": kind}},
+        monitored=True,
     )
 
 
@@ -166,8 +167,12 @@ def _package(
     version: str,
     overwrite: bool,
     lineage: dict[str, Any] | None,
+    monitored: bool = False,
 ) -> BuiltPackage:
+    """With `monitored`, the package carries a baseline of the training rows and the holdout's metrics."""
     from sklearn.metrics import roc_auc_score
+
+    holdout = [{**r, "label": int(t)} for r, t in zip(records[split:], y[split:], strict=True)]
 
     score = _scores(model, framework, x[split:])
     predicted = score >= 0.5
@@ -193,6 +198,9 @@ def _package(
         lineage=lineage,
         overwrite=overwrite,
         default_prediction=0.0,
+        training_data=records[:split] if monitored else None,
+        holdout=holdout if monitored else None,
+        label_column="label" if monitored else None,
     )
 
 

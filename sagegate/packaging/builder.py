@@ -12,6 +12,7 @@ make must be the same; the labels must be the model's own classes in the model's
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import shutil
 import tempfile
@@ -31,10 +32,12 @@ from sagegate.manifest import (
     Framework,
     Lineage,
     ModelManifest,
+    Monitoring,
     Outputs,
     Task,
     one_of,
 )
+from sagegate.monitoring.baseline import BASELINE_FILE
 from sagegate.packaging.archive import sha256_file, write_archive
 from sagegate.packaging.converters import Converted, check_columns, convert, shape_of
 from sagegate.packaging.exceptions import PackageError, ParityError
@@ -53,6 +56,7 @@ class BuiltPackage:
     archive_sha256: str
     max_abs_diff: float  # largest difference between source and ONNX outputs on the checked records
     checked_records: int = 0
+    baseline: Path | None = None  # the monitoring baseline (None: no training data was given)
 
 
 def onnx_predict(onnx_model: bytes | Path, inputs: Mapping[str, np.ndarray], output: str) -> np.ndarray:
@@ -134,15 +138,24 @@ def build_package(
     tolerance: float = 1e-3,
     torch_output: str = "logits",
     overwrite: bool = False,
+    training_data: Any = None,
+    holdout: Any = None,
+    label_column: str | None = None,
+    monitoring: Monitoring | Mapping[str, Any] | None = None,
     explain: bool = True,
     background: Sequence[Mapping[str, Any]] | None = None,
 ) -> BuiltPackage:
     """Converts `model` to ONNX, checks it against the source, and writes the package.
 
+    With `training_data` (a DataFrame, an array whose columns are the features in order, or records)
+    the package carries a monitoring baseline: its profile and the packaged model's scores on it,
+    and with a labelled `holdout` (and its `label_column`) the model's metrics there. `monitoring`
+    sets the checks' thresholds and windows (sagegate.manifest.Monitoring).
+
     With `explain` the package gets an explainer (sagegate.explain): exact for tree ensembles and
     linear models, Shapley values over a background sample otherwise. `background`: records like the
-    training data, which explanations are relative to (their mean output is the base value);
-    without them, the sample and the generated records.
+    training data, which explanations are relative to (their mean output is the base value); by
+    default the first rows of `training_data`, else the sample and the generated records.
 
     Raises PackageError (one line) on any problem; the output directory is then left untouched.
     """
@@ -174,6 +187,22 @@ def build_package(
     max_diff = _parity(converted, inputs, got, outputs, framework=framework_, tolerance=tolerance)
 
     digest = hashlib.sha256(onnx_model).hexdigest() if isinstance(onnx_model, bytes) else sha256_file(onnx_model)
+    settings = Monitoring.model_validate(monitoring) if isinstance(monitoring, Mapping) else monitoring
+    baseline = None
+    if training_data is not None:
+        from sagegate.packaging.baseline import compute_baseline
+
+        def predict(batch: dict[str, np.ndarray]) -> np.ndarray:
+            return onnx_predict(onnx_model, {renamed.get(k, k): v for k, v in batch.items()}, converted.output)
+
+        baseline = compute_baseline(
+            parsed, outputs, pipeline, predict, training=training_data, holdout=holdout, label_column=label_column
+        ).dumps()
+        settings = (settings or Monitoring()).model_copy(
+            update={"baseline": BASELINE_FILE, "baseline_sha256": hashlib.sha256(baseline.encode()).hexdigest()}
+        )
+    elif holdout is not None:
+        raise PackageError("a holdout is measured against a baseline: give the training data too")
     manifest = ModelManifest(
         name=name,
         version=version,
@@ -192,6 +221,7 @@ def build_package(
         input_names=renamed,
         entity_key=entity_key,
         default_prediction=default_prediction,
+        monitoring=settings,
     )
     with tempfile.TemporaryDirectory(prefix="sagegate-explain-") as scratch:
         extra = list(converted.data_files)
@@ -201,13 +231,48 @@ def build_package(
                 manifest,
                 pipeline,
                 onnx_model,
-                background=background or records,
+                background=background or _background_of(training_data, parsed) or records,
                 names=renamed,
                 directory=Path(scratch),
             )
             extra.append(Path(scratch) / manifest.explainer.file)  # type: ignore[union-attr]
-        path, archive = _write(output_dir, onnx_model, extra, manifest, overwrite)
-    return BuiltPackage(path, manifest, archive, sha256_file(archive), max_diff, len(records))
+        path, archive = _write(output_dir, onnx_model, extra, manifest, overwrite, baseline=baseline)
+    return BuiltPackage(
+        path,
+        manifest,
+        archive,
+        sha256_file(archive),
+        max_diff,
+        len(records),
+        baseline=path / BASELINE_FILE if baseline is not None else None,
+    )
+
+
+BACKGROUND_KEPT = 256  # training rows an explainer's background is taken from
+
+
+def _background_of(training: Any, features: Sequence[Feature]) -> list[dict[str, Any]]:
+    """The first rows of the training data as records (without missing values: the pipeline
+    fills what it may), or none."""
+    if training is None:
+        return []
+    from sagegate.monitoring.baseline import as_columns
+
+    try:
+        columns = as_columns(training, [f.name for f in features])
+    except ValueError as exc:
+        raise PackageError(f"training data: {exc}") from None
+    n = min(BACKGROUND_KEPT, min((len(v) for v in columns.values()), default=0))
+    rows = []
+    for i in range(n):
+        row = {}
+        for name, values in columns.items():
+            value = values[i]
+            if value is None or (isinstance(value, float) and math.isnan(value)):
+                continue
+            row[name] = value.item() if hasattr(value, "item") else value
+        rows.append(row)
+    return rows
 
 
 def _with_explainer(
@@ -348,7 +413,13 @@ def _check_shape(got: np.ndarray, task: Task, labels: list[str] | None, n: int) 
 
 
 def _write(
-    output_dir: Path, onnx_model: bytes | Path, data_files: list[Path], manifest: ModelManifest, overwrite: bool
+    output_dir: Path,
+    onnx_model: bytes | Path,
+    data_files: list[Path],
+    manifest: ModelManifest,
+    overwrite: bool,
+    *,
+    baseline: str | None = None,
 ) -> tuple[Path, Path]:
     output_dir = Path(output_dir)
     if output_dir.exists() and not overwrite:
@@ -367,7 +438,11 @@ def _write(
         for data in data_files:
             shutil.copyfile(data, staging / data.name)
         (staging / MANIFEST_FILE).write_text(manifest.dumps())
-        write_archive(staging, extra=[d.name for d in data_files])
+        extra = [d.name for d in data_files]
+        if baseline is not None:
+            (staging / BASELINE_FILE).write_text(baseline)
+            extra.append(BASELINE_FILE)
+        write_archive(staging, extra=extra)
         os.chmod(staging, 0o755)
         if output_dir.exists():
             shutil.rmtree(output_dir)

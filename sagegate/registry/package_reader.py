@@ -17,7 +17,8 @@ __all__ = ["checked_package"]
 
 @contextmanager
 def checked_package(package: Path) -> Iterator[tuple[Path, ModelManifest]]:
-    """The package's folder and manifest, after checking model.onnx against the manifest's sha256."""
+    """The package's folder and manifest, after checking model.onnx (and the monitoring baseline, when
+    there is one) against the manifest's sha256."""
     scratch = None
     try:
         if package.is_file():

@@ -164,3 +164,38 @@ def test_serve_rejects_bad_settings_in_one_line(tmp_path: Path) -> None:
     done = sagegate("serve", "--model-dir", str(tmp_path), "--max-batch-size", "0")
     assert done.returncode == 1
     assert done.stderr.strip().startswith("error: max_batch_size:")
+
+
+def test_package_with_training_data_writes_a_baseline_and_says_when_there_is_none(
+    spec_files: dict[str, Any], transactions: Transactions
+) -> None:
+    import joblib
+    import pandas as pd
+    from sklearn.linear_model import LogisticRegression
+
+    root, x, y = spec_files["root"], spec_files["x"], spec_files["y"]
+    joblib.dump(LogisticRegression(max_iter=500).fit(x, y), root / "baseline-model.joblib")
+    frame = pd.DataFrame(transactions.records)
+    frame.iloc[:3000].to_csv(root / "train.csv", index=False)
+    frame.iloc[3000:].assign(is_fraud=transactions.label[3000:]).to_parquet(root / "holdout.parquet")
+    common = [
+        "package",
+        str(root / "baseline-model.joblib"),
+        "--framework",
+        "sklearn",
+        "--spec",
+        str(root / "spec.json"),
+    ]
+    common += ["--sample", str(root / "sample.json"), "--overwrite"]
+    done = sagegate(*common, "-o", str(root / "with"), "--training-data", str(root / "train.csv"),
+                    "--holdout", str(root / "holdout.parquet"), "--label-column", "is_fraud")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert f"monitoring baseline -> {root / 'with' / 'baseline.json'}" in done.stderr
+    baseline = json.loads((root / "with" / "baseline.json").read_text())
+    assert baseline["rows"] == 3000 and baseline["holdout_rows"] == len(frame) - 3000 and "auc" in baseline["metrics"]
+    assert ModelManifest.read(root / "with").monitoring is not None
+
+    bare = sagegate(*common, "-o", str(root / "without"))
+    assert bare.returncode == 0 and "monitoring will have no baseline" in bare.stderr
+    wrong = sagegate(*common, "-o", str(root / "bad"), "--holdout", str(root / "holdout.parquet"))
+    assert wrong.returncode == 1 and wrong.stderr.strip().splitlines()[-1].startswith("error: --holdout needs")

@@ -25,6 +25,8 @@ def test_the_demo_runs_the_ab_test_and_reports_it(tmp_path: Path) -> None:
             "demo",
             "--requests",
             "600",
+            "--shifted",
+            "500",
             "--no-serve",
             "--port",
             str(free_port()),
@@ -51,6 +53,11 @@ def test_the_demo_runs_the_ab_test_and_reports_it(tmp_path: Path) -> None:
     assert 0.10 < requests["v2"] / 600 < 0.30  # an 80/20 split by user: 600 requests from 600 users
     assert float(rows["v1"].group(7)) > 0  # some repeated transactions were answered from the cache
     assert "Hanley-McNeil z-test" in out or "not enough outcomes" in out
+    # then the shifted traffic: the monitor names what drifted and writes the report
+    assert "sagegate monitor fraud --window" in out
+    assert re.search(r"fraud v1: \d+ checks, .* failed; drifted: .*amount", out) and "merchant_category" in out, out
+    assert "score_tvd" in out
+    assert (tmp_path / "state" / "monitoring-report.html").stat().st_size > 1_000_000  # plotly.js inlined
     # --no-serve: the stack is stopped, and the next steps say how to bring it back first
     assert "The demo's stack is stopped" in out and "`sagegate dev` serves them again" in out
     assert "sagegate models list" in out

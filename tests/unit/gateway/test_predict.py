@@ -67,8 +67,8 @@ def test_bad_features_are_422_naming_each_field(
     answer = gw.predict(features=features)
     assert answer.status_code == 422
     assert {f["field"]: f["reason"] for f in answer.json()["fields"]} == named
-    assert gw.endpoints.calls == []  # nothing reached the model, nothing was logged
-    assert gw.log_lines() == []
+    assert gw.endpoints.calls == []  # nothing reached the model; no prediction was logged, the refusal was
+    assert [(line["type"], line["rejected"]) for line in gw.log_lines()] == [("rejected", named)]
 
 
 @pytest.mark.parametrize(

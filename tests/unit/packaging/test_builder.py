@@ -58,7 +58,8 @@ def test_binary_packages_match_their_source_models(
     assert probabilities.shape == (500, 2)
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
     with tarfile.open(built.archive) as tar:
-        assert sorted(tar.getnames()) == ["explainer.npz", "manifest.json", "model.onnx"]
+        # the example fraud models are packaged with their training data: a baseline, and an explainer
+        assert sorted(tar.getnames()) == ["baseline.json", "explainer.npz", "manifest.json", "model.onnx"]
 
 
 def test_sklearn_pipeline_multiclass(tmp_path: Path) -> None:

@@ -1,0 +1,383 @@
+"""The checks' statistics as SQL, written once for both engines: DuckDB over the local JSON Lines
+log, Athena (Trino) over Firehose's Parquet in AWS.
+
+Every query is one pass over the window's rows that returns counts, means and histograms: the
+numeric histograms use the baseline's fixed bin edges as plain comparisons (`x >= e1 AND x < e2`),
+categories as equalities, so the engine bins and counts and nothing but a few numbers per feature
+leaves it. What the dialects write differently is behind `Dialect`: reading an ISO 8601 time and
+writing an instant. The rest (CASE, SUM, AVG, STDDEV_POP, COUNT, RANK() OVER, max_by, JOIN, struct
+field access `features."name"`) is the same text in both.
+
+The log's columns the queries read: model, version, type (NULL for a prediction, 'feedback',
+'rejected'), degraded, features (a struct, one field per logged feature), score, label,
+prediction_id, outcome (text), rejected (a struct of reasons per field), timestamp (ISO 8601 text).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from sagegate.keys import logged_hash
+from sagegate.manifest import Feature, ModelManifest, Task
+from sagegate.monitoring.baseline import Baseline, CategoricalProfile, NumericProfile
+
+__all__ = [
+    "ATHENA",
+    "DUCKDB",
+    "AccuracyQuery",
+    "Dialect",
+    "FeatureCounts",
+    "GroupQuery",
+    "ProfileQuery",
+    "Scope",
+    "Window",
+    "WindowCounts",
+    "group_expression",
+    "literal",
+    "quoted",
+    "truth_expression",
+    "versions_sql",
+]
+
+
+class Dialect(Protocol):
+    @property
+    def name(self) -> str: ...
+
+    def timestamp(self, expression: str) -> str: ...
+
+    def instant(self, at: datetime) -> str: ...
+
+
+@dataclass(frozen=True)
+class _DuckDB:
+    name: str = "duckdb"
+
+    def timestamp(self, expression: str) -> str:
+        return f"CAST({expression} AS TIMESTAMPTZ)"
+
+    def instant(self, at: datetime) -> str:
+        return f"CAST({literal(at.isoformat())} AS TIMESTAMPTZ)"
+
+
+@dataclass(frozen=True)
+class _Athena:
+    name: str = "athena"
+
+    def timestamp(self, expression: str) -> str:
+        return f"from_iso8601_timestamp({expression})"
+
+    def instant(self, at: datetime) -> str:
+        return f"from_iso8601_timestamp({literal(at.isoformat())})"
+
+
+DUCKDB: Dialect = _DuckDB()
+ATHENA: Dialect = _Athena()
+
+
+def literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def quoted(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _number(value: float) -> str:
+    return repr(float(value))
+
+
+@dataclass(frozen=True)
+class Window:
+    start: datetime
+    end: datetime
+    label: str  # what the user asked for, e.g. "1h"
+
+    def __str__(self) -> str:
+        return f"{self.label} to {self.end.strftime('%Y-%m-%d %H:%M:%S')}Z"
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Which rows a check reads: one model version's, over a window, from `source` (the log as the
+    engine names it: DuckDB's read_json(...) of the file, Athena's table)."""
+
+    dialect: Dialect
+    source: str
+    manifest: ModelManifest
+    version: str
+    window: Window
+
+    @property
+    def rows(self) -> str:
+        return f"{_of(self.manifest, self.version)} AND {_within(self.dialect, self.window)}"
+
+
+def _within(dialect: Dialect, window: Window) -> str:
+    at = dialect.timestamp(quoted("timestamp"))
+    return f"{at} >= {dialect.instant(window.start)} AND {at} < {dialect.instant(window.end)}"
+
+
+def _of(manifest: ModelManifest, version: str) -> str:
+    return f"model = {literal(manifest.name)} AND version = {literal(version)}"
+
+
+def versions_sql(dialect: Dialect, source: str, model: str, window: Window) -> str:
+    """The versions of `model` with predictions in the window, and how many."""
+    return (
+        f"SELECT version, COUNT(*) AS n FROM {source} WHERE model = {literal(model)} AND type IS NULL "
+        f"AND {_within(dialect, window)} GROUP BY version ORDER BY version"
+    )
+
+
+def _bins(expression: str, edges: Sequence[float]) -> list[str]:
+    """One condition per bin of the fixed edges: bin i holds edges[i-1] <= x < edges[i]."""
+    if not edges:
+        return [f"{expression} IS NOT NULL"]
+    conditions = [f"{expression} < {_number(edges[0])}"]
+    conditions += [
+        f"{expression} >= {_number(a)} AND {expression} < {_number(b)}" for a, b in itertools.pairwise(edges)
+    ]
+    conditions.append(f"{expression} >= {_number(edges[-1])}")
+    return conditions
+
+
+def _categories(feature: Feature, profile: CategoricalProfile, model: str) -> list[str]:
+    """The baseline's categories as the log writes them (hashed for a `sensitive: hash` feature)."""
+    if feature.sensitive == "hash":
+        return [logged_hash(model, feature.name, c) for c in profile.categories]
+    return list(profile.categories)
+
+
+def _field(feature: str) -> str:
+    return f"features.{quoted(feature)}"
+
+
+@dataclass
+class FeatureCounts:
+    present: int = 0
+    mean: float | None = None
+    std: float | None = None
+    below_min: int = 0
+    above_max: int = 0
+    bins: list[int] = field(default_factory=list)  # numeric bins, or the categories then "other"
+    rejected: int = 0
+
+
+@dataclass
+class WindowCounts:
+    rows: int = 0  # predictions (degraded ones too: their features are traffic all the same)
+    model_rows: int = 0  # predictions the model made (not degraded): the prediction checks' rows
+    rejected_rows: int = 0
+    features: dict[str, FeatureCounts] = field(default_factory=dict)
+    score_bins: list[int] = field(default_factory=list)
+    score_mean: float | None = None
+    class_counts: dict[str, int] = field(default_factory=dict)
+
+
+_PRED = "type IS NULL"
+_MODEL = "type IS NULL AND NOT COALESCE(degraded, FALSE)"
+_REJECTED = "type = 'rejected'"
+
+
+def _count(condition: str) -> str:
+    return f"SUM(CASE WHEN {condition} THEN 1 ELSE 0 END)"
+
+
+class ProfileQuery:
+    """The window's profile in one pass: counts, missing, range, histograms, refusals per feature,
+    then the score histogram and the class counts of the model's own answers."""
+
+    def __init__(self, scope: Scope, baseline: Baseline) -> None:
+        manifest = scope.manifest
+        self._columns: list[tuple[str, str, int]] = []  # (feature or "", stat, bin index)
+        select: list[str] = []
+
+        def add(expression: str, feature: str, stat: str, index: int = 0) -> None:
+            select.append(f"{expression} AS a{len(select)}")
+            self._columns.append((feature, stat, index))
+
+        add(_count(_PRED), "", "rows")
+        add(_count(_MODEL), "", "model_rows")
+        add(_count(_REJECTED), "", "rejected_rows")
+        logged = [f for f in manifest.features if f.sensitive != "drop"]
+        for feature in logged:
+            x = _field(feature.name)
+            profile = baseline.features.get(feature.name)
+            add(_count(f"{_PRED} AND {x} IS NOT NULL"), feature.name, "present")
+            add(_count(f"{_REJECTED} AND rejected.{quoted(feature.name)} IS NOT NULL"), feature.name, "rejected")
+            if isinstance(profile, NumericProfile) and feature.sensitive != "hash":
+                add(f"AVG(CASE WHEN {_PRED} THEN {x} END)", feature.name, "mean")
+                add(f"STDDEV_POP(CASE WHEN {_PRED} THEN {x} END)", feature.name, "std")
+                if profile.min is not None and profile.max is not None:
+                    add(_count(f"{_PRED} AND {x} < {_number(profile.min)}"), feature.name, "below_min")
+                    add(_count(f"{_PRED} AND {x} > {_number(profile.max)}"), feature.name, "above_max")
+                for i, condition in enumerate(_bins(x, profile.edges)):
+                    add(_count(f"{_PRED} AND {condition}"), feature.name, "bin", i)
+            elif isinstance(profile, CategoricalProfile):
+                for i, category in enumerate(_categories(feature, profile, manifest.name)):
+                    add(_count(f"{_PRED} AND {x} = {literal(category)}"), feature.name, "bin", i)
+        prediction = baseline.prediction
+        for i, condition in enumerate(_bins("score", prediction.edges)):
+            add(_count(f"{_MODEL} AND {condition}"), "", "score_bin", i)
+        add(f"AVG(CASE WHEN {_MODEL} THEN score END)", "", "score_mean")
+        for label in manifest.outputs.labels or []:
+            add(_count(f"{_MODEL} AND label = {literal(label)}"), label, "class")
+        self.sql = (
+            f"SELECT {', '.join(select)} FROM {scope.source} WHERE {scope.rows} AND (type IS NULL OR type = 'rejected')"
+        )
+        self._categorical = {
+            f.name: len(p.categories)
+            for f in logged
+            if isinstance(p := baseline.features.get(f.name), CategoricalProfile)
+        }
+
+    def parse(self, row: Sequence[Any]) -> WindowCounts:
+        counts = WindowCounts()
+        for (feature, stat, index), value in zip(self._columns, row, strict=True):
+            if stat in ("rows", "model_rows", "rejected_rows"):
+                setattr(counts, stat, int(value or 0))
+            elif stat == "score_bin":
+                counts.score_bins.append(int(value or 0))
+            elif stat == "score_mean":
+                counts.score_mean = None if value is None else float(value)
+            elif stat == "class":
+                counts.class_counts[feature] = int(value or 0)
+            else:
+                one = counts.features.setdefault(feature, FeatureCounts())
+                if stat == "bin":
+                    assert index == len(one.bins)
+                    one.bins.append(int(value or 0))
+                elif stat in ("mean", "std"):
+                    setattr(one, stat, None if value is None else float(value))
+                else:
+                    setattr(one, stat, int(value or 0))
+        for name, known in self._categorical.items():  # the "other" bin: present, but none of the known
+            one = counts.features[name]
+            one.bins.append(one.present - sum(one.bins[:known]))
+        return counts
+
+
+def truth_expression(manifest: ModelManifest, outcome: str = "outcome") -> str:
+    """The feedback's outcome (text) as the truth: 1/0 for a binary model (its positive label, 1 or
+    true), the label for a multiclass one (a label or a class index), a number for a regression."""
+    outputs = manifest.outputs
+    labels = outputs.labels or []
+    if outputs.task is Task.REGRESSION:
+        return f"TRY_CAST({outcome} AS DOUBLE)"
+    if outputs.task is Task.BINARY:
+        negative, positive = labels
+        return (
+            f"CASE WHEN {outcome} IN ({literal(positive)}, '1', 'true') THEN 1 "
+            f"WHEN {outcome} IN ({literal(negative)}, '0', 'false') THEN 0 END"
+        )
+    whens = " ".join(
+        f"WHEN {outcome} IN ({literal(label)}, {literal(str(i))}) THEN {literal(label)}"
+        for i, label in enumerate(labels)
+    )
+    return f"CASE {whens} END"
+
+
+def group_expression(feature: Feature, profile: NumericProfile | CategoricalProfile | None) -> str:
+    """A protected attribute's groups: its value (categories, booleans), else the baseline's bins."""
+    x = _field(feature.name)
+    if isinstance(profile, NumericProfile) and feature.sensitive != "hash" and feature.type.value != "bool":
+        edges = profile.edges
+        labels = (
+            [f"< {edges[0]:g}"] + [f"{a:g} to {b:g}" for a, b in itertools.pairwise(edges)] + [f">= {edges[-1]:g}"]
+            if edges
+            else ["all"]
+        )
+        whens = " ".join(f"WHEN {c} THEN {literal(label)}" for c, label in zip(_bins(x, edges), labels, strict=True))
+        return f"CASE {whens} ELSE '(missing)' END"
+    if feature.type.value == "bool" and feature.sensitive != "hash":
+        return f"CASE WHEN {x} >= 0.5 THEN 'true' WHEN {x} < 0.5 THEN 'false' ELSE '(missing)' END"
+    return f"COALESCE(CAST({x} AS VARCHAR), '(missing)')"
+
+
+def _labelled(scope: Scope, extra: str) -> str:
+    """The window's predictions by the model joined with their latest feedback (WITH ... j)."""
+    dialect, source, manifest = scope.dialect, scope.source, scope.manifest
+    at = dialect.timestamp(quoted("timestamp"))
+    return (
+        f"WITH p AS (SELECT prediction_id, score, label, {at} AS logged_at{extra} "
+        f"FROM {source} WHERE {scope.rows} AND {_MODEL}), "
+        f"f AS (SELECT prediction_id, max_by(outcome, {quoted('timestamp')}) AS outcome FROM {source} "
+        f"WHERE type = 'feedback' AND {at} >= {dialect.instant(scope.window.start)} "
+        f"GROUP BY prediction_id), "
+        f"j AS (SELECT p.*, {truth_expression(manifest, 'f.outcome')} AS truth FROM p "
+        f"JOIN f ON p.prediction_id = f.prediction_id) "
+    )
+
+
+@dataclass(frozen=True)
+class AccuracyQuery:
+    """Accuracy from feedback over a window, overall (`by_day` False) or per day: for a binary model
+    the confusion counts at its threshold and the rank sum of the positives (AUC, Mann-Whitney, with
+    ties at their average rank); for a multiclass one the hits; for a regression the absolute error."""
+
+    sql: str
+    task: Task
+
+    @classmethod
+    def build(cls, scope: Scope, *, by_day: bool) -> AccuracyQuery:
+        manifest = scope.manifest
+        task = manifest.outputs.task
+        day = "date_trunc('day', logged_at)" if by_day else "NULL"
+        head = _labelled(scope, "")
+        if task is Task.BINARY:
+            positive = literal((manifest.outputs.labels or ["", ""])[1])
+            by, ties = ("PARTITION BY d ", "PARTITION BY d, score") if by_day else ("", "PARTITION BY score")
+            sql = (
+                head + f", r0 AS (SELECT {day} AS d, truth, label, score FROM j "
+                "WHERE truth IS NOT NULL AND score IS NOT NULL), "
+                f"r AS (SELECT d, truth, label, RANK() OVER ({by}ORDER BY score) "
+                f"+ (COUNT(*) OVER ({ties}) - 1) / 2.0 AS rnk FROM r0) "
+                f"SELECT d, COUNT(*) AS n, SUM(truth) AS positives, "
+                f"{_count(f'truth = 1 AND label = {positive}')} AS tp, "
+                f"{_count(f'truth = 0 AND label = {positive}')} AS fp, "
+                f"{_count(f'truth = 1 AND label <> {positive}')} AS fn, "
+                "SUM(CASE WHEN truth = 1 THEN rnk ELSE 0 END) AS rank_sum FROM r GROUP BY d ORDER BY d"
+            )
+        elif task is Task.MULTICLASS:
+            sql = (
+                head + f"SELECT {day} AS d, COUNT(*) AS n, {_count('label = truth')} AS hits "
+                "FROM j WHERE truth IS NOT NULL GROUP BY 1 ORDER BY 1"
+            )
+        else:
+            sql = (
+                head + f"SELECT {day} AS d, COUNT(*) AS n, SUM(ABS(score - truth)) AS abs_error, "
+                "SUM((score - truth) * (score - truth)) AS squared_error "
+                "FROM j WHERE truth IS NOT NULL AND score IS NOT NULL GROUP BY 1 ORDER BY 1"
+            )
+        return cls(sql, task)
+
+
+@dataclass(frozen=True)
+class GroupQuery:
+    """Per group of a protected attribute: (group, truth or NULL, predicted positive, rows). Without
+    feedback (`labelled` False) every prediction of the window; with it, those joined to their truth."""
+
+    sql: str
+
+    @classmethod
+    def build(cls, scope: Scope, baseline: Baseline, feature: Feature, *, labelled: bool) -> GroupQuery:
+        manifest = scope.manifest
+        groups = group_expression(feature, baseline.features.get(feature.name))
+        positive = literal((manifest.outputs.labels or ["", ""])[-1])
+        if labelled:
+            head = _labelled(scope, f", {groups} AS grp")
+            sql = (
+                head + f"SELECT grp, truth, CASE WHEN label = {positive} THEN 1 ELSE 0 END AS predicted, COUNT(*) AS n "
+                "FROM j WHERE truth IS NOT NULL GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
+            )
+        else:
+            sql = (
+                f"SELECT {groups} AS grp, NULL AS truth, CASE WHEN label = {positive} THEN 1 ELSE 0 END AS predicted, "
+                f"COUNT(*) AS n FROM {scope.source} WHERE {scope.rows} AND {_MODEL} GROUP BY 1, 3 ORDER BY 1, 3"
+            )
+        return cls(sql)
