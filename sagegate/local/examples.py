@@ -172,7 +172,8 @@ def _package(
     """With `monitored`, the package carries a baseline of the training rows and the holdout's metrics."""
     from sklearn.metrics import roc_auc_score
 
-    holdout = [{**r, "label": int(t)} for r, t in zip(records[split:], y[split:], strict=True)]
+    # (`records` are then every row: the training rows, and the holdout after `split`)
+    holdout = [{**r, "label": int(t)} for r, t in zip(records[split:], y[split:], strict=True)] if monitored else []
 
     score = _scores(model, framework, x[split:])
     predicted = score >= 0.5
