@@ -9,7 +9,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +29,7 @@ from sagegate.server.exceptions import (
     ModelLoadError,
     ModelNotFound,
     ModelRuntimeError,
+    ServerError,
 )
 from sagegate.server.metrics import ServerMetrics
 from sagegate.server.model import LoadedModel, Prediction, estimate_memory_mb
@@ -227,27 +228,33 @@ class DataPlane:
         )
 
     async def predict(self, served: ServedModel, rows: Sequence[Row]) -> list[Prediction]:
-        return cast(list[Prediction], await self._guarded(served, served.batcher, rows))
+        return cast(list[Prediction], await self._guarded(served, lambda: served.batcher.submit(rows)))
 
     async def predict_block(self, served: ServedModel, block: np.ndarray) -> np.ndarray:
         """The model's output block for a validated block of records (`FeaturePipeline.block_from_array`)."""
-        if served.blocks is None:
+        blocks = served.blocks
+        if blocks is None:
             raise BadRequest(f"model {served.model.name!r} takes text features: its records cannot be one block")
-        return cast(np.ndarray, await self._guarded(served, served.blocks, cast(Any, block)))
+        return cast(np.ndarray, await self._guarded(served, lambda: blocks.submit(cast(Any, block))))
 
-    async def _guarded(self, served: ServedModel, batcher: AdaptiveBatcher[Any, Any], records: Sequence[Any]) -> Any:
+    async def _guarded(self, served: ServedModel, work: Callable[[], Awaitable[Any]], doing: str = "answer") -> Any:
+        """`work` within the request timeout; a failure of the model is a 500 that names it (a
+        refusal of the request stays what it is)."""
         try:
             async with asyncio.timeout(self.config.request_timeout_s):
-                return await batcher.submit(records)
+                return await work()
+        except ServerError:
+            raise
         except TimeoutError:
             raise ModelRuntimeError(
-                f"model {served.model.name!r} did not answer within {self.config.request_timeout_s:g}s",
+                f"model {served.model.name!r} did not {doing} within {self.config.request_timeout_s:g}s",
                 model=served.model.name,
             ) from None
         except Exception as exc:
-            log.exception("model %s failed", served.model.name)
+            log.exception("model %s failed to %s", served.model.name, doing)
             raise ModelRuntimeError(
-                f"model {served.model.name!r} failed: {str(exc).splitlines()[0][:300]}", model=served.model.name
+                f"model {served.model.name!r} failed to {doing}: {str(exc).splitlines()[0][:300]}",
+                model=served.model.name,
             ) from None
 
     async def explain(self, served: ServedModel, rows: Sequence[Row]) -> list[dict[str, Any]]:
@@ -256,29 +263,20 @@ class DataPlane:
         trade the GIL with the event loop at every step and slow every other request). A sampled one
         is mostly one large ONNX Runtime call (which releases the GIL): in its own thread, one at a
         time, beside the batcher."""
-        from sagegate.server.exceptions import NoExplainer
-
         explainer = served.model.explainer
-        try:
-            if explainer is not None and explainer.spec.method != "permutation" and len(rows) <= _INLINE_EXPLAIN:
+        if explainer is not None and explainer.spec.method != "permutation" and len(rows) <= _INLINE_EXPLAIN:
+
+            async def inline() -> list[dict[str, Any]]:
                 return served.model.explain_rows(rows)
-            async with asyncio.timeout(self.config.request_timeout_s):
-                return await asyncio.get_running_loop().run_in_executor(
-                    self._explainer, served.model.explain_rows, rows
-                )
-        except NoExplainer:
-            raise
-        except TimeoutError:
-            raise ModelRuntimeError(
-                f"model {served.model.name!r} did not explain within {self.config.request_timeout_s:g}s",
-                model=served.model.name,
-            ) from None
-        except Exception as exc:
-            log.exception("explaining with %s failed", served.model.name)
-            raise ModelRuntimeError(
-                f"model {served.model.name!r} failed to explain: {str(exc).splitlines()[0][:300]}",
-                model=served.model.name,
-            ) from None
+
+            work = inline
+        else:
+
+            async def work() -> list[dict[str, Any]]:
+                loop = asyncio.get_running_loop()
+                return await loop.run_in_executor(self._explainer, served.model.explain_rows, rows)
+
+        return cast(list[dict[str, Any]], await self._guarded(served, work, "explain"))
 
     async def close(self) -> None:
         for name in list(self.models):

@@ -118,7 +118,7 @@ def test_a_model_failing_at_run_time_is_a_500_naming_it(
     assert ok.status_code == 200 and ok.json()["predictions"][0]["prediction"] == pytest.approx(10.0)
     failed = client.post(f"{server.url}/invocations", json={"instances": [one, one]})
     assert failed.status_code == 500
-    assert failed.json()["error"].startswith("model 'brittle' failed:")
+    assert failed.json()["error"].startswith("model 'brittle' failed to answer:")
     assert failed.json()["model"] == "brittle"
     # and the server is still serving
     assert client.post(f"{server.url}/invocations", json={"instances": [one]}).status_code == 200

@@ -52,6 +52,21 @@ def _package(tmp_path: Path, model: Any, framework: str, task: str, x: np.ndarra
     return LoadedModel.load("m", built.path, ["CPUExecutionProvider"])
 
 
+def _built(tmp_path: Path, model: Any, framework: str, task: str, x: np.ndarray, name: str = "p", **extra: Any) -> Any:
+    """build_package with this file's features and sample."""
+    return build_package(
+        model,
+        framework=framework,
+        name="m",
+        version="1",
+        features=_features(),
+        task=task,
+        sample=_records(x[:3]),
+        output_dir=tmp_path / name,
+        **extra,
+    )
+
+
 def _explained(loaded: LoadedModel, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return loaded.explain_rows(loaded.pipeline.rows_from_records(records))
 
@@ -301,28 +316,8 @@ def test_the_explainer_is_part_of_the_package_and_its_bytes_are_stable(tmp_path:
 
     x, score = _data()
     model = xgboost.XGBClassifier(n_estimators=20, max_depth=3).fit(x, (score > 0).astype(int))
-    first = build_package(
-        model,
-        framework="xgboost",
-        name="m",
-        version="1",
-        features=_features(),
-        task="binary",
-        sample=_records(x[:3]),
-        background=_records(x[:100]),
-        output_dir=tmp_path / "a",
-    )
-    second = build_package(
-        model,
-        framework="xgboost",
-        name="m",
-        version="1",
-        features=_features(),
-        task="binary",
-        sample=_records(x[:3]),
-        background=_records(x[:100]),
-        output_dir=tmp_path / "b",
-    )
+    first = _built(tmp_path, model, "xgboost", "binary", x, "a", background=_records(x[:100]))
+    second = _built(tmp_path, model, "xgboost", "binary", x, "b", background=_records(x[:100]))
     assert (first.path / "explainer.npz").read_bytes() == (second.path / "explainer.npz").read_bytes()
     assert first.archive_sha256 == second.archive_sha256
     import tarfile
@@ -339,16 +334,7 @@ def test_a_modified_explainer_is_refused_at_load(tmp_path: Path) -> None:
     x, score = _data()
     from sklearn.linear_model import LinearRegression
 
-    built = build_package(
-        LinearRegression().fit(x, score),
-        framework="sklearn",
-        name="m",
-        version="1",
-        features=_features(),
-        task="regression",
-        sample=_records(x[:3]),
-        output_dir=tmp_path / "p",
-    )
+    built = _built(tmp_path, LinearRegression().fit(x, score), "sklearn", "regression", x)
     with (built.path / "explainer.npz").open("ab") as fh:
         fh.write(b"\0")
     with pytest.raises(ModelLoadError, match=r"explainer\.npz has sha256"):
@@ -361,17 +347,7 @@ def test_a_model_packaged_without_an_explainer_says_so(tmp_path: Path) -> None:
     from sagegate.server.exceptions import NoExplainer
 
     x, score = _data()
-    built = build_package(
-        LinearRegression().fit(x, score),
-        framework="sklearn",
-        name="m",
-        version="1",
-        features=_features(),
-        task="regression",
-        sample=_records(x[:3]),
-        output_dir=tmp_path / "p",
-        explain=False,
-    )
+    built = _built(tmp_path, LinearRegression().fit(x, score), "sklearn", "regression", x, explain=False)
     assert built.manifest.explainer is None and not (built.path / "explainer.npz").exists()
     loaded = LoadedModel.load("m", built.path, ["CPUExecutionProvider"])
     with pytest.raises(NoExplainer, match="has no explainer"):
@@ -388,16 +364,7 @@ def test_the_server_explains_without_shap(tmp_path: Path) -> None:
 
     x, score = _data()
     model = xgboost.XGBClassifier(n_estimators=10, max_depth=3).fit(x, (score > 0).astype(int))
-    built = build_package(
-        model,
-        framework="xgboost",
-        name="m",
-        version="1",
-        features=_features(),
-        task="binary",
-        sample=_records(x[:3]),
-        output_dir=tmp_path / "p",
-    )
+    built = _built(tmp_path, model, "xgboost", "binary", x)
     script = (
         "import sys\n"
         "from pathlib import Path\n"
