@@ -49,7 +49,12 @@ def test_the_demo_runs_the_ab_test_and_reports_it(tmp_path: Path) -> None:
     }
     assert set(rows) == {"v1", "v2"}, out
     requests = {v: int(m.group(3)) for v, m in rows.items()}
-    assert requests["v1"] + requests["v2"] == 600
+    # under load (this suite runs two at a time on two cores) an answer may miss the 100 ms endpoint
+    # budget and be served degraded: the demo says how many and leaves them out of the comparison
+    said = re.search(r"(\d+) degraded answers", out)
+    degraded = int(said.group(1)) if said else 0
+    assert requests["v1"] + requests["v2"] + degraded == 600
+    assert degraded <= 30, out  # a few under load; more is a broken stack, not a busy machine
     assert 0.10 < requests["v2"] / 600 < 0.30  # an 80/20 split by user: 600 requests from 600 users
     assert float(rows["v1"].group(7)) > 0  # some repeated transactions were answered from the cache
     assert "Hanley-McNeil z-test" in out or "not enough outcomes" in out
