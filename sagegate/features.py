@@ -451,7 +451,7 @@ class _FastPath:
                 rows.append((a + b, c))
         except KeyError:
             return None
-        if self._n_numbers and not self._in_range(number_rows):
+        if self._n_numbers and number_rows and not self._in_range(number_rows):
             return None
         return rows
 

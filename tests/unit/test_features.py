@@ -198,3 +198,13 @@ def test_the_fast_path_accepts_and_refuses_exactly_what_the_checked_path_does(re
         return
     got = p.rows_from_records(records)
     np.testing.assert_array_equal(p.transform(got), p.transform(expected))
+
+
+def test_no_records_are_no_rows() -> None:
+    """The fast path's range check over no records (a numpy broadcast of (0,) against the bounds
+    raised ValueError) answers no rows, as the record-by-record path does."""
+    from sagegate.local.data import fraud_features, generate_transactions
+
+    pipeline = FeaturePipeline(fraud_features(generate_transactions(50, seed=1)))
+    assert pipeline.rows_from_records([]) == []
+    assert pipeline.transform(pipeline.rows_from_records([])).shape == (0, pipeline.width)
