@@ -114,13 +114,9 @@ class Serving(Construct):
             )
         self.endpoints: dict[str, str] = {}
         self.owner: lambda_.Function | None = None  # the function that creates the endpoints
-        self.prefix, self.capture, self.topic, self.thresholds, self.removal = (
-            prefix,
-            capture,
-            topic,
-            thresholds,
-            removal,
-        )
+        # what add_endpoints gives each endpoint resource
+        self.prefix, self.capture, self.topic = prefix, capture, topic
+        self.thresholds, self.removal = thresholds, removal
         if models:
             self._owner(prefix, code, log_retention, removal)
 

@@ -89,7 +89,7 @@ class Explainer:
             arrays = {k: stored[k] for k in stored.files}
         explainer = cls(spec, manifest, arrays, model)
         if spec.method == "tree":
-            explainer.paths = _paths_from(arrays, sum(f.width for f in manifest.features)).prepare()
+            explainer.paths = _paths_from(arrays, _width(manifest)).prepare()
         return explainer
 
     def _output_index(self, outputs: int, record_output: np.ndarray | None) -> int:
@@ -103,22 +103,20 @@ class Explainer:
         assert record_output is not None
         return int(np.argmax(record_output))
 
-    def explain(self, inputs: Mapping[str, np.ndarray], outputs: np.ndarray) -> list[dict[str, Any]]:
-        """Per record of `inputs` (the model's feed) its explanation; `outputs` the model's answers
-        for them (which class a multiclass record is explained for)."""
+    def explain(self, inputs: Mapping[str, np.ndarray], outputs: np.ndarray | None = None) -> list[dict[str, Any]]:
+        """Per record of `inputs` (the model's feed) its explanation; `outputs`, the model's answers
+        for them, say which class a multiclass record is explained for (needed for those only)."""
         phis, bases = self.contributions(inputs)
         names = [f.name for f in self.manifest.features]
-        labels = self.manifest.outputs.labels
+        labels = self.manifest.outputs.labels or []  # a classifier always has them
+        regression = self.manifest.outputs.task is Task.REGRESSION
         found = []
         for r in range(len(phis)):
-            k = self._output_index(phis.shape[2], outputs[r] if outputs.ndim > 1 else None)
+            k = self._output_index(phis.shape[2], outputs[r] if outputs is not None and outputs.ndim > 1 else None)
             phi = phis[r, :, k]
             base = float(bases[k])
-            explained = (
-                "value"
-                if self.manifest.outputs.task is Task.REGRESSION
-                else (labels[k] if labels and phis.shape[2] > 1 else (labels[-1] if labels else None))
-            )
+            # a single output of a classifier is its positive class's
+            explained = "value" if regression else labels[k] if phis.shape[2] > 1 else labels[-1]
             found.append(
                 {
                     "method": self.spec.method,
@@ -292,10 +290,8 @@ def _adds_up(explainer: Explainer, inputs: Mapping[str, np.ndarray], outputs: np
     expected = _expected(outputs, space, task)
     if space == "margin" and task is Task.MULTICLASS:
         total = total - total.mean(axis=1, keepdims=True)
-    elif task is Task.BINARY and total.shape[1] == 2 and expected.shape[1] == 2:
-        pass
     elif task is Task.BINARY and total.shape[1] == 1 and expected.shape[1] == 2:
-        expected = expected[:, 1:2]
+        expected = expected[:, 1:2]  # one output: the positive class's
     if space == "margin":  # only where the probability carries the margin in float32
         outputs = outputs.reshape(len(outputs), -1)
         keep = (outputs.min(axis=1) > 1e-4) & (outputs.max(axis=1) < 1 - 1e-4)
@@ -347,7 +343,7 @@ def build_explainer(
     for method, arrays, space in candidates:
         draft = Explainer(_spec(method, space, "0" * 64, {}, rows), manifest, arrays, onnx_model)
         if method == "tree":
-            draft.paths = _paths_from(arrays, arrays_width(manifest))
+            draft.paths = _paths_from(arrays, _width(manifest))
         if _adds_up(draft, background, outputs):
             some = {k: v[:IMPORTANCE_ROWS] for k, v in background.items()}
             sha = write_arrays(file, arrays)
@@ -363,5 +359,6 @@ def build_explainer(
     return _spec("permutation", space, sha, draft.importance(kept), draft.spec.background_rows)
 
 
-def arrays_width(manifest: ModelManifest) -> int:
+def _width(manifest: ModelManifest) -> int:
+    """Columns of a matrix model's input."""
     return sum(f.width for f in manifest.features)

@@ -138,7 +138,9 @@ class LoadedModel:
                 model=self.name,
             )
         inputs = self.pipeline.inputs(rows)
-        explanations: list[dict[str, Any]] = self.explainer.explain(inputs, self.infer(inputs))
+        # which class a record is explained for: its predicted one (the model is asked again only then)
+        outputs = self.infer(inputs) if self.manifest.outputs.task is Task.MULTICLASS else None
+        explanations: list[dict[str, Any]] = self.explainer.explain(inputs, outputs)
         return explanations
 
     @staticmethod

@@ -48,8 +48,8 @@ def fresh(first_world: SimpleNamespace) -> SimpleNamespace:
 
 def approved(env: SimpleNamespace, version: int, name: str) -> dict[str, Any]:
     """The approval of `version` as the synthesized rule hands it to the workflow, run to its end."""
-    payload = {**rule_input(env.deployed, "fraud", version, "Approved"), "poll_seconds": 0, "bake_seconds": 0}
-    payload["retention_seconds"] = 0
+    no_waits = {"poll_seconds": 0, "bake_seconds": 0, "retention_seconds": 0}
+    payload = {**rule_input(env.deployed, "fraud", version, "Approved"), **no_waits}
     return run_execution(env, env.deploy_machine, name, payload)
 
 

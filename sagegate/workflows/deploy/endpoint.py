@@ -36,7 +36,7 @@ from sagegate.workflows.deploy.alarms import ALARM_KINDS, alarm_name, variant_al
 from sagegate.workflows.deploy.scaling import Scaling, first_settings, register
 from sagegate.workflows.names import sagemaker_name, short_hash
 
-__all__ = ["EndpointSpec", "is_complete", "on_event"]
+__all__ = ["EndpointSpec", "data_capture", "is_complete", "on_event"]
 
 NAMESPACE = "sagemaker"
 DIMENSION = "sagemaker:variant:DesiredInstanceCount"
@@ -306,14 +306,19 @@ def _create_config(sagemaker: Any, props: _Properties) -> None:
             for v in spec.variants
         ],
         KmsKeyId=props.kms_key_arn,
-        DataCaptureConfig={
-            "EnableCapture": spec.capture_percent > 0,
-            "InitialSamplingPercentage": spec.capture_percent,
-            "DestinationS3Uri": props.capture_uri,
-            "KmsKeyId": props.kms_key_arn,
-            "CaptureOptions": [{"CaptureMode": "Input"}, {"CaptureMode": "Output"}],
-        },
+        DataCaptureConfig=data_capture(spec.capture_percent, props.capture_uri, props.kms_key_arn),
     )
+
+
+def data_capture(percent: int, destination: str, kms_key: str) -> dict[str, Any]:
+    """An endpoint config's DataCaptureConfig: requests and answers, `percent` of them, encrypted."""
+    return {
+        "EnableCapture": percent > 0,
+        "InitialSamplingPercentage": percent,
+        "DestinationS3Uri": destination,
+        **({"KmsKeyId": kms_key} if kms_key else {}),
+        "CaptureOptions": [{"CaptureMode": "Input"}, {"CaptureMode": "Output"}],
+    }
 
 
 def _resource(endpoint: str, variant: str) -> str:

@@ -21,6 +21,7 @@ from sagegate.deploy.policy import RolloutPolicy
 from sagegate.deploy.routes import next_route
 from sagegate.routing import Route, Variant
 from sagegate.workflows.deploy.alarms import ALARM_KINDS, alarm_name, variant_alarms
+from sagegate.workflows.deploy.endpoint import data_capture
 from sagegate.workflows.deploy.scaling import Scaling, first_settings
 from sagegate.workflows.names import sagemaker_name, short_hash
 
@@ -488,13 +489,7 @@ def _first(
             )
         ],
         KmsKeyId=kms_key,
-        DataCaptureConfig={
-            "EnableCapture": first.capture_percent > 0,
-            "InitialSamplingPercentage": first.capture_percent,
-            "DestinationS3Uri": capture or "s3://unused/",
-            **({"KmsKeyId": kms_key} if kms_key else {}),
-            "CaptureOptions": [{"CaptureMode": "Input"}, {"CaptureMode": "Output"}],
-        },
+        DataCaptureConfig=data_capture(first.capture_percent, capture or "s3://unused/", kms_key),
     )
     alarms = variant_alarms(request.model, endpoint, variant, request.alarms, topic=topic)
     polls = max(1, request.poll_seconds)
