@@ -6,7 +6,7 @@ is encrypted with the key too (LogGroupsUseKey)."""
 from __future__ import annotations
 
 import jsii
-from aws_cdk import ArnFormat, CfnResource, Duration, IAspect, RemovalPolicy, Stack
+from aws_cdk import ArnFormat, CfnResource, Duration, IAspect, RemovalPolicy, Size, Stack
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_elasticache as elasticache
@@ -18,7 +18,9 @@ from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct, IConstruct
 
+from infra.constructs.model_monitoring import LogTable
 from infra.nag import acknowledge, acknowledge_key_grant, objects, skip_check, wildcard_action, wildcard_resource
+from sagegate.monitoring import schema
 
 REDIS_PORT = 6390  # not the default port
 
@@ -117,7 +119,8 @@ class Data(Construct):
         )
         self.cache.apply_removal_policy(removal)
 
-        # Firehose -> S3 (prediction log), KMS on both sides.
+        # Firehose -> S3 (prediction log as Parquet, by model and hour), KMS on both sides.
+        self.log_table = LogTable(self, "LogTable", prefix=prefix, bucket=self.prediction_logs)
         self.firehose_logs = logs.LogGroup(self, "FirehoseLogs", retention=log_retention, removal_policy=removal)
         self.predictions = firehose.DeliveryStream(
             self,
@@ -125,9 +128,21 @@ class Data(Construct):
             delivery_stream_name=f"{prefix}-predictions",
             destination=firehose.S3Bucket(
                 self.prediction_logs,
-                data_output_prefix="predictions/dt=!{timestamp:yyyy-MM-dd}/",
-                error_output_prefix="errors/!{firehose:error-output-type}/dt=!{timestamp:yyyy-MM-dd}/",
-                buffering_interval=Duration.seconds(60),
+                data_output_prefix=schema.data_prefix(),
+                error_output_prefix=schema.error_prefix(),
+                # format conversion and dynamic partitioning buffer 64 MiB at least
+                buffering_interval=Duration.seconds(120),
+                buffering_size=Size.mebibytes(64),
+                data_format_conversion=firehose.DataFormatConversionProps(
+                    # the map keys are feature names: kept as the manifest spells them
+                    input_format=firehose.OpenXJsonInputFormat(lowercase_column_names=False),
+                    output_format=firehose.ParquetOutputFormat(compression=firehose.ParquetCompression.SNAPPY),
+                    schema_configuration=firehose.SchemaConfiguration.from_cfn_table(self.log_table.table),
+                ),
+                dynamic_partitioning=firehose.DynamicPartitioningProps(enabled=True),
+                processors=[
+                    firehose.MetadataExtractionProcessor.jq16({"model": f'.model // "{schema.UNKNOWN_MODEL}"'})
+                ],
                 encryption_key=self.key,
                 logging_config=firehose.EnableLogging(self.firehose_logs),
             ),
@@ -146,6 +161,12 @@ class Data(Construct):
             "Firehose names the objects it delivers (time-partitioned); this bucket holds nothing else",
         )
         acknowledge_key_grant(self.predictions, "the delivery stream and its bucket")
+        acknowledge(
+            self.predictions,
+            wildcard_resource("*"),
+            "CDK's record format conversion grants glue:GetSchemaVersion (the Glue Schema Registry, which has"
+            " no resource scope for it); the schema Firehose converts with is the log table's, scoped by ARN",
+        )
 
 
 def access_logs_bucket(scope: Construct, removal: RemovalPolicy) -> s3.Bucket:

@@ -39,16 +39,7 @@ def python_function(
     vpc: ec2.IVpc | None = None,
     **options: Any,
 ) -> lambda_.Function:
-    log_group = logs.LogGroup(scope, f"{id}Logs", retention=log_retention, removal_policy=removal)
-    role = iam.Role(
-        scope,
-        f"{id}Role",
-        assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
-        description=f"the {id} Lambda: its own log group, and what the stack grants it",
-    )
-    role.add_to_policy(
-        iam.PolicyStatement(actions=["logs:CreateLogStream", "logs:PutLogEvents"], resources=[log_group.log_group_arn])
-    )
+    role, log_group = _role_and_logs(scope, id, log_retention, removal)
     if vpc is not None:
         # A policy of their own (in the role, so the function waits for it): checkov's skip below is for them alone.
         statement = iam.PolicyStatement(actions=VPC_ACCESS_ACTIONS, resources=["*"])
@@ -86,3 +77,36 @@ def python_function(
         " the one the platform is tested on; a newer one is a deliberate change of both, not a drift",
     )
     return function
+
+
+def image_function(
+    scope: Construct,
+    id: str,
+    *,
+    code: lambda_.DockerImageCode,
+    log_retention: logs.RetentionDays,
+    removal: RemovalPolicy,
+    **options: Any,
+) -> lambda_.DockerImageFunction:
+    """A function from a container image of the stack (outside the VPC), with the same role and log
+    group as the others."""
+    role, log_group = _role_and_logs(scope, id, log_retention, removal)
+    return lambda_.DockerImageFunction(
+        scope, id, code=code, role=role, log_group=log_group, architecture=lambda_.Architecture.X86_64, **options
+    )
+
+
+def _role_and_logs(
+    scope: Construct, id: str, log_retention: logs.RetentionDays, removal: RemovalPolicy
+) -> tuple[iam.Role, logs.LogGroup]:
+    log_group = logs.LogGroup(scope, f"{id}Logs", retention=log_retention, removal_policy=removal)
+    role = iam.Role(
+        scope,
+        f"{id}Role",
+        assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+        description=f"the {id} Lambda: its own log group, and what the stack grants it",
+    )
+    role.add_to_policy(
+        iam.PolicyStatement(actions=["logs:CreateLogStream", "logs:PutLogEvents"], resources=[log_group.log_group_arn])
+    )
+    return role, log_group

@@ -77,6 +77,7 @@ class Image:
 INFERENCE = Image("inference", "containers/inference/Dockerfile")
 INFERENCE_GPU = Image("inference-gpu", INFERENCE.dockerfile, {"BASE": CUDA_BASE, "ORT": "onnxruntime-gpu"})
 BATCH = Image("batch", "containers/batch/Dockerfile")
+MONITOR = Image("monitor", "containers/monitor/Dockerfile")  # a Lambda image: the monitoring workflow's logic
 
 
 def context_of(root: Path, dockerfile: str) -> list[str]:

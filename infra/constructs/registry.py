@@ -56,6 +56,7 @@ READERS = (
     Reader("deploy", packages=True),  # the deploy workflow: DescribeModelPackage, CreateModel
     Reader("batch", packages=True),  # the batch workflow: the same
     Reader("endpoint-owner", packages=True),  # the endpoint custom resource's first models
+    Reader("monitor", objects=True, packages=True),  # the monitoring workflow: versions, manifests, baselines
 )
 
 

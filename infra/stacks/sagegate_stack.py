@@ -20,7 +20,8 @@ from infra.constructs.bundling import lambda_code
 from infra.constructs.cache_rotation import CacheRotation
 from infra.constructs.data import REDIS_PORT, Data, LogGroupsUseKey
 from infra.constructs.firewall import Firewall
-from infra.constructs.images import BATCH, INFERENCE, INFERENCE_GPU, Images, grant_pull, image_tag, publish
+from infra.constructs.images import BATCH, INFERENCE, INFERENCE_GPU, MONITOR, Images, grant_pull, image_tag, publish
+from infra.constructs.model_monitoring import ModelMonitoring
 from infra.constructs.monitoring import Monitoring
 from infra.constructs.network import Network
 from infra.constructs.registry import READERS, bucket_name, grant_decrypt_packages, reader_role_name
@@ -197,8 +198,34 @@ class SagegateStack(Stack):
         grant_pull(serving.role, self.repositories)
         for name, uri in images.items():
             publish(self, config.name, name, uri)
+        model_monitoring = ModelMonitoring(
+            self,
+            "ModelMonitoring",
+            prefix=prefix,
+            key=data.key,
+            topic=monitoring.topic,
+            table=data.log_table,
+            logs_bucket=data.prediction_logs,
+            registry_bucket=artifacts,
+            registry_prefix=f"{REGISTRY_PREFIX}/",
+            repository=self.images.repositories[MONITOR.name],
+            image_tag=image_tag(MONITOR),
+            image_build=self.images.builds[MONITOR.name],
+            models=[m.name for m in config.models],
+            log_retention=retention,
+            removal=removal,
+            registry_account=registry,
+        )
         if registry is not None:
-            self._read_from(registry, config, serving=serving, rollouts=rollouts, batch_jobs=batch_jobs, api=api)
+            self._read_from(
+                registry,
+                config,
+                serving=serving,
+                rollouts=rollouts,
+                batch_jobs=batch_jobs,
+                api=api,
+                model_monitoring=model_monitoring,
+            )
 
         if data.artifacts is not None:  # else the registry stack's output
             CfnOutput(
@@ -210,6 +237,7 @@ class SagegateStack(Stack):
         monitoring.add_models(config.models, serving.endpoints)
         monitoring.add_batch(batch_jobs.machine)
         self.api, self.rollouts, self.batch_jobs, self.serving, self.data = api, rollouts, batch_jobs, serving, data
+        self.model_monitoring = model_monitoring
 
     def _images(
         self,
@@ -223,20 +251,20 @@ class SagegateStack(Stack):
         another account, by the registry stack (the same tag: the source's hash; its repositories)."""
         wanted = [INFERENCE, *([INFERENCE_GPU] if config.on_gpu else []), BATCH]
         registry = config.registry_account
-        self.images: Images | None = None
+        # The monitor Lambda's image is always the environment's own: Lambda pulls only from its account.
+        self.images = Images(
+            self,
+            "Images",
+            prefix=config.prefix,
+            images=[*(wanted if registry is None else []), MONITOR],
+            key=key,
+            code=code,
+            log_retention=retention,
+            removal=removal,
+        )
         if registry is None:
-            self.images = Images(
-                self,
-                "Images",
-                prefix=config.prefix,
-                images=wanted,
-                key=key,
-                code=code,
-                log_retention=retention,
-                removal=removal,
-            )
-            self.repositories = [r.repository_arn for r in self.images.repositories.values()]
-            return self.images.uris
+            self.repositories = [self.images.repositories[i.name].repository_arn for i in wanted]
+            return {i.name: self.images.uris[i.name] for i in wanted}
         names = {i.name: f"sagegate-registry-{i.name}" for i in wanted}
         self.repositories = [
             self.format_arn(service="ecr", account=registry, resource="repository", resource_name=n)
@@ -254,6 +282,7 @@ class SagegateStack(Stack):
         rollouts: Rollouts,
         batch_jobs: BatchJobs,
         api: Api,
+        model_monitoring: ModelMonitoring,
     ) -> None:
         """The readers of a registry in another account get the fixed names its resource policies
         name (infra/constructs/registry.py), decrypt its packages, and take its approval events."""
@@ -263,6 +292,7 @@ class SagegateStack(Stack):
             "deploy": rollouts.machine.role,
             "batch": batch_jobs.machine.role,
             "endpoint-owner": serving.owner.role if serving.owner is not None else None,  # none without models
+            "monitor": model_monitoring.function.role,
         }
         assert {*readers, "sagemaker"} == {r.name for r in READERS}, "the registry names these roles"
         for reader, role in readers.items():
@@ -271,7 +301,7 @@ class SagegateStack(Stack):
             cfn = role.node.default_child
             assert isinstance(cfn, iam.CfnRole)
             cfn.role_name = reader_role_name(config.prefix, reader)
-        for grantee in (serving.role, api.function, rollouts.function):
+        for grantee in (serving.role, api.function, rollouts.function, model_monitoring.function):
             grant_decrypt_packages(grantee, registry)
         events.CfnEventBusPolicy(
             self,

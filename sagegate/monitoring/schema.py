@@ -20,6 +20,7 @@ __all__ = [
     "COLUMNS",
     "HOUR_FORMAT",
     "PARTITION_KEYS",
+    "PREFIX",
     "UNKNOWN_MODEL",
     "data_prefix",
     "error_prefix",

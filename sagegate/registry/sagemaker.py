@@ -67,6 +67,8 @@ class SageMakerRegistry:
             archive_sha = sha256_file(folder / ARCHIVE_FILE)
             self._put(folder / ARCHIVE_FILE, f"{key}/{ARCHIVE_FILE}")
             self._put(folder / MANIFEST_FILE, f"{key}/{MANIFEST_FILE}")
+            if (baseline := _baseline_file(manifest)) is not None:  # what the monitoring workflow reads
+                self._put(folder / baseline, f"{key}/{baseline}")
             answer = self._sm.create_model_package(
                 ModelPackageGroupName=manifest.name,
                 ModelPackageDescription=(manifest.description or f"{manifest.name} ({manifest.framework})")[:1000],
@@ -205,6 +207,20 @@ class SageMakerRegistry:
         body = self._s3.get_object(Bucket=bucket, Key=key)["Body"].read()
         return ModelManifest.model_validate_json(body)
 
+    def baseline(self, model: str, version: str) -> bytes | None:
+        """The version's monitoring baseline (beside its manifest), its sha256 checked against the
+        manifest's; None when it was packaged without one."""
+        found = self.get(model, version)
+        name = _baseline_file(found.manifest)
+        if name is None:
+            return None
+        # beside model.tar.gz and manifest.json, under the version's content-addressed prefix
+        bucket, _, key = found.artifact_uri.removeprefix("s3://").partition("/")
+        body: bytes = self._s3.get_object(Bucket=bucket, Key=f"{key.rpartition('/')[0]}/{name}")["Body"].read()
+        if hashlib.sha256(body).hexdigest() != found.manifest.extra_files[name]:
+            raise RegistryError(f"{model} v{version}: {name} does not match the sha256 its manifest records")
+        return body
+
     def _group(self, model: str) -> str:
         if self._owner is None:
             return model
@@ -227,3 +243,10 @@ class SageMakerRegistry:
             if str(summary.get("ModelPackageVersion")) == version:
                 return self._describe(summary["ModelPackageArn"])
         raise VersionNotFound(f"model {model!r} has no version {version!r}")
+
+
+def _baseline_file(manifest: ModelManifest) -> str | None:
+    settings = manifest.monitoring
+    if settings is None or not settings.baseline or not settings.baseline_sha256:
+        return None
+    return settings.baseline

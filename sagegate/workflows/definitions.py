@@ -52,6 +52,7 @@ TRANSIENT_ERRORS: dict[str, tuple[str, ...]] = {
     ),
     "aws-sdk:cloudwatch": ("CloudWatch.InternalServiceFaultException", "CloudWatch.CloudWatchException"),
     "aws-sdk:s3": ("S3.S3Exception",),
+    "aws-sdk:athena": ("Athena.InternalServerException", "Athena.TooManyRequestsException", "Athena.AthenaException"),
     "dynamodb": (
         "DynamoDB.ProvisionedThroughputExceededException",
         "DynamoDB.ThrottlingException",

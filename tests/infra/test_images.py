@@ -220,7 +220,7 @@ def _image_resources(deployed: Deployed) -> dict[str, str]:
 def test_the_gpu_image_is_built_only_where_a_variant_serves_on_a_gpu(env: str) -> None:
     deployed = synthesized(env)
     config = load_environments(CONTEXT[CONTEXT_KEY])[env]
-    expected = {"inference", "batch"} | ({"inference-gpu"} if config.on_gpu else set())
+    expected = {"inference", "batch", "monitor"} | ({"inference-gpu"} if config.on_gpu else set())
     assert set(_image_resources(deployed)) == expected
     assert {deployed.properties(r)["RepositoryName"] for r in deployed.of_type("AWS::ECR::Repository")} == {
         f"sagegate-{env}-{name}" for name in expected
@@ -241,13 +241,18 @@ def test_batch_jobs_the_parameters_and_the_execution_role_use_the_built_images()
     parameters = {
         r["Properties"]["Name"]: r["Properties"]["Value"] for r in deployed.of_type("AWS::SSM::Parameter").values()
     }
-    assert parameters == {image_parameter("prod", name): uri[name] for name in built}
+    served = [name for name in built if name != "monitor"]  # the monitor image is the monitor Lambda's alone
+    assert parameters == {image_parameter("prod", name): uri[name] for name in served}
     outputs = [o["Value"] for o in deployed.template["Outputs"].values()]
-    assert all(u in outputs for u in uri.values())
+    assert all(uri[name] in outputs for name in served)
     # The SageMaker execution role pulls from exactly these repositories.
     role = next(r for r in deployed.of_type("AWS::IAM::Role") if "ExecutionRole" in r and r.startswith("Serving"))
     pulls = [s for s in deployed.role_statements(role) if "ecr:BatchGetImage" in s["Action"]]
-    repositories = sorted(deployed.get_att(r, "Arn") for r in deployed.of_type("AWS::ECR::Repository"))
+    repositories = sorted(
+        deployed.get_att(r, "Arn")
+        for r in deployed.of_type("AWS::ECR::Repository")
+        if deployed.properties(r)["RepositoryName"] != "sagegate-prod-monitor"
+    )
     assert [sorted(s["Resource"]) for s in pulls] == [repositories]
     # The property that changes with the source is the asset's object: the tag names it.
     for logical in built.values():

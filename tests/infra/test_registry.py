@@ -120,10 +120,12 @@ def test_the_resource_policies_grant_exactly_the_environments_readers_and_never_
         for action in actions:
             granted.setdefault(action, set()).update(roles)
     every = {"staging", "prod"}
-    assert granted["s3:GetObject"] == {_role(e, r) for e in every for r in ("sagemaker", "gateway", "deploy-logic")}
+    assert granted["s3:GetObject"] == {
+        _role(e, r) for e in every for r in ("sagemaker", "gateway", "deploy-logic", "monitor")
+    }
     assert granted["kms:Decrypt"] == granted["s3:GetObject"]
     assert granted["ecr:BatchGetImage"] == {_role(e, "sagemaker") for e in every}
-    packages = {_role(e, r) for e in every for r in ("gateway", "deploy", "batch", "endpoint-owner")}
+    packages = {_role(e, r) for e in every for r in ("gateway", "deploy", "batch", "endpoint-owner", "monitor")}
     assert granted["sagemaker:DescribeModelPackage"] == packages
     # Objects: the packages only; the key: through S3 only.
     (objects,) = [s for s in statements if "s3:GetObject" in _listed(s["Action"])]
@@ -143,9 +145,10 @@ def test_approvals_are_forwarded_to_each_environments_bus(registry: Deployed) ->
 @pytest.mark.parametrize("env", CROSS_ACCOUNT)
 def test_the_environment_names_the_registrys_resources_and_takes_its_events(env: str, registry: Deployed) -> None:
     deployed = synthesized(env, multi_account=True)
-    kinds = {r["Type"] for r in deployed.resources.values()}
-    assert "AWS::ECR::Repository" not in kinds  # images are built once, in the registry
-    assert "AWS::CodeBuild::Project" not in kinds
+    # the serving images are built once, in the registry; only the monitor Lambda's is the environment's
+    # own (Lambda pulls its image from its own account)
+    repositories = {deployed.properties(r)["RepositoryName"] for r in deployed.of_type("AWS::ECR::Repository")}
+    assert repositories == {f"sagegate-{env}-monitor"}
     sagemaker = deployed.role_statements(deployed.role_named(f"sagegate-{env}-sagemaker"))
     resources = {r for s in sagemaker for r in _listed(s["Resource"])}
     assert f"arn:aws:s3:::sagegate-registry-{REGISTRY_ACCOUNT}-{REGION}/models/*" in resources

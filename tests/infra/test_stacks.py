@@ -134,6 +134,8 @@ def test_the_endpoints_live_variants_have_one_owner_the_rollouts(templates: dict
             a
             for a in template.find_resources("AWS::CloudWatch::Alarm").values()
             if str(a["Properties"].get("AlarmName", "")).startswith(f"sagegate-{name}-")
+            # the variants' alarms (not the monitoring workflow's, on its own metrics)
+            and a["Properties"].get("Namespace") not in ("Sagegate/Monitoring", "AWS/States")
         ]
         resources = template.find_resources("Custom::SagegateEndpoint")
         specs = {json.loads(r["Properties"]["Spec"])["endpoint"]: r for r in resources.values()}
@@ -320,8 +322,16 @@ def test_state_machines_get_every_placeholder_of_their_definition(templates: dic
         props = machine["Properties"]
         if "StateMachineName" in props:  # not CDK's provider waiters (custom resources), which are its own
             by_name[props["StateMachineName"]] = props
-    assert set(by_name) == {"sagegate-staging-deploy-model", "sagegate-staging-batch-inference"}
-    for name, definition in (("deploy_model", "deploy-model"), ("batch_inference", "batch-inference")):
+    assert set(by_name) == {
+        "sagegate-staging-deploy-model",
+        "sagegate-staging-batch-inference",
+        "sagegate-staging-monitor",
+    }
+    for name, definition in (
+        ("deploy_model", "deploy-model"),
+        ("batch_inference", "batch-inference"),
+        ("monitor", "monitor"),
+    ):
         props = by_name[f"sagegate-staging-{definition}"]
         assert set(props["DefinitionSubstitutions"]) == placeholders(name)
         assert props["LoggingConfiguration"]["Level"] == "ALL" and props["TracingConfiguration"]["Enabled"]
@@ -420,7 +430,7 @@ def test_each_state_machine_definition_sets_its_own_execution_timeout(
             for k, m in template.find_resources("AWS::StepFunctions::StateMachine").items()
             if "StateMachineName" in m["Properties"]
         }
-        assert len(machines) == 2
+        assert len(machines) == 3
         for machine in machines.values():
             key = machine["Properties"]["DefinitionS3Location"]["Key"]
             definition = json.loads((outdir / f"asset.{key}").read_text())
