@@ -163,6 +163,7 @@ def build_account(deployed: Deployed, recorder: Recorder | None = None) -> dict[
     for logical in deployed.of_type("AWS::IAM::Role"):
         iam.create_role(RoleName=deployed.name(logical), AssumeRolePolicyDocument=_TRUST)
     _serving(deployed, session, recorder)
+    _log_table(deployed, session)
     sfn = session.client("stepfunctions")
     machines = {}
     for logical in deployed.of_type("AWS::StepFunctions::StateMachine"):
@@ -171,6 +172,31 @@ def build_account(deployed: Deployed, recorder: Recorder | None = None) -> dict[
             name=deployed.name(logical), definition=deployed.definition(logical), roleArn=props["RoleArn"]
         )["stateMachineArn"]
     return {"session": session, "machines": machines}
+
+
+def _log_table(deployed: Deployed, session: boto3.Session) -> None:
+    """The prediction log's Glue database and table, and the Athena workgroup that queries it."""
+    glue, athena = session.client("glue"), session.client("athena")
+    for logical in deployed.of_type("AWS::Glue::Database"):
+        glue.create_database(DatabaseInput=deployed.resolve(deployed.properties(logical)["DatabaseInput"]))
+    for logical in deployed.of_type("AWS::Glue::Table"):
+        props = deployed.resolve(deployed.properties(logical))
+        glue.create_table(DatabaseName=props["DatabaseName"], TableInput=props["TableInput"])
+    for logical in deployed.of_type("AWS::Athena::WorkGroup"):
+        props = deployed.resolve(deployed.properties(logical))
+        athena.create_work_group(
+            Name=props["Name"], Configuration=_pascal(props["WorkGroupConfiguration"]), Description=props["Description"]
+        )
+
+
+def _pascal(value: Any) -> Any:
+    """CloudFormation's property names as the API's (they differ in case only where CloudFormation
+    writes the acronyms: EncryptionConfiguration's KmsKey stays)."""
+    if isinstance(value, dict):
+        return {k: _pascal(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_pascal(v) for v in value]
+    return value
 
 
 def _serving(deployed: Deployed, session: boto3.Session, recorder: Recorder | None) -> None:

@@ -44,6 +44,7 @@ _NAME_PROPERTY = {
     "AWS::Events::Rule": "Name",
     "AWS::ECR::Repository": "RepositoryName",
     "AWS::CodeBuild::Project": "Name",
+    "AWS::Athena::WorkGroup": "Name",
 }
 
 
