@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from sagegate.manifest import ModelManifest
-from sagegate.monitoring.sql import DUCKDB, Dialect, literal, quoted
+from sagegate.monitoring.sql import DUCKDB, Dialect, literal, logged_as_number, quoted
 
 __all__ = ["DuckDBEngine", "MonitoringEngine"]
 
@@ -93,10 +93,7 @@ class DuckDBEngine:
         columns = dict(_COMMON)
         if manifest is not None:
             logged = [f for f in manifest.features if f.sensitive != "drop"]
-            typed = ", ".join(
-                f"{quoted(f.name)} {'DOUBLE' if f.type.is_numeric and f.sensitive != 'hash' else 'VARCHAR'}"
-                for f in logged
-            )
+            typed = ", ".join(f"{quoted(f.name)} {'DOUBLE' if logged_as_number(f) else 'VARCHAR'}" for f in logged)
             columns["features"] = f"STRUCT({typed})"
             columns["rejected"] = "STRUCT(" + ", ".join(f"{quoted(f.name)} VARCHAR" for f in manifest.features) + ")"
         return columns
