@@ -1,6 +1,7 @@
 """The engines that run the checks' SQL. Locally, DuckDB reads the gateway's JSON Lines log; in AWS,
-Athena reads Firehose's Parquet (not here yet: the same queries with sagegate.monitoring.sql.ATHENA
-and the Glue table as the source).
+Athena reads Firehose's Parquet: the same queries rendered with sagegate.monitoring.sql.ATHENA over
+the Glue table, run by the monitoring workflow (sagegate.monitoring.monitor.version_queries, then
+judge_version over their rows read by sagegate.monitoring.athena).
 
 Parsing JSON is what costs here, and a version's checks take several passes, so the DuckDB engine
 parses the log once per model (and shape of its features): a streamed read_json that writes the

@@ -158,4 +158,3 @@ def test_bias_against_per_group_rates_computed_here(fraud: BuiltPackage, fraud_b
     )
     groups = {g.group: g for g in report.bias["is_foreign"]}
     assert groups["true"].selection_rate == pytest.approx(rates[0]) and groups["false"].rows == int((~foreign).sum())
-
