@@ -61,6 +61,7 @@ from sagegate.packaging.builder import onnx_predict
 from tests.unit.monitoring.conftest import NOW, scores, shifted
 
 TABLE = '"db"."predictions"'
+NOW_TEXT = "2026-12-01 12:00:00.000 UTC"  # NOW as Athena prints a timestamp with time zone
 WINDOW = window_ending(NOW, "1h")
 ACCURACY_WINDOW = window_ending(NOW, "7d")
 
@@ -496,3 +497,31 @@ print(len(report.results), len(report.accuracy_by_day), "duckdb" in sys.modules 
     assert done.returncode == 0, done.stderr
     local = monitor_version(logs["local"], manifest, fraud_baseline, window=WINDOW, accuracy_window=ACCURACY_WINDOW)
     assert done.stdout.split() == [str(len(local.results)), str(len(local.accuracy_by_day)), "False"]
+
+
+def test_athena_rows_types_each_kind_of_value() -> None:
+    types = [
+        "bigint",
+        "double",
+        "decimal(38,1)",
+        "boolean",
+        "varchar",
+        "timestamp(3) with time zone",
+        "date",
+        "unknown",
+    ]
+    header = {"Data": [{"VarCharValue": f"c{i}"} for i in range(len(types))]}
+    values = ["7", "1.0E-4", "12.5", "true", "x", "2026-12-01 01:00:00.000 +01:00", "2026-12-01"]
+    row = {"Data": [{"VarCharValue": v} for v in values] + [{}]}
+    nulls: dict[str, Any] = {"Data": [{} for _ in types]}
+    (typed, empty) = athena_rows(types, [header, row, nulls])
+    assert typed == (7, 0.0001, 12.5, True, "x", datetime(2026, 12, 1, tzinfo=UTC), date(2026, 12, 1), None)
+    assert empty == (None,) * len(types)
+    (utc,) = athena_rows(
+        ["timestamp with time zone", "timestamp"],
+        [{"Data": [{"VarCharValue": NOW_TEXT}, {"VarCharValue": NOW_TEXT.removesuffix(" UTC")}]}],
+        header=False,
+    )
+    assert utc == (NOW, NOW.replace(tzinfo=None)) and utc[0].strftime("%Y-%m-%d") == "2026-12-01"
+    with pytest.raises(ValueError, match="2 columns"):
+        athena_rows(["bigint", "bigint"], [header, {"Data": [{"VarCharValue": "1"}]}])
