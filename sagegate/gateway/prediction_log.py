@@ -5,13 +5,18 @@ round trip per prediction. Three kinds of line share the log, told apart by `typ
 reads them): a prediction (no `type`) with its validated features, prediction, score, version,
 variant, cache hit, degraded flag and time; `"feedback"`, the truth for a prediction_id
 (POST /v1/feedback); `"rejected"`, a request refused for its features, with the reason per field.
+
+Firehose's lines are typed for the Glue table that converts them to Parquet
+(sagegate.monitoring.schema): one table for every model, so `features` and `rejected` are maps of
+text and `outcome` is text; `firehose_record` writes those values as text itself, leaving Firehose's
+conversion nothing to coerce.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -20,7 +25,7 @@ import orjson
 from sagegate.keys import logged_hash
 from sagegate.manifest import ModelManifest, Task
 
-__all__ = ["FirehoseLog", "JsonLinesLog", "LoggedFeatures", "NullLog", "PredictionLogProtocol"]
+__all__ = ["FirehoseLog", "JsonLinesLog", "LoggedFeatures", "NullLog", "PredictionLogProtocol", "firehose_record"]
 
 log = logging.getLogger("sagegate.gateway")
 
@@ -63,13 +68,46 @@ class NullLog:
         return None
 
 
+def json_line(entry: dict[str, Any]) -> bytes:
+    return orjson.dumps(entry) + b"\n"
+
+
+def _text(value: Any, *, truth: str = "true", false: str = "false") -> str | None:
+    """A value as the text a map<string,string> holds: numbers as their shortest repr ("12.5",
+    "3.0"), booleans as `truth`/`false`, text as it is, null as null."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return truth if value else false
+    if isinstance(value, int | float):
+        return repr(value)
+    return orjson.dumps(value).decode()
+
+
+def firehose_record(entry: dict[str, Any]) -> bytes:
+    """One log line as Firehose's Glue table reads it: the values of `features` and `rejected`, and
+    the `outcome`, as text; the rest as the JSON Lines log writes it.
+
+    A feature's boolean is logged as the request gave it (the validator checks it, the log keeps it);
+    only a bool feature can hold one, and it is written as the number the model got ("1.0"/"0.0"),
+    which is also what the local engine reads from `true`. An outcome's boolean is "true"/"false"."""
+    line = dict(entry)
+    for name in ("features", "rejected"):
+        if isinstance(values := line.get(name), Mapping):
+            line[name] = {key: _text(value, truth="1.0", false="0.0") for key, value in values.items()}
+    if "outcome" in line:
+        line["outcome"] = _text(line["outcome"])
+    return json_line(line)
+
+
 class _Buffered:
-    def __init__(self) -> None:
+    def __init__(self, encode: Callable[[dict[str, Any]], bytes] = json_line) -> None:
+        self._encode = encode
         self._pending: list[bytes] = []
         self._lock = threading.Lock()
 
     def record(self, entry: dict[str, Any]) -> None:
-        line = orjson.dumps(entry) + b"\n"
+        line = self._encode(entry)
         with self._lock:
             self._pending.append(line)
 
@@ -96,7 +134,7 @@ class FirehoseLog(_Buffered):
     """PutRecordBatch in chunks within Firehose's limits; failed records are retried once, then logged."""
 
     def __init__(self, client: Any, stream: str) -> None:
-        super().__init__()
+        super().__init__(firehose_record)
         self._client = client
         self.stream = stream
 

@@ -1,6 +1,7 @@
 """The engines that run the checks' SQL. Locally, DuckDB reads the gateway's JSON Lines log; in AWS,
-Athena reads Firehose's Parquet (not here yet: the same queries with sagegate.monitoring.sql.ATHENA
-and the Glue table as the source).
+Athena reads Firehose's Parquet: the same queries rendered with sagegate.monitoring.sql.ATHENA over
+the Glue table, run by the monitoring workflow (sagegate.monitoring.monitor.version_queries, then
+judge_version over their rows read by sagegate.monitoring.athena).
 
 Parsing JSON is what costs here, and a version's checks take several passes, so the DuckDB engine
 parses the log once per model (and shape of its features): a streamed read_json that writes the
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from sagegate.manifest import ModelManifest
-from sagegate.monitoring.sql import DUCKDB, Dialect, literal, quoted
+from sagegate.monitoring.sql import DUCKDB, Dialect, literal, logged_as_number, quoted
 
 __all__ = ["DuckDBEngine", "MonitoringEngine"]
 
@@ -93,10 +94,7 @@ class DuckDBEngine:
         columns = dict(_COMMON)
         if manifest is not None:
             logged = [f for f in manifest.features if f.sensitive != "drop"]
-            typed = ", ".join(
-                f"{quoted(f.name)} {'DOUBLE' if f.type.is_numeric and f.sensitive != 'hash' else 'VARCHAR'}"
-                for f in logged
-            )
+            typed = ", ".join(f"{quoted(f.name)} {'DOUBLE' if logged_as_number(f) else 'VARCHAR'}" for f in logged)
             columns["features"] = f"STRUCT({typed})"
             columns["rejected"] = "STRUCT(" + ", ".join(f"{quoted(f.name)} VARCHAR" for f in manifest.features) + ")"
         return columns

@@ -1,11 +1,17 @@
 """One model version over one window: the checks' queries run on an engine, judged against the
 package's baseline, with what the report draws (histograms side by side, accuracy per day, rates
-per protected group)."""
+per protected group).
+
+Planning and judging are apart so that the queries can run elsewhere: `version_queries` names every
+query a version's checks need, `judge_version` judges their rows. `monitor_version` does both
+around a local engine; in AWS a workflow runs the queries on Athena between the two (its rows read
+by sagegate.monitoring.athena). Judging imports no engine."""
 
 from __future__ import annotations
 
 import itertools
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -23,10 +29,29 @@ from sagegate.monitoring.checks import (
     window_checks,
 )
 from sagegate.monitoring.engine import MonitoringEngine
-from sagegate.monitoring.sql import AccuracyQuery, GroupQuery, ProfileQuery, Scope, Window, WindowCounts, versions_sql
+from sagegate.monitoring.sql import (
+    DUCKDB,
+    AccuracyQuery,
+    Dialect,
+    GroupQuery,
+    ProfileQuery,
+    Scope,
+    Window,
+    WindowCounts,
+    versions_sql,
+)
 from sagegate.monitoring.statistics import proportions
 
-__all__ = ["Histogram", "VersionReport", "monitor_version", "parse_window", "versions_in_window"]
+__all__ = [
+    "Histogram",
+    "VersionReport",
+    "judge_version",
+    "monitor_version",
+    "parse_window",
+    "version_queries",
+    "versions_from_rows",
+    "versions_in_window",
+]
 
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 
@@ -93,7 +118,44 @@ def versions_in_window(
     """The versions of `model` with predictions in the window (read through `manifest`'s source when
     given: the one the checks then read)."""
     source = engine.source(manifest)
-    return {str(v): int(n) for v, n in engine.rows(versions_sql(engine.dialect, source, model, window))}
+    return versions_from_rows(engine.rows(versions_sql(engine.dialect, source, model, window)))
+
+
+def versions_from_rows(rows: Sequence[Sequence[Any]]) -> dict[str, int]:
+    """The rows of `versions_sql` as {version: predictions}."""
+    return {str(v): int(n) for v, n in rows}
+
+
+def _bias_features(manifest: ModelManifest) -> list[str]:
+    if manifest.outputs.task is not Task.BINARY:
+        return []
+    return [f.name for f in manifest.features if f.protected]
+
+
+def version_queries(
+    dialect: Dialect,
+    source: str,
+    manifest: ModelManifest,
+    baseline: Baseline,
+    *,
+    window: Window,
+    accuracy_window: Window,
+) -> dict[str, str]:
+    """Every query the checks of `manifest`'s version need, by name: `profile`, `accuracy`,
+    `accuracy_by_day`, and per protected attribute of a binary model `bias:<feature>:predicted` and
+    `bias:<feature>:labelled`. `source` is the log as `dialect`'s engine names it."""
+    scope = Scope(dialect, source, manifest, manifest.version, window)
+    labelled = Scope(dialect, source, manifest, manifest.version, accuracy_window)
+    queries = {
+        "profile": ProfileQuery(scope, baseline).sql,
+        "accuracy": AccuracyQuery.build(labelled, by_day=False).sql,
+        "accuracy_by_day": AccuracyQuery.build(labelled, by_day=True).sql,
+    }
+    for name in _bias_features(manifest):
+        feature = manifest.feature(name)
+        queries[f"bias:{name}:predicted"] = GroupQuery.build(scope, baseline, feature, labelled=False).sql
+        queries[f"bias:{name}:labelled"] = GroupQuery.build(labelled, baseline, feature, labelled=True).sql
+    return queries
 
 
 def monitor_version(
@@ -104,35 +166,47 @@ def monitor_version(
     window: Window,
     accuracy_window: Window,
 ) -> VersionReport:
-    version = manifest.version
-    source = engine.source(manifest)
-    scope = Scope(engine.dialect, source, manifest, version, window)
-    profile = ProfileQuery(scope, baseline)
-    (row,) = engine.rows(profile.sql)
-    counts = profile.parse(row)
-    results = window_checks(manifest, baseline, counts, window)
+    queries = version_queries(
+        engine.dialect, engine.source(manifest), manifest, baseline, window=window, accuracy_window=accuracy_window
+    )
+    results = {name: engine.rows(sql) for name, sql in queries.items()}
+    return judge_version(manifest, baseline, results, window=window, accuracy_window=accuracy_window)
 
-    labelled = Scope(engine.dialect, source, manifest, version, accuracy_window)
+
+def judge_version(
+    manifest: ModelManifest,
+    baseline: Baseline,
+    results: Mapping[str, Sequence[Sequence[Any]]],
+    *,
+    window: Window,
+    accuracy_window: Window,
+) -> VersionReport:
+    """The checks judged from the rows of `version_queries` (by its names; each row the values in
+    SELECT order, typed: numbers, text, the day as a date or datetime)."""
+    version = manifest.version
+    # the profile row's layout is the query's, whatever the dialect that wrote it
+    profile = ProfileQuery(Scope(DUCKDB, "log", manifest, version, window), baseline)
+    (row,) = results["profile"]
+    counts = profile.parse(row)
+    checks = window_checks(manifest, baseline, counts, window)
+
     task = manifest.outputs.task
-    (overall,) = engine.rows(AccuracyQuery.build(labelled, by_day=False).sql) or [(None, *([0] * 6))]
-    results += accuracy_checks(manifest, baseline, accuracy_of(task, overall[1:]), accuracy_window)
+    (overall,) = results["accuracy"] or [(None, *([0] * 6))]
+    checks += accuracy_checks(manifest, baseline, accuracy_of(task, overall[1:]), accuracy_window)
     by_day = [
         (day.strftime("%Y-%m-%d"), accuracy_of(task, rest))
-        for day, *rest in engine.rows(AccuracyQuery.build(labelled, by_day=True).sql)
+        for day, *rest in results["accuracy_by_day"]
         if day is not None
     ]
 
     bias: dict[str, list[GroupRates]] = {}
-    if task is Task.BINARY:
-        for feature in (f for f in manifest.features if f.protected):
-            predicted = engine.rows(GroupQuery.build(scope, baseline, feature, labelled=False).sql)
-            truthful = engine.rows(GroupQuery.build(labelled, baseline, feature, labelled=True).sql)
-            results += bias_checks(
-                manifest, feature.name, predicted, truthful, window=window, accuracy_window=accuracy_window
-            )
-            bias[feature.name] = group_rates([*predicted]) if not truthful else _merged(predicted, truthful)
+    for name in _bias_features(manifest):
+        predicted = [tuple(r) for r in results[f"bias:{name}:predicted"]]
+        truthful = [tuple(r) for r in results[f"bias:{name}:labelled"]]
+        checks += bias_checks(manifest, name, predicted, truthful, window=window, accuracy_window=accuracy_window)
+        bias[name] = group_rates([*predicted]) if not truthful else _merged(predicted, truthful)
 
-    report = VersionReport(manifest.name, version, window, accuracy_window, counts, results, accuracy_by_day=by_day)
+    report = VersionReport(manifest.name, version, window, accuracy_window, counts, checks, accuracy_by_day=by_day)
     report.bias = bias
     for name, profile_ in baseline.features.items():
         current = counts.features.get(name)

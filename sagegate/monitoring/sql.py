@@ -4,13 +4,16 @@ log, Athena (Trino) over Firehose's Parquet in AWS.
 Every query is one pass over the window's rows that returns counts, means and histograms: the
 numeric histograms use the baseline's fixed bin edges as plain comparisons (`x >= e1 AND x < e2`),
 categories as equalities, so the engine bins and counts and nothing but a few numbers per feature
-leaves it. What the dialects write differently is behind `Dialect`: reading an ISO 8601 time and
-writing an instant. The rest (CASE, SUM, AVG, STDDEV_POP, COUNT, RANK() OVER, max_by, JOIN, struct
-field access `features."name"`) is the same text in both.
+leaves it. What the dialects write differently is behind `Dialect`: reading an ISO 8601 time,
+writing an instant, reading a logged feature (DuckDB's staged log has a struct typed for the model,
+Athena's table a map of text: sagegate.monitoring.schema) and the partitions a query must name
+(Athena's table is partitioned by model, injected, and the hour the line reached Firehose; every
+reference to it constrains both). The rest (CASE, SUM, AVG, STDDEV_POP, COUNT, RANK() OVER, max_by,
+JOIN) is the same text in both.
 
 The log's columns the queries read: model, version, type (NULL for a prediction, 'feedback',
-'rejected'), degraded, features (a struct, one field per logged feature), score, label,
-prediction_id, outcome (text), rejected (a struct of reasons per field), timestamp (ISO 8601 text).
+'rejected'), degraded, features (one value per logged feature), score, label, prediction_id,
+outcome (text), rejected (the reasons per field), timestamp (ISO 8601 text).
 """
 
 from __future__ import annotations
@@ -18,12 +21,13 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from sagegate.keys import logged_hash
 from sagegate.manifest import Feature, ModelManifest, Task
 from sagegate.monitoring.baseline import Baseline, CategoricalProfile, NumericProfile
+from sagegate.monitoring.schema import HOUR_FORMAT, UNKNOWN_MODEL
 
 __all__ = [
     "ATHENA",
@@ -38,6 +42,7 @@ __all__ = [
     "WindowCounts",
     "group_expression",
     "literal",
+    "logged_as_number",
     "quoted",
     "truth_expression",
     "versions_sql",
@@ -52,9 +57,24 @@ class Dialect(Protocol):
 
     def instant(self, at: datetime) -> str: ...
 
+    def feature(self, name: str, *, number: bool) -> str:
+        """A logged feature's value: a DOUBLE when `number` (logged_as_number), else text."""
+        ...
+
+    def rejected(self, name: str) -> str:
+        """The reason a refused request gave for field `name` (NULL when it named none)."""
+        ...
+
+    def partitions(self, models: Sequence[str], start: datetime, end: datetime) -> str | None:
+        """The predicate on the source's partitions for `models`' lines logged in [start, end), or
+        None where the source has none (then the query says `model = ...` itself)."""
+        ...
+
 
 @dataclass(frozen=True)
 class _DuckDB:
+    """The local engine's staged log: features and rejected are structs typed for the model."""
+
     name: str = "duckdb"
 
     def timestamp(self, expression: str) -> str:
@@ -63,9 +83,20 @@ class _DuckDB:
     def instant(self, at: datetime) -> str:
         return f"CAST({literal(at.isoformat())} AS TIMESTAMPTZ)"
 
+    def feature(self, name: str, *, number: bool) -> str:
+        return f"features.{quoted(name)}"
+
+    def rejected(self, name: str) -> str:
+        return f"rejected.{quoted(name)}"
+
+    def partitions(self, models: Sequence[str], start: datetime, end: datetime) -> str | None:
+        return None
+
 
 @dataclass(frozen=True)
 class _Athena:
+    """The Glue table of sagegate.monitoring.schema: features and rejected are map<string,string>."""
+
     name: str = "athena"
 
     def timestamp(self, expression: str) -> str:
@@ -73,6 +104,30 @@ class _Athena:
 
     def instant(self, at: datetime) -> str:
         return f"from_iso8601_timestamp({literal(at.isoformat())})"
+
+    def feature(self, name: str, *, number: bool) -> str:
+        # element_at is NULL for a missing key (map[key] fails the query); TRY_CAST makes a value that
+        # is not a number NULL, as DuckDB's typed read of the JSON line does
+        value = f"element_at(features, {literal(name)})"
+        return f"TRY_CAST({value} AS DOUBLE)" if number else value
+
+    def rejected(self, name: str) -> str:
+        return f"element_at(rejected, {literal(name)})"
+
+    def partitions(self, models: Sequence[str], start: datetime, end: datetime) -> str | None:
+        # `model` is injected: Athena takes only literals, conjunctively. `hour` is the hour a line
+        # reached Firehose, at or after the hour it was logged in: a late line lands in the next one
+        first = _hour(start)
+        last = _hour(end) + timedelta(hours=1)
+        names = ", ".join(literal(m) for m in models)
+        return (
+            f"model IN ({names}) AND hour >= {literal(first.strftime(HOUR_FORMAT))} "
+            f"AND hour <= {literal(last.strftime(HOUR_FORMAT))}"
+        )
+
+
+def _hour(at: datetime) -> datetime:
+    return at.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
 
 
 DUCKDB: Dialect = _DuckDB()
@@ -89,6 +144,11 @@ def quoted(name: str) -> str:
 
 def _number(value: float) -> str:
     return repr(float(value))
+
+
+def logged_as_number(feature: Feature) -> bool:
+    """Whether the log's value of `feature` is read as a number (a hashed one is text)."""
+    return feature.type.is_numeric and feature.sensitive != "hash"
 
 
 @dataclass(frozen=True)
@@ -114,7 +174,8 @@ class Scope:
 
     @property
     def rows(self) -> str:
-        return f"{_of(self.manifest, self.version)} AND {_within(self.dialect, self.window)}"
+        model = _model(self.dialect, self.manifest.name, self.window)
+        return f"{model} AND version = {literal(self.version)} AND {_within(self.dialect, self.window)}"
 
 
 def _within(dialect: Dialect, window: Window) -> str:
@@ -122,14 +183,15 @@ def _within(dialect: Dialect, window: Window) -> str:
     return f"{at} >= {dialect.instant(window.start)} AND {at} < {dialect.instant(window.end)}"
 
 
-def _of(manifest: ModelManifest, version: str) -> str:
-    return f"model = {literal(manifest.name)} AND version = {literal(version)}"
+def _model(dialect: Dialect, model: str, window: Window) -> str:
+    """`model`'s lines: its partitions where the source has them (which name the model), else by column."""
+    return dialect.partitions([model], window.start, window.end) or f"model = {literal(model)}"
 
 
 def versions_sql(dialect: Dialect, source: str, model: str, window: Window) -> str:
     """The versions of `model` with predictions in the window, and how many."""
     return (
-        f"SELECT version, COUNT(*) AS n FROM {source} WHERE model = {literal(model)} AND type IS NULL "
+        f"SELECT version, COUNT(*) AS n FROM {source} WHERE {_model(dialect, model, window)} AND type IS NULL "
         f"AND {_within(dialect, window)} GROUP BY version ORDER BY version"
     )
 
@@ -153,8 +215,8 @@ def _categories(feature: Feature, profile: CategoricalProfile, model: str) -> li
     return list(profile.categories)
 
 
-def _field(feature: str) -> str:
-    return f"features.{quoted(feature)}"
+def _field(dialect: Dialect, feature: Feature) -> str:
+    return dialect.feature(feature.name, number=logged_as_number(feature))
 
 
 @dataclass
@@ -206,10 +268,11 @@ class ProfileQuery:
         add(_count(_REJECTED), "", "rejected_rows")
         logged = [f for f in manifest.features if f.sensitive != "drop"]
         for feature in logged:
-            x = _field(feature.name)
+            x = _field(scope.dialect, feature)
             profile = baseline.features.get(feature.name)
             add(_count(f"{_PRED} AND {x} IS NOT NULL"), feature.name, "present")
-            add(_count(f"{_REJECTED} AND rejected.{quoted(feature.name)} IS NOT NULL"), feature.name, "rejected")
+            reason = scope.dialect.rejected(feature.name)
+            add(_count(f"{_REJECTED} AND {reason} IS NOT NULL"), feature.name, "rejected")
             if isinstance(profile, NumericProfile) and feature.sensitive != "hash":
                 add(f"AVG(CASE WHEN {_PRED} THEN {x} END)", feature.name, "mean")
                 add(f"STDDEV_POP(CASE WHEN {_PRED} THEN {x} END)", feature.name, "std")
@@ -282,9 +345,9 @@ def truth_expression(manifest: ModelManifest, outcome: str = "outcome") -> str:
     return f"CASE {whens} END"
 
 
-def group_expression(feature: Feature, profile: NumericProfile | CategoricalProfile | None) -> str:
+def group_expression(dialect: Dialect, feature: Feature, profile: NumericProfile | CategoricalProfile | None) -> str:
     """A protected attribute's groups: its value (categories, booleans), else the baseline's bins."""
-    x = _field(feature.name)
+    x = _field(dialect, feature)
     if isinstance(profile, NumericProfile) and feature.sensitive != "hash" and feature.type.value != "bool":
         edges = profile.edges
         labels = (
@@ -301,14 +364,16 @@ def group_expression(feature: Feature, profile: NumericProfile | CategoricalProf
 
 def _labelled(scope: Scope, extra: str) -> str:
     """The window's predictions by the model joined with their latest feedback (WITH ... j)."""
-    dialect, source, manifest = scope.dialect, scope.source, scope.manifest
+    dialect, source, manifest, window = scope.dialect, scope.source, scope.manifest, scope.window
     at = dialect.timestamp(quoted("timestamp"))
+    # feedback names its model when the client sent it; Firehose files the rest under UNKNOWN_MODEL
+    partitions = dialect.partitions([manifest.name, UNKNOWN_MODEL], window.start, window.end)
     return (
         f"WITH p AS (SELECT prediction_id, score, label, {at} AS logged_at{extra} "
         f"FROM {source} WHERE {scope.rows} AND {_MODEL}), "
-        f"f AS (SELECT prediction_id, max_by(outcome, {quoted('timestamp')}) AS outcome FROM {source} "
-        f"WHERE type = 'feedback' AND {at} >= {dialect.instant(scope.window.start)} "
-        f"GROUP BY prediction_id), "
+        f"f AS (SELECT prediction_id, max_by(outcome, {at}) AS outcome FROM {source} "
+        f"WHERE {partitions + ' AND ' if partitions else ''}type = 'feedback' "
+        f"AND {at} >= {dialect.instant(window.start)} GROUP BY prediction_id), "
         f"j AS (SELECT p.*, {truth_expression(manifest, 'f.outcome')} AS truth FROM p "
         f"JOIN f ON p.prediction_id = f.prediction_id) "
     )
@@ -367,7 +432,7 @@ class GroupQuery:
     @classmethod
     def build(cls, scope: Scope, baseline: Baseline, feature: Feature, *, labelled: bool) -> GroupQuery:
         manifest = scope.manifest
-        groups = group_expression(feature, baseline.features.get(feature.name))
+        groups = group_expression(scope.dialect, feature, baseline.features.get(feature.name))
         positive = literal((manifest.outputs.labels or ["", ""])[-1])
         if labelled:
             head = _labelled(scope, f", {groups} AS grp")

@@ -15,7 +15,7 @@ from sagegate.gateway.cache import PredictionCache
 from sagegate.gateway.catalog import CachedCatalog, InMemoryCatalog
 from sagegate.gateway.metrics import GatewayMetrics
 from sagegate.gateway.online_features import OnlineFeatureStore
-from sagegate.gateway.prediction_log import FirehoseLog
+from sagegate.gateway.prediction_log import FirehoseLog, firehose_record
 from sagegate.gateway.redis_support import Breaker, cache_store, redis_client
 from sagegate.routing import Route
 from tests.unit.gateway.conftest import manifest
@@ -69,6 +69,22 @@ def test_firehose_log_batches_within_the_limits_and_retries_failures_once() -> N
         log.flush()
         stub.assert_no_pending_responses()
     log.flush()  # nothing left: no call
+
+
+def test_firehose_log_sends_the_firehose_record_of_each_line() -> None:
+    client = get_session().create_client("firehose", region_name="eu-west-1")
+    log = FirehoseLog(client, "predictions")
+    entry = {"prediction_id": "a", "features": {"amount": 12.5, "channel": None}, "score": 0.5}
+    log.record(entry)
+    with Stubber(client) as stub:
+        stub.add_response(
+            "put_record_batch",
+            {"FailedPutCount": 0, "RequestResponses": [{"RecordId": "1"}]},
+            {"DeliveryStreamName": "predictions", "Records": [{"Data": firehose_record(entry)}]},
+        )
+        log.flush()
+        stub.assert_no_pending_responses()
+    assert firehose_record(entry) == b'{"prediction_id":"a","features":{"amount":"12.5","channel":null},"score":0.5}\n'
 
 
 def test_metrics_flush_one_emf_document_per_model_and_variant(capsys: pytest.CaptureFixture[str]) -> None:

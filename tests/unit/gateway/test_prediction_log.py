@@ -6,6 +6,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import orjson
+
+from sagegate.gateway.prediction_log import firehose_record
 from sagegate.keys import logged_hash
 from sagegate.local.data import fraud_features, generate_transactions
 from tests.unit.gateway.conftest import GOOD, Gateway, manifest
@@ -74,3 +77,37 @@ def test_feedback_lands_beside_the_prediction_it_names(make_gateway: MakeGateway
     gw.client.post("/v1/feedback", json={"prediction_id": body["prediction_id"], "outcome": 1, "model": "fraud"})
     prediction, feedback = gw.log_lines()[-2:]
     assert feedback["type"] == "feedback" and feedback["prediction_id"] == prediction["prediction_id"]
+
+
+def test_firehose_records_carry_feature_values_and_outcomes_as_text(make_gateway: MakeGateway) -> None:
+    """What the gateway logs, as Firehose gets it: the Glue table's maps of text (and the outcome's
+    text column) hold each value as text, nulls as null; everything else is the JSON line's."""
+    gw = make_gateway()
+    body = gw.predict(features={**GOOD, "is_foreign": True}, user_id="u-5").json()
+    gw.predict(features={**GOOD, "hour": "three"}, user_id="u-5")
+    gw.client.post("/v1/feedback", json={"prediction_id": body["prediction_id"], "outcome": 1})
+    gw.client.post("/v1/feedback", json={"prediction_id": body["prediction_id"], "outcome": True, "model": "fraud"})
+    prediction, refused, feedback, second = gw.log_lines()[-4:]
+    raw = [firehose_record(x) for x in (prediction, refused, feedback, second)]
+    assert all(r.endswith(b"}\n") and r.count(b"\n") == 1 for r in raw)
+    records = [orjson.loads(r) for r in raw]
+    features = records[0]["features"]
+    # the request's true and 3 are what the log keeps; as text, the numbers the model got
+    assert (prediction["features"]["is_foreign"], prediction["features"]["hour"]) == (True, 3)
+    assert features["amount"] == "420.0" and features["is_foreign"] == "1.0" and features["hour"] == "3"
+    assert features["merchant_category"] == "gaming" and features["transactions_24h"] is None
+    assert {k: v for k, v in records[0].items() if k != "features"} == {
+        k: v for k, v in prediction.items() if k != "features"
+    }
+    assert records[1]["rejected"] == refused["rejected"] and records[1]["type"] == "rejected"
+    assert (records[2]["outcome"], records[2]["model"], records[3]["outcome"]) == ("1", None, "true")
+
+
+def test_firehose_text_of_each_kind_of_value() -> None:
+    line = {"features": {"a": 12.5, "b": 3.0, "c": 7, "d": True, "e": False, "f": "x", "g": None}, "score": 0.5}
+    assert orjson.loads(firehose_record(line)) == {
+        "features": {"a": "12.5", "b": "3.0", "c": "7", "d": "1.0", "e": "0.0", "f": "x", "g": None},
+        "score": 0.5,
+    }
+    assert orjson.loads(firehose_record({"type": "feedback", "outcome": True}))["outcome"] == "true"
+    assert float(orjson.loads(firehose_record({"features": {"x": 0.1 + 0.2}}))["features"]["x"]) == 0.1 + 0.2

@@ -1,5 +1,5 @@
 """Each statistic the engine computes, against numpy / scikit-learn over the same logged rows (read
-back from the log here), and the Athena rendering of the same SQL executed on DuckDB."""
+back from the log here). The Athena rendering is proved against these in test_athena.py."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from sagegate.monitoring.baseline import Baseline
 from sagegate.monitoring.checks import accuracy_of
 from sagegate.monitoring.engine import DuckDBEngine
 from sagegate.monitoring.monitor import monitor_version, window_ending
-from sagegate.monitoring.sql import ATHENA, AccuracyQuery, GroupQuery, ProfileQuery, Scope
+from sagegate.monitoring.sql import AccuracyQuery, ProfileQuery, Scope
 from sagegate.packaging import BuiltPackage
 from tests.unit.monitoring.conftest import NOW, log_lines, write_log
 
@@ -158,31 +158,3 @@ def test_bias_against_per_group_rates_computed_here(fraud: BuiltPackage, fraud_b
     )
     groups = {g.group: g for g in report.bias["is_foreign"]}
     assert groups["true"].selection_rate == pytest.approx(rates[0]) and groups["false"].rows == int((~foreign).sum())
-
-
-def test_the_athena_rendering_runs_on_duckdb_where_the_dialects_agree(
-    fraud: BuiltPackage, fraud_baseline: Baseline, log: Path
-) -> None:
-    """Athena's from_iso8601_timestamp is the one function DuckDB lacks: given it as a macro, the
-    Athena text of every query runs and answers what the DuckDB text answers."""
-    engine = DuckDBEngine(log)
-    engine.rows("CREATE MACRO from_iso8601_timestamp(s) AS CAST(s AS TIMESTAMPTZ)")
-    manifest, version = fraud.manifest, fraud.manifest.version
-    for window in (window_ending(NOW, "1h"), window_ending(NOW, "7d")):
-        ours = Scope(engine.dialect, engine.source(manifest), manifest, version, window)
-        athena = Scope(ATHENA, engine.source(manifest), manifest, version, window)
-        assert "from_iso8601_timestamp" in ProfileQuery(athena, fraud_baseline).sql
-        assert "TIMESTAMPTZ" not in ProfileQuery(athena, fraud_baseline).sql
-        pairs = [
-            (ProfileQuery(ours, fraud_baseline).sql, ProfileQuery(athena, fraud_baseline).sql),
-            (AccuracyQuery.build(ours, by_day=True).sql, AccuracyQuery.build(athena, by_day=True).sql),
-            *(
-                (
-                    GroupQuery.build(ours, fraud_baseline, manifest.feature("is_foreign"), labelled=labelled).sql,
-                    GroupQuery.build(athena, fraud_baseline, manifest.feature("is_foreign"), labelled=labelled).sql,
-                )
-                for labelled in (False, True)
-            ),
-        ]
-        for duck, trino in pairs:
-            assert engine.rows(trino) == engine.rows(duck) != []

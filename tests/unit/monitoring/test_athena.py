@@ -1,0 +1,527 @@
+"""The Athena SQL computes what the local engine computes.
+
+One log, written as the gateway writes it (clean and drifted traffic, a feature left out, refusals,
+feedback with and without its model, a truth that changed its mind, another model's lines, lines
+before the window), is kept twice: as the JSON Lines file the local engine reads, and through the
+gateway's `firehose_record` as Parquet in the Glue table's schema (sagegate.monitoring.schema), laid
+out as Firehose partitions it (`predictions/model=<m>/hour=<h>/`, some lines in the next hour's
+partition: late arrivals). The Athena text of `version_queries` is transpiled by sqlglot from Trino
+to DuckDB and run over a view of those files named as the Glue table; its answers go through
+`athena_rows` in the shape GetQueryResults gives them (a header row, every value as text beside
+Athena's type names), are judged by `judge_version`, and must equal what `monitor_version` judges
+on the local engine, check by check.
+
+sqlglot maps every Trino function the queries use to DuckDB (from_iso8601_timestamp to a cast,
+element_at to a map lookup, max_by to arg_max): no macros are needed. What this cannot prove:
+Athena's own engine (Trino's decimal and rounding rules, its printing of values) and Firehose's
+conversion; the values are shaped as Athena's documentation gives them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+from collections.abc import Iterator, Sequence
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import numpy as np
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import sqlglot
+from sklearn.linear_model import LinearRegression
+from sqlglot import exp
+from sqlglot.errors import ErrorLevel
+
+from sagegate.gateway.prediction_log import LoggedFeatures, firehose_record
+from sagegate.local.data import generate_transactions
+from sagegate.manifest import ModelManifest
+from sagegate.monitoring.athena import athena_rows
+from sagegate.monitoring.baseline import Baseline
+from sagegate.monitoring.checks import CheckResult
+from sagegate.monitoring.engine import DuckDBEngine
+from sagegate.monitoring.monitor import (
+    VersionReport,
+    judge_version,
+    monitor_version,
+    version_queries,
+    versions_from_rows,
+    window_ending,
+)
+from sagegate.monitoring.schema import COLUMNS, HOUR_FORMAT, UNKNOWN_MODEL
+from sagegate.monitoring.sql import ATHENA, versions_sql
+from sagegate.packaging import BuiltPackage, build_package
+from sagegate.packaging.builder import onnx_predict
+from tests.unit.monitoring.conftest import NOW, scores, shifted
+
+TABLE = '"db"."predictions"'
+NOW_TEXT = "2026-12-01 12:00:00.000 UTC"  # NOW as Athena prints a timestamp with time zone
+WINDOW = window_ending(NOW, "1h")
+ACCURACY_WINDOW = window_ending(NOW, "7d")
+
+
+# -- the log, as the gateway writes it ---------------------------------------------------------------
+
+
+def _predictions(
+    manifest: ModelManifest,
+    records: Sequence[dict[str, Any]],
+    score: Sequence[float],
+    *,
+    start: datetime,
+    spread: timedelta,
+    prefix: str,
+) -> list[dict[str, Any]]:
+    """Prediction lines with the features as the gateway logs them: the request's values as given
+    (booleans as booleans, integers as integers), left-out ones null, sensitive ones hashed."""
+    logged = LoggedFeatures(manifest)
+    threshold = manifest.outputs.threshold
+    labels = manifest.outputs.labels
+    lines = []
+    for i, (record, p) in enumerate(zip(records, score, strict=True)):
+        at = start + spread * (i / max(len(records), 1))
+        label = None if labels is None else labels[1] if p >= threshold else labels[0]
+        lines.append(
+            {
+                "prediction_id": f"{prefix}{i}",
+                "model": manifest.name,
+                "version": manifest.version,
+                "variant": "v1",
+                "features": logged(record, record),
+                "prediction": p,
+                "label": label,
+                "confidence": max(p, 1 - p) if labels else None,
+                "score": p,
+                "latency_ms": 1.5,
+                "cache_hit": i % 7 == 0,
+                "degraded": False,
+                "timestamp": at.isoformat(),
+            }
+        )
+    return lines
+
+
+def _feedback(prediction: dict[str, Any], outcome: Any, *, named: bool, after: timedelta) -> dict[str, Any]:
+    at = datetime.fromisoformat(prediction["timestamp"]) + after
+    return {
+        "type": "feedback",
+        "prediction_id": prediction["prediction_id"],
+        "outcome": outcome,
+        "model": prediction["model"] if named else None,
+        "timestamp": at.isoformat(),
+    }
+
+
+def _fraud_log(fraud: BuiltPackage, manifest: ModelManifest) -> list[dict[str, Any]]:
+    data = generate_transactions(1200, seed=31)
+    rng = np.random.default_rng(4)
+    records = [
+        {k: v for k, v in r.items() if not (k in ("channel", "account_age_days") and rng.random() < 0.2)}
+        for r in data.records
+    ]
+    records[600:] = shifted(data)[600:]  # the window's second half drifts
+    lines = _predictions(
+        manifest,
+        records,
+        scores(fraud, records).tolist(),
+        start=NOW - timedelta(minutes=55),
+        spread=timedelta(minutes=54),
+        prefix="p",
+    )
+    truth = np.where(rng.random(len(lines)) < 0.2, 1 - data.label, data.label)
+    feedback = [
+        _feedback(line, int(y) if i % 3 else ("fraud" if y else "legit"), named=i % 2 == 0, after=timedelta(seconds=30))
+        for i, (line, y) in enumerate(zip(lines, truth, strict=True))
+        if i % 5
+    ]
+    feedback.append(
+        _feedback(lines[1], 1 - int(truth[1]), named=False, after=timedelta(minutes=40))
+    )  # changed its mind
+    early = _predictions(
+        manifest,
+        data.records[:40],
+        scores(fraud, data.records[:40]).tolist(),
+        start=NOW - timedelta(days=2),
+        spread=timedelta(hours=30),
+        prefix="e",
+    )
+    early_feedback = [
+        _feedback(x, int(y), named=True, after=timedelta(hours=1)) for x, y in zip(early, data.label, strict=False)
+    ]
+    other = [{**x, "model": "other", "prediction_id": "o" + x["prediction_id"]} for x in lines[:50]]
+    refused = [
+        {
+            "type": "rejected",
+            "model": manifest.name,
+            "version": manifest.version,
+            "variant": "v1",
+            "rejected": {
+                "amount": "expected a number, got str",
+                **({"hour": "25 is above the maximum 23"} if i % 2 else {}),
+            },
+            "timestamp": (NOW - timedelta(minutes=30 - i)).isoformat(),
+        }
+        for i in range(15)
+    ]
+    return [*lines, *feedback, *early, *early_feedback, *other, *refused]
+
+
+def _price_package(tmp_path: Path) -> tuple[BuiltPackage, list[dict[str, Any]]]:
+    """A regression model (tests/unit/monitoring/test_regression.py's) and a window whose truth drifted
+    away from it; its feedback names no model (Firehose files it under UNKNOWN_MODEL)."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2000, 2))
+    y = 3 * x[:, 0] - 2 * x[:, 1] + rng.normal(0, 0.5, 2000)
+    held = rng.normal(size=(500, 2))
+    built = build_package(
+        LinearRegression().fit(x, y),
+        framework="sklearn",
+        name="price",
+        version="1",
+        features=[{"name": "x1", "type": "float"}, {"name": "x2", "type": "float", "required": False, "default": 0.0}],
+        task="regression",
+        sample=[{"x1": 0.1, "x2": 0.2}],
+        output_dir=tmp_path / "price",
+        training_data=x,
+        holdout={"x1": held[:, 0], "x2": held[:, 1], "y": 3 * held[:, 0] - 2 * held[:, 1]},
+        label_column="y",
+    )
+    live = rng.normal(size=(800, 2)) + 0.3
+    value = onnx_predict(built.path / "model.onnx", {"input": live.astype(np.float32)}, "variable").reshape(-1)
+    records = [{"x1": a, "x2": b} if i % 9 else {"x1": a} for i, (a, b) in enumerate(live.tolist())]
+    lines = _predictions(
+        built.manifest,
+        records,
+        value.tolist(),
+        start=NOW - timedelta(minutes=58),
+        spread=timedelta(minutes=57),
+        prefix="r",
+    )
+    truth = 3 * live[:, 0] - 2 * live[:, 1] + 2.0
+    feedback = [
+        _feedback(line, t, named=False, after=timedelta(seconds=2))
+        for line, t in zip(lines, truth.tolist(), strict=True)
+    ]
+    return built, [*lines, *feedback]
+
+
+# -- the two copies of the log -------------------------------------------------------------------------
+
+
+def _arrived(line: dict[str, Any], index: int) -> str:
+    """The hour the line reached Firehose: its own, but every 6th line logged in an hour's last ten
+    minutes arrives in the next one."""
+    at = datetime.fromisoformat(line["timestamp"]).astimezone(UTC)
+    late = at.minute >= 50 and index % 6 == 0
+    return (at.replace(minute=0, second=0, microsecond=0) + timedelta(hours=late)).strftime(HOUR_FORMAT)
+
+
+_ARROW = {
+    "string": pa.string(),
+    "double": pa.float64(),
+    "boolean": pa.bool_(),
+    "map<string,string>": pa.map_(pa.string(), pa.string()),
+}
+
+
+def _firehose_parquet(lines: Sequence[dict[str, Any]], root: Path) -> int:
+    """The lines as Firehose delivers them: firehose_record, then the Glue table's columns, one
+    Parquet file per (model, hour) partition. Answers how many lines arrived an hour late."""
+    schema = pa.schema([(name, _ARROW[kind]) for name, kind in COLUMNS])
+    partitions: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    late = 0
+    for i, line in enumerate(lines):
+        record = orjson.loads(firehose_record(line))
+        hour = _arrived(line, i)
+        late += hour != datetime.fromisoformat(line["timestamp"]).strftime(HOUR_FORMAT)
+        row = {name: record.get(name) for name, _ in COLUMNS}
+        for name, kind in COLUMNS:
+            if kind.startswith("map") and row[name] is not None:
+                row[name] = list(row[name].items())
+        partitions.setdefault((record.get("model") or UNKNOWN_MODEL, hour), []).append(row)
+    for (model, hour), rows in partitions.items():
+        folder = root / "predictions" / f"model={model}" / f"hour={hour}"
+        folder.mkdir(parents=True)
+        pq.write_table(pa.Table.from_pylist(rows, schema=schema), folder / "part.parquet")
+    return late
+
+
+class _Athena:
+    """The Glue table on DuckDB: a view of Firehose's files with their partitions, named as the table;
+    queries come in as Athena's text and answer as GetQueryResults would, read by athena_rows."""
+
+    def __init__(self, root: Path) -> None:
+        self.db = duckdb.connect()
+        files = str(root / "predictions" / "*" / "*" / "*.parquet")
+        self.db.execute("CREATE SCHEMA db")
+        self.db.execute(
+            f"CREATE VIEW db.predictions AS SELECT * FROM read_parquet('{files}', hive_partitioning = true, "
+            "hive_types = {'model': VARCHAR, 'hour': VARCHAR})"
+        )
+
+    def results(self, sql: str) -> dict[str, Any]:
+        (duck,) = sqlglot.transpile(sql, read="trino", write="duckdb")
+        relation = self.db.sql(duck)
+        header = {"Data": [{"VarCharValue": name} for name in relation.columns]}
+        rows = [
+            {"Data": [{} if v is None else {"VarCharValue": _athena_text(v)} for v in row]}
+            for row in relation.fetchall()
+        ]
+        return {"types": [_athena_type(str(t)) for t in relation.types], "rows": [header, *rows]}
+
+    def rows(self, sql: str) -> list[tuple[Any, ...]]:
+        answer = self.results(sql)
+        return athena_rows(answer["types"], answer["rows"])
+
+
+def _athena_type(duck: str) -> str:
+    base = duck.split("(", 1)[0]
+    return {
+        "HUGEINT": "bigint",
+        "BIGINT": "bigint",
+        "INTEGER": "integer",
+        "DOUBLE": "double",
+        "FLOAT": "real",
+        "DECIMAL": "decimal",
+        "VARCHAR": "varchar",
+        "BOOLEAN": "boolean",
+        "DATE": "date",
+        "TIMESTAMP": "timestamp",
+        "TIMESTAMP WITH TIME ZONE": "timestamp with time zone",
+        '"NULL"': "unknown",
+    }[base]
+
+
+def _athena_text(value: Any) -> str:
+    """A value as Athena prints it in VarCharValue."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, datetime):
+        text = value.astimezone(UTC) if value.tzinfo else value
+        shown = f"{text:%Y-%m-%d %H:%M:%S}.{text.microsecond // 1000:03d}"
+        return shown + " UTC" if value.tzinfo else shown
+    if isinstance(value, date):
+        return value.isoformat()
+    assert isinstance(value, int | str | Decimal), type(value)
+    return str(value)
+
+
+# -- fixtures -----------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def fraud_hashed(fraud: BuiltPackage) -> ModelManifest:
+    """The fraud model with its merchant category hashed in the log and card_present dropped from it."""
+    marks = {"merchant_category": {"sensitive": "hash"}, "card_present": {"sensitive": "drop"}}
+    features = [f.model_copy(update=marks.get(f.name, {})) for f in fraud.manifest.features]
+    return fraud.manifest.model_copy(update={"features": features})
+
+
+@pytest.fixture(scope="module")
+def logs(fraud: BuiltPackage, fraud_hashed: ModelManifest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    root = tmp_path_factory.mktemp("athena")
+    price, price_lines = _price_package(root)
+    lines = [*_fraud_log(fraud, fraud_hashed), *price_lines]
+    jsonl = root / "predictions.jsonl"
+    jsonl.write_bytes(b"".join(orjson.dumps(x) + b"\n" for x in lines))
+    late = _firehose_parquet(lines, root / "s3")
+    assert late > 50
+    local, athena = DuckDBEngine(jsonl), _Athena(root / "s3")
+    yield {"local": local, "athena": athena, "price": price, "root": root}
+    local.close()
+
+
+def _assert_same(athena: list[CheckResult], local: list[CheckResult]) -> None:
+    assert [(r.check, r.feature, r.statistic, r.status) for r in athena] == [
+        (r.check, r.feature, r.statistic, r.status) for r in local
+    ]
+    for a, b in zip(athena, local, strict=True):
+        assert (a.value is None) == (b.value is None), (a, b)
+        if a.value is not None and b.value is not None:
+            assert a.value == pytest.approx(b.value, rel=1e-9, abs=1e-9), (a, b)
+
+
+def _assert_close(a: Any, b: Any) -> None:
+    """Equal, floats to 1e-9 (the engines sum in different orders)."""
+    if isinstance(a, dict):
+        assert a.keys() == b.keys()
+        for key in a:
+            _assert_close(a[key], b[key])
+    elif isinstance(a, list):
+        assert len(a) == len(b)
+        for x, y in zip(a, b, strict=True):
+            _assert_close(x, y)
+    elif isinstance(a, float):
+        assert a == pytest.approx(b, rel=1e-9, abs=1e-9)
+    else:
+        assert a == b
+
+
+# -- the proof ----------------------------------------------------------------------------------------
+
+
+def _both(
+    logs: Any, manifest: ModelManifest, baseline: Baseline, end: datetime = NOW
+) -> tuple[VersionReport, VersionReport, dict[str, str]]:
+    windows = {"window": window_ending(end, "1h"), "accuracy_window": window_ending(end, "7d")}
+    local = monitor_version(logs["local"], manifest, baseline, **windows)
+    queries = version_queries(ATHENA, TABLE, manifest, baseline, **windows)
+    results = {name: logs["athena"].rows(sql) for name, sql in queries.items()}
+    athena = judge_version(manifest, baseline, results, **windows)
+    return local, athena, queries
+
+
+# a window that ends on the hour, and one whose last lines' late ones arrive after its own last hour
+@pytest.mark.parametrize("end", [NOW, NOW - timedelta(minutes=7)], ids=["on-the-hour", "within-an-hour"])
+def test_athena_judges_a_binary_model_as_the_local_engine_does(
+    logs: Any, fraud_hashed: ModelManifest, fraud_baseline: Baseline, end: datetime
+) -> None:
+    local, athena, queries = _both(logs, fraud_hashed, fraud_baseline, end)
+    assert set(queries) == {
+        "profile",
+        "accuracy",
+        "accuracy_by_day",
+        "bias:is_foreign:predicted",
+        "bias:is_foreign:labelled",
+    }
+    statuses = {r.status for r in local.results}
+    assert {"ok", "fail"} <= statuses  # the drifted half fails something, the rest passes
+    assert local.counts.rejected_rows > 0 and (local.counts.rows == 1200) is (end == NOW)
+    hashed = local.counts.features["merchant_category"]  # known categories found in their hashed form
+    assert hashed.present == local.counts.rows == sum(hashed.bins) and hashed.bins[-1] < hashed.present
+    _assert_same(athena.results, local.results)
+    _assert_close(dataclasses.asdict(athena.counts), dataclasses.asdict(local.counts))
+    assert [(d, a.rows) for d, a in athena.accuracy_by_day] == [(d, a.rows) for d, a in local.accuracy_by_day] != []
+    assert athena.bias == local.bias and athena.bias["is_foreign"]
+
+
+def test_athena_judges_a_regression_model_as_the_local_engine_does(logs: Any) -> None:
+    price: BuiltPackage = logs["price"]
+    assert price.baseline is not None
+    local, athena, queries = _both(logs, price.manifest, Baseline.read(price.baseline))
+    assert set(queries) == {"profile", "accuracy", "accuracy_by_day"}
+    by = {(r.feature, r.statistic): r for r in local.results}
+    assert by["prediction", "mae_rise"].failed and local.counts.features["x2"].present < local.counts.rows
+    _assert_same(athena.results, local.results)
+    _assert_close(dataclasses.asdict(athena.counts), dataclasses.asdict(local.counts))
+
+
+def test_the_versions_query_agrees(logs: Any, fraud_hashed: ModelManifest) -> None:
+    ours = versions_from_rows(
+        logs["local"].rows(versions_sql(logs["local"].dialect, logs["local"].source(None), "fraud", WINDOW))
+    )
+    theirs = versions_from_rows(logs["athena"].rows(versions_sql(ATHENA, TABLE, "fraud", WINDOW)))
+    assert ours == theirs == {fraud_hashed.version: 1200}
+
+
+# -- what Athena accepts ------------------------------------------------------------------------------
+
+
+def _model_constraints(query: Any) -> Iterator[tuple[exp.Table, Any]]:
+    for table in query.find_all(exp.Table):
+        if table.name == "predictions":
+            select = table.find_ancestor(exp.Select)
+            assert select is not None
+            yield table, select.args.get("where")
+
+
+def _conjuncts(condition: Any) -> list[Any]:
+    return list(condition.flatten()) if isinstance(condition, exp.And) else [condition]
+
+
+def test_every_athena_query_parses_as_trino_and_names_its_partitions(
+    logs: Any, fraud_hashed: ModelManifest, fraud_baseline: Baseline
+) -> None:
+    queries = version_queries(
+        ATHENA, TABLE, fraud_hashed, fraud_baseline, window=WINDOW, accuracy_window=ACCURACY_WINDOW
+    )
+    queries["versions"] = versions_sql(ATHENA, TABLE, "fraud", WINDOW)
+    for name, sql in queries.items():
+        (query,) = sqlglot.parse(sql, read="trino", error_level=ErrorLevel.RAISE)
+        assert query is not None
+        references = list(_model_constraints(query))
+        assert references, name
+        for table, where in references:
+            assert table.db == "db", name
+            assert where is not None, name
+            conditions = _conjuncts(where.this)
+            models = [c for c in conditions if isinstance(c, exp.In) and c.this.name == "model"]
+            assert len(models) == 1 and all(
+                isinstance(v, exp.Literal) and v.is_string for v in models[0].expressions
+            ), name
+            hours = {type(c) for c in conditions if isinstance(c, exp.GTE | exp.LTE) and c.this.name == "hour"}
+            assert hours == {exp.GTE, exp.LTE}, name
+            for either in where.find_all(exp.Or):  # no OR may reach the model column
+                assert all(c.name != "model" for c in either.find_all(exp.Column)), name
+
+
+# -- the judge without an engine ----------------------------------------------------------------------
+
+
+def test_the_judge_runs_without_duckdb(logs: Any, fraud: BuiltPackage, fraud_baseline: Baseline) -> None:
+    """The Lambda's path, in a fresh interpreter where duckdb cannot be imported: GetQueryResults'
+    pages read by athena_rows, judged by judge_version, as the workflow will."""
+    manifest = fraud.manifest
+    queries = version_queries(ATHENA, TABLE, manifest, fraud_baseline, window=WINDOW, accuracy_window=ACCURACY_WINDOW)
+    pages = {name: logs["athena"].results(sql) for name, sql in queries.items()}
+    (logs["root"] / "pages.json").write_bytes(orjson.dumps(pages))
+    assert fraud.baseline is not None
+    probe = f"""
+import sys
+sys.modules["duckdb"] = None  # importing it now fails
+import orjson
+from datetime import datetime
+from pathlib import Path
+from sagegate.manifest import ModelManifest
+from sagegate.monitoring.athena import athena_rows
+from sagegate.monitoring.baseline import Baseline
+from sagegate.monitoring.monitor import judge_version, window_ending
+pages = orjson.loads(open({str(logs["root"] / "pages.json")!r}, "rb").read())
+results = {{name: athena_rows(page["types"], page["rows"]) for name, page in pages.items()}}
+manifest = ModelManifest.read(Path({str(fraud.path)!r}))
+end = datetime.fromisoformat({NOW.isoformat()!r})
+report = judge_version(manifest, Baseline.read(Path({str(fraud.baseline)!r})), results,
+                       window=window_ending(end, "1h"), accuracy_window=window_ending(end, "7d"))
+print(len(report.results), len(report.accuracy_by_day), "duckdb" in sys.modules and sys.modules["duckdb"] is not None)
+"""
+    root = Path(__file__).resolve().parents[3]
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=root, check=False)
+    assert done.returncode == 0, done.stderr
+    local = monitor_version(logs["local"], manifest, fraud_baseline, window=WINDOW, accuracy_window=ACCURACY_WINDOW)
+    assert done.stdout.split() == [str(len(local.results)), str(len(local.accuracy_by_day)), "False"]
+
+
+def test_athena_rows_types_each_kind_of_value() -> None:
+    types = [
+        "bigint",
+        "double",
+        "decimal(38,1)",
+        "boolean",
+        "varchar",
+        "timestamp(3) with time zone",
+        "date",
+        "unknown",
+    ]
+    header = {"Data": [{"VarCharValue": f"c{i}"} for i in range(len(types))]}
+    values = ["7", "1.0E-4", "12.5", "true", "x", "2026-12-01 01:00:00.000 +01:00", "2026-12-01"]
+    row = {"Data": [{"VarCharValue": v} for v in values] + [{}]}
+    nulls: dict[str, Any] = {"Data": [{} for _ in types]}
+    (typed, empty) = athena_rows(types, [header, row, nulls])
+    assert typed == (7, 0.0001, 12.5, True, "x", datetime(2026, 12, 1, tzinfo=UTC), date(2026, 12, 1), None)
+    assert empty == (None,) * len(types)
+    (utc,) = athena_rows(
+        ["timestamp with time zone", "timestamp"],
+        [{"Data": [{"VarCharValue": NOW_TEXT}, {"VarCharValue": NOW_TEXT.removesuffix(" UTC")}]}],
+        header=False,
+    )
+    assert utc == (NOW, NOW.replace(tzinfo=None)) and utc[0].strftime("%Y-%m-%d") == "2026-12-01"
+    with pytest.raises(ValueError, match="2 columns"):
+        athena_rows(["bigint", "bigint"], [header, {"Data": [{"VarCharValue": "1"}]}])
