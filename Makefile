@@ -62,6 +62,7 @@ lint: setup
 	$(VENV)/bin/mypy functions/rotation/handler.py
 	$(VENV)/bin/mypy functions/endpoint/handler.py
 	$(VENV)/bin/mypy functions/images/handler.py
+	$(VENV)/bin/mypy functions/monitor/handler.py
 
 bench: setup
 	bash scripts/ensure-tools.sh wrk redis-server

@@ -180,15 +180,17 @@ class ModelMonitoring(Construct):
             service="sagemaker", resource="model-package-group", resource_name="*", account=registry_account
         )
         logic.add_to_role_policy(
+            iam.PolicyStatement(actions=["sagemaker:DescribeModelPackage"], resources=[packages, groups])
+        )
+        logic.add_to_role_policy(
             iam.PolicyStatement(
-                actions=["sagemaker:ListModelPackages", "sagemaker:DescribeModelPackage"], resources=[packages, groups]
+                actions=["sagemaker:ListModelPackages", "sagemaker:ListModelPackageGroups"], resources=["*"]
             )
         )
-        logic.add_to_role_policy(iam.PolicyStatement(actions=["sagemaker:ListModelPackageGroups"], resources=["*"]))
         acknowledge(
             policy_holder(logic),
             wildcard_resource("*"),
-            "sagemaker:ListModelPackageGroups has no resource scope",
+            "sagemaker:ListModelPackages and ListModelPackageGroups have no resource scope",
         )
         for resource in ("model-package/*", "model-package-group/*"):
             acknowledge(
@@ -311,7 +313,8 @@ class ModelMonitoring(Construct):
                 alarm = cloudwatch.Alarm(
                     self,
                     f"{model}-{kind}-Alarm",
-                    alarm_name=f"{prefix}-{model}-monitoring-{kind.replace('_', '-')}",
+                    # not under the endpoint's name (<prefix>-<model>-...), whose alarms the rollouts own
+                    alarm_name=f"{prefix}-monitoring-{model}-{kind.replace('_', '-')}",
                     alarm_description=f"{model}: a {kind.replace('_', ' ')} check failed (see the report in S3)",
                     metric=cloudwatch.Metric(
                         namespace=NAMESPACE,

@@ -127,7 +127,10 @@ class SageMakerRegistry:
         current = self.get(model, version)
         assert current.arn is not None
         described = self._sm.describe_model_package(ModelPackageName=current.arn)
-        merged = {**described.get("CustomerMetadataProperties", {}), **metadata}
+        before = described.get("CustomerMetadataProperties", {})
+        # SageMaker refuses an empty value (length 1 to 256): an empty one is removed instead
+        merged = {k: v for k, v in {**before, **metadata}.items() if v}
+        removed = sorted(k for k, v in metadata.items() if not v and k in before)
         # The status is always sent, unchanged when not asked to change: SageMaker keeps it either way,
         # and so does every emulation of the API (moto clears an omitted one).
         request: dict[str, Any] = {
@@ -135,6 +138,8 @@ class SageMakerRegistry:
             "CustomerMetadataProperties": merged,
             "ModelApprovalStatus": (status or current.status).value,
         }
+        if removed:
+            request["CustomerMetadataPropertiesToRemove"] = removed
         if status is not None and description:
             request["ApprovalDescription"] = description[:1000]
         self._sm.update_model_package(**request)

@@ -106,18 +106,18 @@ def _start(event: dict[str, Any], clients: Any, settings: MonitorSettings) -> di
 def _plan_versions(
     event: dict[str, Any], step: dict[str, Any], clients: Any, settings: MonitorSettings
 ) -> dict[str, Any]:
-    from sagegate.monitoring.monitor import version_queries, window_ending
+    from sagegate.monitoring.monitor import version_queries, versions_from_rows, window_ending
     from sagegate.monitoring.sql import ATHENA
 
     model = event["model"]
     end, window = _windows(event)
-    (versions,) = [_results(clients.athena, e["id"]) for e in event["executions"]]
+    (execution,) = event["executions"]
+    versions = versions_from_rows(_results(clients.athena, execution["id"]))
     notes: list[str] = list(step.get("notes", []))
     queries: list[dict[str, str]] = []
     planned: list[str] = []
     registered = {v.version: v for v in clients.registry.versions(model)}
-    for logged, n in versions:
-        version = str(logged)
+    for version, n in versions.items():
         found = registered.get(version)
         if found is None:
             notes.append(f"{model} v{version}: {n} predictions, but the registry has no such version")

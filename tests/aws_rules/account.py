@@ -121,6 +121,12 @@ def _facts(deployed: Deployed, service: str, operation: str, params: dict[str, A
         endpoint = str(params.get("ResourceId", "")).split("/")[1:2]
         if endpoint and endpoint[0] in backend.endpoints:
             facts["endpoint_config"] = backend.endpoints[endpoint[0]].endpoint_config_name
+    if service == "athena" and "QueryExecutionId" in params:  # authorized on the execution's workgroup
+        from moto.athena.models import athena_backends
+
+        execution = athena_backends[deployed.account][deployed.region].executions.get(params["QueryExecutionId"])
+        if execution is not None and execution.workgroup is not None:
+            facts["implied"] = {"WorkGroup": execution.workgroup.name}
     if service == "sagemaker" and operation in ("CreateEndpoint", "UpdateEndpoint"):
         config = backend.endpoint_configs.get(params.get("EndpointConfigName", ""))
         if config is not None and config.kms_key_id:
@@ -184,19 +190,8 @@ def _log_table(deployed: Deployed, session: boto3.Session) -> None:
         glue.create_table(DatabaseName=props["DatabaseName"], TableInput=props["TableInput"])
     for logical in deployed.of_type("AWS::Athena::WorkGroup"):
         props = deployed.resolve(deployed.properties(logical))
-        athena.create_work_group(
-            Name=props["Name"], Configuration=_pascal(props["WorkGroupConfiguration"]), Description=props["Description"]
-        )
-
-
-def _pascal(value: Any) -> Any:
-    """CloudFormation's property names as the API's (they differ in case only where CloudFormation
-    writes the acronyms: EncryptionConfiguration's KmsKey stays)."""
-    if isinstance(value, dict):
-        return {k: _pascal(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_pascal(v) for v in value]
-    return value
+        # CloudFormation's WorkGroupConfiguration has the API's property names
+        athena.create_work_group(Name=props["Name"], Configuration=props["WorkGroupConfiguration"])
 
 
 def _serving(deployed: Deployed, session: boto3.Session, recorder: Recorder | None) -> None:

@@ -76,6 +76,7 @@ _VARIABLES = {
     "AlarmName": ("AlarmName", "AlarmNames"),
     "RepositoryName": ("repositoryName",),
     "ProjectName": ("projectName",),
+    "WorkGroupName": ("WorkGroup",),
 }
 
 
@@ -195,7 +196,8 @@ def requests_for(call: Call, *, account: str, region: str) -> list[Request]:
     prefix = iam_prefix(call.service)
     action = _ACTION.get((call.service, call.operation), call.operation)
     privilege = _privilege(prefix, action)
-    resources = _resources(prefix, action, call.params, account, region)
+    # what the request names through another resource (a query execution's workgroup), from the account
+    resources = _resources(prefix, action, {**call.facts.get("implied", {}), **call.params}, account, region)
     context: list[tuple[str, str]] = []
     if call.service == "s3" and action == "ListBucket" and "Prefix" in call.params:
         context.append(("s3:prefix", str(call.params["Prefix"])))

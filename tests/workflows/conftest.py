@@ -170,16 +170,22 @@ class _AsStepFunctionsSeesIt:
 
 
 class _InProcessLambda:
-    """Stands in for the Lambda client moto's Step Functions would use: runs the workflow's code."""
+    """Stands in for the Lambda client moto's Step Functions would use: runs the workflow's code, the
+    function's by the name its ARN ends with."""
 
-    def __init__(self, machine_calls: Callable[[str, dict[str, Any]], None], clients: Any, settings: Any) -> None:
-        self.record, self.clients, self.settings = machine_calls, clients, settings
+    def __init__(
+        self,
+        machine_calls: Callable[[str, dict[str, Any]], None],
+        functions: dict[str, Callable[[dict[str, Any]], dict[str, Any]]],
+    ) -> None:
+        self.record, self.functions = machine_calls, functions
 
     def invoke(self, FunctionName: str, Payload: bytes | str, **rest: Any) -> dict[str, Any]:
         self.record("Invoke", {"FunctionName": FunctionName, "Payload": Payload, **rest})
         event = json.loads(Payload)
+        name = FunctionName.rsplit(":", 1)[-1]
         try:
-            result = handle(event, clients=self.clients, settings=self.settings)
+            result = self.functions[name](event)
         except Exception as exc:  # what Lambda returns for an unhandled error
             body = {"errorType": type(exc).__name__, "errorMessage": str(exc)}
             return {"StatusCode": 200, "FunctionError": "Unhandled", "Payload": io.BytesIO(json.dumps(body).encode())}
@@ -252,10 +258,15 @@ def _wiring(env: SimpleNamespace) -> None:
     env.batch_role = deployed.role_of(machine, StateMachineName=f"{prefix}-batch-inference")
     env.deploy_function_role = deployed.role_of(function, FunctionName=f"{prefix}-deploy")
     env.gateway_role = deployed.role_of(function, FunctionName=f"{prefix}-gateway")
+    env.monitor_env = _function_environment(deployed, f"{prefix}-monitor")
+    env.monitor_machine = deployed.logical_id(machine, StateMachineName=f"{prefix}-monitor")
+    env.monitor_role = deployed.role_of(machine, StateMachineName=f"{prefix}-monitor")
+    env.monitor_function_role = deployed.role_of(function, FunctionName=f"{prefix}-monitor")
 
 
-def _deploy_function(monkeypatch: pytest.MonkeyPatch, env: SimpleNamespace) -> None:
-    """The deploy Lambda, run in process as its own role with its own environment."""
+def _functions(monkeypatch: pytest.MonkeyPatch, env: SimpleNamespace) -> None:
+    """The workflows' Lambdas (deploy, monitor), run in process as their own roles with their own
+    environments."""
     session = env.recorder.session(env.deploy_function_role)
     clients = SimpleNamespace(
         s3=session.client("s3"),
@@ -273,8 +284,40 @@ def _deploy_function(monkeypatch: pytest.MonkeyPatch, env: SimpleNamespace) -> N
     def machine_calls(operation: str, params: dict[str, Any]) -> None:
         env.recorder.record(env.machine_role, "lambda", operation, params)
 
-    client = _InProcessLambda(machine_calls, clients, settings)
+    prefix = f"sagegate-{env.deployed.env}"
+    monitor = _monitor_function(env)
+    client = _InProcessLambda(
+        machine_calls,
+        {
+            f"{prefix}-deploy": lambda event: handle(event, clients=clients, settings=settings),
+            f"{prefix}-monitor": monitor,
+        },
+    )
     monkeypatch.setattr(lambda_eval_utils, "boto_client_for", lambda region, service, state_credentials=None: client)
+
+
+def _monitor_function(env: SimpleNamespace) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """The monitor Lambda's handler (functions/monitor/handler.py) with its role's clients."""
+    from sagegate.registry.sagemaker import SageMakerRegistry
+    from sagegate.workflows import monitor
+
+    session = env.recorder.session(env.monitor_function_role)
+    variables = env.monitor_env
+    s3 = session.client("s3")
+    clients = SimpleNamespace(
+        s3=s3,
+        athena=session.client("athena"),
+        cloudwatch=session.client("cloudwatch"),
+        registry=SageMakerRegistry(
+            session.client("sagemaker"), s3, bucket=variables["SAGEGATE_REGISTRY_BUCKET"], image_uri=""
+        ),
+    )
+    settings = monitor.MonitorSettings(
+        database=variables["SAGEGATE_MONITOR_DATABASE"],
+        table=variables["SAGEGATE_MONITOR_TABLE"],
+        reports_bucket=variables["SAGEGATE_MONITOR_REPORTS_BUCKET"],
+    )
+    return lambda event: monitor.handle(event, clients, settings)
 
 
 @pytest.fixture
@@ -312,7 +355,7 @@ def _world(monkeypatch: pytest.MonkeyPatch, deployed: Deployed) -> Iterator[Simp
             setattr(env, name, env.session.client(service))
         _notifications_queue(env)
         _wiring(env)
-        _deploy_function(monkeypatch, env)
+        _functions(monkeypatch, env)
         yield env
         recorder.assert_allowed()
         recorder.assert_valid()
@@ -322,7 +365,11 @@ def run_execution(
     env: SimpleNamespace, machine: str, name: str, payload: dict[str, Any], *, timeout: float = 90
 ) -> dict[str, Any]:
     """Starts `machine` (a logical id) with `payload` and waits for it to end (see `finished`)."""
-    env.machine_role = env.deploy_role if machine == env.deploy_machine else env.batch_role
+    env.machine_role = {
+        env.deploy_machine: env.deploy_role,
+        env.batch_machine: env.batch_role,
+        env.monitor_machine: env.monitor_role,
+    }[machine]
     with env.recorder.off():
         arn = env.sfn.start_execution(stateMachineArn=env.machines[machine], name=name, input=json.dumps(payload))[
             "executionArn"

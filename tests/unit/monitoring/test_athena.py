@@ -22,25 +22,19 @@ from __future__ import annotations
 import dataclasses
 import subprocess
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import numpy as np
 import orjson
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 import sqlglot
 from sklearn.linear_model import LinearRegression
 from sqlglot import exp
 from sqlglot.errors import ErrorLevel
 
-from sagegate.gateway.prediction_log import LoggedFeatures, firehose_record
-from sagegate.local.data import generate_transactions
 from sagegate.manifest import ModelManifest
 from sagegate.monitoring.athena import athena_rows
 from sagegate.monitoring.baseline import Baseline
@@ -54,11 +48,11 @@ from sagegate.monitoring.monitor import (
     versions_from_rows,
     window_ending,
 )
-from sagegate.monitoring.schema import COLUMNS, HOUR_FORMAT, UNKNOWN_MODEL
 from sagegate.monitoring.sql import ATHENA, versions_sql
 from sagegate.packaging import BuiltPackage, build_package
 from sagegate.packaging.builder import onnx_predict
-from tests.unit.monitoring.conftest import NOW, scores, shifted
+from tests.athena_on_duckdb import AthenaOnDuckDB, feedback_line, firehose_parquet, fraud_log, prediction_lines
+from tests.unit.monitoring.conftest import NOW
 
 TABLE = '"db"."predictions"'
 NOW_TEXT = "2026-12-01 12:00:00.000 UTC"  # NOW as Athena prints a timestamp with time zone
@@ -67,109 +61,6 @@ ACCURACY_WINDOW = window_ending(NOW, "7d")
 
 
 # -- the log, as the gateway writes it ---------------------------------------------------------------
-
-
-def _predictions(
-    manifest: ModelManifest,
-    records: Sequence[dict[str, Any]],
-    score: Sequence[float],
-    *,
-    start: datetime,
-    spread: timedelta,
-    prefix: str,
-) -> list[dict[str, Any]]:
-    """Prediction lines with the features as the gateway logs them: the request's values as given
-    (booleans as booleans, integers as integers), left-out ones null, sensitive ones hashed."""
-    logged = LoggedFeatures(manifest)
-    threshold = manifest.outputs.threshold
-    labels = manifest.outputs.labels
-    lines = []
-    for i, (record, p) in enumerate(zip(records, score, strict=True)):
-        at = start + spread * (i / max(len(records), 1))
-        label = None if labels is None else labels[1] if p >= threshold else labels[0]
-        lines.append(
-            {
-                "prediction_id": f"{prefix}{i}",
-                "model": manifest.name,
-                "version": manifest.version,
-                "variant": "v1",
-                "features": logged(record, record),
-                "prediction": p,
-                "label": label,
-                "confidence": max(p, 1 - p) if labels else None,
-                "score": p,
-                "latency_ms": 1.5,
-                "cache_hit": i % 7 == 0,
-                "degraded": False,
-                "timestamp": at.isoformat(),
-            }
-        )
-    return lines
-
-
-def _feedback(prediction: dict[str, Any], outcome: Any, *, named: bool, after: timedelta) -> dict[str, Any]:
-    at = datetime.fromisoformat(prediction["timestamp"]) + after
-    return {
-        "type": "feedback",
-        "prediction_id": prediction["prediction_id"],
-        "outcome": outcome,
-        "model": prediction["model"] if named else None,
-        "timestamp": at.isoformat(),
-    }
-
-
-def _fraud_log(fraud: BuiltPackage, manifest: ModelManifest) -> list[dict[str, Any]]:
-    data = generate_transactions(1200, seed=31)
-    rng = np.random.default_rng(4)
-    records = [
-        {k: v for k, v in r.items() if not (k in ("channel", "account_age_days") and rng.random() < 0.2)}
-        for r in data.records
-    ]
-    records[600:] = shifted(data)[600:]  # the window's second half drifts
-    lines = _predictions(
-        manifest,
-        records,
-        scores(fraud, records).tolist(),
-        start=NOW - timedelta(minutes=55),
-        spread=timedelta(minutes=54),
-        prefix="p",
-    )
-    truth = np.where(rng.random(len(lines)) < 0.2, 1 - data.label, data.label)
-    feedback = [
-        _feedback(line, int(y) if i % 3 else ("fraud" if y else "legit"), named=i % 2 == 0, after=timedelta(seconds=30))
-        for i, (line, y) in enumerate(zip(lines, truth, strict=True))
-        if i % 5
-    ]
-    feedback.append(
-        _feedback(lines[1], 1 - int(truth[1]), named=False, after=timedelta(minutes=40))
-    )  # changed its mind
-    early = _predictions(
-        manifest,
-        data.records[:40],
-        scores(fraud, data.records[:40]).tolist(),
-        start=NOW - timedelta(days=2),
-        spread=timedelta(hours=30),
-        prefix="e",
-    )
-    early_feedback = [
-        _feedback(x, int(y), named=True, after=timedelta(hours=1)) for x, y in zip(early, data.label, strict=False)
-    ]
-    other = [{**x, "model": "other", "prediction_id": "o" + x["prediction_id"]} for x in lines[:50]]
-    refused = [
-        {
-            "type": "rejected",
-            "model": manifest.name,
-            "version": manifest.version,
-            "variant": "v1",
-            "rejected": {
-                "amount": "expected a number, got str",
-                **({"hour": "25 is above the maximum 23"} if i % 2 else {}),
-            },
-            "timestamp": (NOW - timedelta(minutes=30 - i)).isoformat(),
-        }
-        for i in range(15)
-    ]
-    return [*lines, *feedback, *early, *early_feedback, *other, *refused]
 
 
 def _price_package(tmp_path: Path) -> tuple[BuiltPackage, list[dict[str, Any]]]:
@@ -195,7 +86,7 @@ def _price_package(tmp_path: Path) -> tuple[BuiltPackage, list[dict[str, Any]]]:
     live = rng.normal(size=(800, 2)) + 0.3
     value = onnx_predict(built.path / "model.onnx", {"input": live.astype(np.float32)}, "variable").reshape(-1)
     records = [{"x1": a, "x2": b} if i % 9 else {"x1": a} for i, (a, b) in enumerate(live.tolist())]
-    lines = _predictions(
+    lines = prediction_lines(
         built.manifest,
         records,
         value.tolist(),
@@ -205,113 +96,13 @@ def _price_package(tmp_path: Path) -> tuple[BuiltPackage, list[dict[str, Any]]]:
     )
     truth = 3 * live[:, 0] - 2 * live[:, 1] + 2.0
     feedback = [
-        _feedback(line, t, named=False, after=timedelta(seconds=2))
+        feedback_line(line, t, named=False, after=timedelta(seconds=2))
         for line, t in zip(lines, truth.tolist(), strict=True)
     ]
     return built, [*lines, *feedback]
 
 
 # -- the two copies of the log -------------------------------------------------------------------------
-
-
-def _arrived(line: dict[str, Any], index: int) -> str:
-    """The hour the line reached Firehose: its own, but every 6th line logged in an hour's last ten
-    minutes arrives in the next one."""
-    at = datetime.fromisoformat(line["timestamp"]).astimezone(UTC)
-    late = at.minute >= 50 and index % 6 == 0
-    return (at.replace(minute=0, second=0, microsecond=0) + timedelta(hours=late)).strftime(HOUR_FORMAT)
-
-
-_ARROW = {
-    "string": pa.string(),
-    "double": pa.float64(),
-    "boolean": pa.bool_(),
-    "map<string,string>": pa.map_(pa.string(), pa.string()),
-}
-
-
-def _firehose_parquet(lines: Sequence[dict[str, Any]], root: Path) -> int:
-    """The lines as Firehose delivers them: firehose_record, then the Glue table's columns, one
-    Parquet file per (model, hour) partition. Answers how many lines arrived an hour late."""
-    schema = pa.schema([(name, _ARROW[kind]) for name, kind in COLUMNS])
-    partitions: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    late = 0
-    for i, line in enumerate(lines):
-        record = orjson.loads(firehose_record(line))
-        hour = _arrived(line, i)
-        late += hour != datetime.fromisoformat(line["timestamp"]).strftime(HOUR_FORMAT)
-        row = {name: record.get(name) for name, _ in COLUMNS}
-        for name, kind in COLUMNS:
-            if kind.startswith("map") and row[name] is not None:
-                row[name] = list(row[name].items())
-        partitions.setdefault((record.get("model") or UNKNOWN_MODEL, hour), []).append(row)
-    for (model, hour), rows in partitions.items():
-        folder = root / "predictions" / f"model={model}" / f"hour={hour}"
-        folder.mkdir(parents=True)
-        pq.write_table(pa.Table.from_pylist(rows, schema=schema), folder / "part.parquet")
-    return late
-
-
-class _Athena:
-    """The Glue table on DuckDB: a view of Firehose's files with their partitions, named as the table;
-    queries come in as Athena's text and answer as GetQueryResults would, read by athena_rows."""
-
-    def __init__(self, root: Path) -> None:
-        self.db = duckdb.connect()
-        files = str(root / "predictions" / "*" / "*" / "*.parquet")
-        self.db.execute("CREATE SCHEMA db")
-        self.db.execute(
-            f"CREATE VIEW db.predictions AS SELECT * FROM read_parquet('{files}', hive_partitioning = true, "
-            "hive_types = {'model': VARCHAR, 'hour': VARCHAR})"
-        )
-
-    def results(self, sql: str) -> dict[str, Any]:
-        (duck,) = sqlglot.transpile(sql, read="trino", write="duckdb")
-        relation = self.db.sql(duck)
-        header = {"Data": [{"VarCharValue": name} for name in relation.columns]}
-        rows = [
-            {"Data": [{} if v is None else {"VarCharValue": _athena_text(v)} for v in row]}
-            for row in relation.fetchall()
-        ]
-        return {"types": [_athena_type(str(t)) for t in relation.types], "rows": [header, *rows]}
-
-    def rows(self, sql: str) -> list[tuple[Any, ...]]:
-        answer = self.results(sql)
-        return athena_rows(answer["types"], answer["rows"])
-
-
-def _athena_type(duck: str) -> str:
-    base = duck.split("(", 1)[0]
-    return {
-        "HUGEINT": "bigint",
-        "BIGINT": "bigint",
-        "INTEGER": "integer",
-        "DOUBLE": "double",
-        "FLOAT": "real",
-        "DECIMAL": "decimal",
-        "VARCHAR": "varchar",
-        "BOOLEAN": "boolean",
-        "DATE": "date",
-        "TIMESTAMP": "timestamp",
-        "TIMESTAMP WITH TIME ZONE": "timestamp with time zone",
-        '"NULL"': "unknown",
-    }[base]
-
-
-def _athena_text(value: Any) -> str:
-    """A value as Athena prints it in VarCharValue."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float):
-        return repr(value)
-    if isinstance(value, datetime):
-        text = value.astimezone(UTC) if value.tzinfo else value
-        shown = f"{text:%Y-%m-%d %H:%M:%S}.{text.microsecond // 1000:03d}"
-        return shown + " UTC" if value.tzinfo else shown
-    if isinstance(value, date):
-        return value.isoformat()
-    assert isinstance(value, int | str | Decimal), type(value)
-    return str(value)
 
 
 # -- fixtures -----------------------------------------------------------------------------------------
@@ -329,12 +120,12 @@ def fraud_hashed(fraud: BuiltPackage) -> ModelManifest:
 def logs(fraud: BuiltPackage, fraud_hashed: ModelManifest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     root = tmp_path_factory.mktemp("athena")
     price, price_lines = _price_package(root)
-    lines = [*_fraud_log(fraud, fraud_hashed), *price_lines]
+    lines = [*fraud_log(fraud, fraud_hashed), *price_lines]
     jsonl = root / "predictions.jsonl"
     jsonl.write_bytes(b"".join(orjson.dumps(x) + b"\n" for x in lines))
-    late = _firehose_parquet(lines, root / "s3")
+    late = firehose_parquet(lines, root / "s3")
     assert late > 50
-    local, athena = DuckDBEngine(jsonl), _Athena(root / "s3")
+    local, athena = DuckDBEngine(jsonl), AthenaOnDuckDB(root / "s3")
     yield {"local": local, "athena": athena, "price": price, "root": root}
     local.close()
 
