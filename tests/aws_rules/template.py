@@ -84,6 +84,9 @@ class Deployed:
         if prop and prop in resource.get("Properties", {}):
             return str(self.resolve(resource["Properties"][prop]))
         kind = resource["Type"]
+        nested = {"AWS::Glue::Database": "DatabaseInput", "AWS::Glue::Table": "TableInput"}  # Ref: their name
+        if kind in nested:
+            return str(self.resolve(resource["Properties"][nested[kind]]["Name"]))
         if kind in ("AWS::SageMaker::Model", "AWS::SageMaker::EndpointConfig"):
             return f"{logical_id[:50]}-{_random(logical_id)}"
         if kind == "AWS::S3::Bucket":
