@@ -294,15 +294,9 @@ class ModelMonitoring(Construct):
             ),
         )
         schedule.node.add_dependency(role)
-        # Scheduler decrypts the schedule's target input with the key as the caller that reads it.
-        key.add_to_resource_policy(
-            iam.PolicyStatement(
-                principals=[iam.ServicePrincipal("scheduler.amazonaws.com")],
-                actions=["kms:Decrypt", "kms:GenerateDataKey*"],
-                resources=["*"],
-                conditions={"StringEquals": {"aws:SourceAccount": Stack.of(self).account}},
-            )
-        )
+        # With a customer managed key, Scheduler decrypts the schedule's target input as its execution
+        # role (Scheduler user guide, "Encryption at rest": kms:Decrypt on the key for the role).
+        key.grant_decrypt(role)
         return schedule
 
     def _alarms(self, prefix: str, models: list[str], topic: sns.ITopic) -> list[cloudwatch.Alarm]:

@@ -101,6 +101,11 @@ def test_the_schedule_starts_the_workflow_with_what_it_reads(dev: Deployed) -> N
     assert [s["Principal"] for s in trust] == [{"Service": "scheduler.amazonaws.com"}]
     starts = [s for s in dev.role_statements(role) if "states:StartExecution" in s["Action"]]
     assert [s["Resource"] for s in starts] == [dev.ref(machine)]
+    # the input is encrypted with the environment's key, which Scheduler decrypts as this role
+    (key,) = [dev.get_att(k, "Arn") for k in dev.of_type("AWS::KMS::Key")]
+    assert schedule["KmsKeyArn"] == key
+    decrypts = [s for s in dev.role_statements(role) if "kms:Decrypt" in s["Action"]]
+    assert [s["Resource"] for s in decrypts] == [key]
 
 
 def test_the_workgroup_keeps_results_encrypted_in_the_log_bucket_and_stops_runaway_queries(dev: Deployed) -> None:
