@@ -191,8 +191,10 @@ def judge_version(
     checks = window_checks(manifest, baseline, counts, window)
 
     task = manifest.outputs.task
-    (overall,) = results["accuracy"] or [(None, *([0] * 6))]
-    checks += accuracy_checks(manifest, baseline, accuracy_of(task, overall[1:]), accuracy_window)
+    # no feedback in the window: no row at all (the query groups); a task's row has its own width
+    rows = results["accuracy"]
+    overall = accuracy_of(task, rows[0][1:]) if rows else Accuracy(0, {})
+    checks += accuracy_checks(manifest, baseline, overall, accuracy_window)
     by_day = [
         (day.strftime("%Y-%m-%d"), accuracy_of(task, rest))
         for day, *rest in results["accuracy_by_day"]
