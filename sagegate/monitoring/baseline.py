@@ -225,23 +225,27 @@ def prediction_profile(outputs: Outputs, score: np.ndarray, classes: np.ndarray 
 
 
 def class_index(outcome: Any, labels: Sequence[str]) -> int | None:
-    """A truth as a class index: a label, a class index, or (binary) a boolean; else None."""
+    """A truth as a class index: a label, a class index, or (binary) a boolean; else None. A whole
+    number reads as its text, as the log keeps a feedback's outcome (sagegate.monitoring.sql's
+    truth_expression reads that text the same way): a label first, else an index."""
     if isinstance(outcome, bool | np.bool_):
         return int(outcome) if len(labels) == 2 else None
-    if isinstance(outcome, str):
-        text = outcome.strip()
-        if text in labels:
-            return list(labels).index(text)
-        if text.lower() in ("true", "false") and len(labels) == 2:
-            return int(text.lower() == "true")
-        try:
-            outcome = float(text)
-        except ValueError:
+    if isinstance(outcome, int | float | np.integer | np.floating):
+        if not float(outcome).is_integer():
             return None
-    if isinstance(outcome, int | float | np.integer | np.floating) and float(outcome).is_integer():
-        index = int(outcome)
-        return index if 0 <= index < len(labels) else None
-    return None
+        outcome = str(int(outcome))
+    if not isinstance(outcome, str):
+        return None
+    text = outcome.strip()
+    if text in labels:
+        return list(labels).index(text)
+    if text.lower() in ("true", "false") and len(labels) == 2:
+        return int(text.lower() == "true")
+    try:
+        number = float(text)
+    except ValueError:
+        return None
+    return int(number) if number.is_integer() and 0 <= number < len(labels) else None
 
 
 def rank_auc(truth: np.ndarray, score: np.ndarray) -> float:

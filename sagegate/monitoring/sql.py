@@ -327,7 +327,11 @@ class ProfileQuery:
 
 def truth_expression(manifest: ModelManifest, outcome: str = "outcome") -> str:
     """The feedback's outcome (text) as the truth: 1/0 for a binary model (its positive label, 1 or
-    true), the label for a multiclass one (a label or a class index), a number for a regression."""
+    true), the label for a multiclass one (a label or a class index), a number for a regression.
+
+    The log keeps a class index 1 and a label "1" as the same text, so a text that is a label is that
+    label before it is an index (labels "1", "2", "3": "1" is the first class), as the baseline reads
+    its holdout (sagegate.monitoring.baseline.class_index)."""
     outputs = manifest.outputs
     labels = outputs.labels or []
     if outputs.task is Task.REGRESSION:
@@ -335,14 +339,12 @@ def truth_expression(manifest: ModelManifest, outcome: str = "outcome") -> str:
     if outputs.task is Task.BINARY:
         negative, positive = labels
         return (
-            f"CASE WHEN {outcome} IN ({literal(positive)}, '1', 'true') THEN 1 "
-            f"WHEN {outcome} IN ({literal(negative)}, '0', 'false') THEN 0 END"
+            f"CASE WHEN {outcome} = {literal(positive)} THEN 1 WHEN {outcome} = {literal(negative)} THEN 0 "
+            f"WHEN {outcome} IN ('1', 'true') THEN 1 WHEN {outcome} IN ('0', 'false') THEN 0 END"
         )
-    whens = " ".join(
-        f"WHEN {outcome} IN ({literal(label)}, {literal(str(i))}) THEN {literal(label)}"
-        for i, label in enumerate(labels)
-    )
-    return f"CASE {whens} END"
+    by_label = " ".join(f"WHEN {outcome} = {literal(label)} THEN {literal(label)}" for label in labels)
+    by_index = " ".join(f"WHEN {outcome} = {literal(str(i))} THEN {literal(label)}" for i, label in enumerate(labels))
+    return f"CASE {by_label} {by_index} END"
 
 
 def group_expression(dialect: Dialect, feature: Feature, profile: NumericProfile | CategoricalProfile | None) -> str:
