@@ -52,7 +52,7 @@ from sagegate.monitoring.sql import ATHENA, versions_sql
 from sagegate.packaging import BuiltPackage, build_package
 from sagegate.packaging.builder import onnx_predict
 from tests.athena_on_duckdb import AthenaOnDuckDB, feedback_line, firehose_parquet, fraud_log, prediction_lines
-from tests.unit.monitoring.conftest import NOW
+from tests.unit.monitoring.conftest import NOW, TIERS, Tiers, feedback_lines, multiclass_lines, tier_data
 
 TABLE = '"db"."predictions"'
 NOW_TEXT = "2026-12-01 12:00:00.000 UTC"  # NOW as Athena prints a timestamp with time zone
@@ -100,6 +100,29 @@ def _price_package(tmp_path: Path) -> tuple[BuiltPackage, list[dict[str, Any]]]:
         for line, t in zip(lines, truth.tolist(), strict=True)
     ]
     return built, [*lines, *feedback]
+
+
+def _tiers_log(tiers: Tiers) -> list[dict[str, Any]]:
+    """A multiclass model's hour (tests/unit/monitoring/test_multiclass.py's): clean then shifted
+    traffic (the class mix moves), a feature left out, feedback by label and by class index, with and
+    without its model, a flipped share of it, a truth that changed its mind, and a degraded answer."""
+    records, truth = tier_data(1000, seed=40)
+    shifted_records, shifted_truth = tier_data(500, seed=41, spend_shift=1.2)
+    records[500:], truth[500:] = shifted_records, shifted_truth
+    records = [{k: v for k, v in r.items() if not (k == "tenure" and i % 7 == 0)} for i, r in enumerate(records)]
+    lines = multiclass_lines(
+        tiers.package, records, start=NOW - timedelta(minutes=59), spread=timedelta(minutes=58), prefix="m"
+    )
+    lines[3] = {**lines[3], "degraded": True, "label": None, "confidence": None, "score": None, "prediction": "silver"}
+    rng = np.random.default_rng(5)
+    noisy = np.where(rng.random(len(truth)) < 0.3, (truth + rng.integers(1, 3, len(truth))) % 3, truth)
+    given = [None if i % 4 == 0 else TIERS[t] if i % 3 else int(t) for i, t in enumerate(noisy.tolist())]
+    feedback = feedback_lines(lines, given, after=timedelta(seconds=40))
+    for i, line in enumerate(feedback):
+        if i % 2:
+            line["model"] = None  # Firehose files it under UNKNOWN_MODEL
+    changed = feedback_lines(lines[5:6], [(int(noisy[5]) + 1) % 3], after=timedelta(minutes=20))
+    return [*lines, *feedback, *changed]
 
 
 # -- the two copies of the log -------------------------------------------------------------------------
@@ -156,6 +179,18 @@ def _assert_close(a: Any, b: Any) -> None:
         assert a == b
 
 
+@pytest.fixture(scope="module")
+def tiers_logs(tiers: Tiers, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    root = tmp_path_factory.mktemp("athena-tiers")
+    lines = _tiers_log(tiers)
+    jsonl = root / "predictions.jsonl"
+    jsonl.write_bytes(b"".join(orjson.dumps(x) + b"\n" for x in lines))
+    assert firehose_parquet(lines, root / "s3") > 10
+    local = DuckDBEngine(jsonl)
+    yield {"local": local, "athena": AthenaOnDuckDB(root / "s3")}
+    local.close()
+
+
 # -- the proof ----------------------------------------------------------------------------------------
 
 
@@ -203,6 +238,27 @@ def test_athena_judges_a_regression_model_as_the_local_engine_does(logs: Any) ->
     assert by["prediction", "mae_rise"].failed and local.counts.features["x2"].present < local.counts.rows
     _assert_same(athena.results, local.results)
     _assert_close(dataclasses.asdict(athena.counts), dataclasses.asdict(local.counts))
+
+
+@pytest.mark.parametrize("end", [NOW, NOW - timedelta(minutes=7)], ids=["on-the-hour", "within-an-hour"])
+def test_athena_judges_a_multiclass_model_as_the_local_engine_does(
+    tiers_logs: Any, tiers: Tiers, end: datetime
+) -> None:
+    assert tiers.package.baseline is not None
+    baseline = Baseline.read(tiers.package.baseline)
+    local, athena, queries = _both(tiers_logs, tiers.package.manifest, baseline, end)
+    assert set(queries) == {"profile", "accuracy", "accuracy_by_day"}
+    by = {(r.feature, r.statistic): r for r in local.results}
+    assert by["prediction", "class_rate_tvd"].failed and by["prediction", "accuracy_drop"].failed
+    assert not by["region", "psi"].failed  # the shift moved spend, not region
+    assert sum(local.counts.class_counts.values()) == local.counts.model_rows == local.counts.rows - 1
+    _assert_same(athena.results, local.results)
+    _assert_close(dataclasses.asdict(athena.counts), dataclasses.asdict(local.counts))
+    assert (
+        [(d, a.rows, a.metrics) for d, a in athena.accuracy_by_day]
+        == [(d, a.rows, pytest.approx(a.metrics, rel=1e-12)) for d, a in local.accuracy_by_day]
+        != []
+    )
 
 
 def test_the_versions_query_agrees(logs: Any, fraud_hashed: ModelManifest) -> None:
