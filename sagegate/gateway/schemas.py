@@ -162,6 +162,8 @@ def outcome_problem(outcome: bool | int | float | str, outputs: Outputs) -> str 
         return None if outcome in labels else f"{outcome!r} is not one of the model's labels {labels}"
     if isinstance(outcome, bool):
         return None if outputs.task is Task.BINARY else "must be a label or a class index, not a boolean"
-    if isinstance(outcome, int) and 0 <= outcome < len(labels):
+    # A number is read as monitoring reads the logged text (sagegate.monitoring.baseline.class_index):
+    # the label it spells (labels 1, 2, 3: 3 is "3"), else a class index.
+    if isinstance(outcome, int) and (str(outcome) in labels or 0 <= outcome < len(labels)):
         return None
     return f"must be one of the labels {labels} or a class index 0..{len(labels) - 1}, got {outcome!r}"

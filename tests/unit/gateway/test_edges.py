@@ -205,3 +205,21 @@ def test_a_manifest_version_2_is_what_the_schema_of_version_2_says(make_gateway:
     gw = make_gateway(manifests=[manifest("1"), manifest("2", default_prediction=0.0)])
     schemas = gw.client.get("/v1/models/fraud").json()["schemas"]
     assert set(schemas) == {"1", "2"}
+
+
+@pytest.mark.parametrize(
+    "labels", [["legit", "fraud"], ["0", "1"], ["1", "2"], ["1", "2", "3"], ["-1", "0", "1"], ["b", "a", "1"]]
+)
+def test_feedback_the_gateway_takes_is_feedback_monitoring_can_read(labels: list[str]) -> None:
+    """The gateway accepts a classifier's outcome exactly when monitoring reads it as a class (a number
+    is the label it spells, else an index): before, labels 1, 2, 3 refused the outcome 3 (not an
+    index 0..2) that monitoring reads as the label "3"."""
+    from sagegate.gateway.schemas import outcome_problem
+    from sagegate.manifest import Outputs, Task
+    from sagegate.monitoring.baseline import class_index
+
+    task = Task.BINARY if len(labels) == 2 else Task.MULTICLASS
+    outputs = Outputs(task=task, labels=labels, onnx_output="probabilities")
+    for outcome in [*range(-2, 6), *labels, "x"]:
+        accepted = outcome_problem(outcome, outputs) is None
+        assert accepted == (class_index(outcome, labels) is not None), outcome
