@@ -7,7 +7,9 @@ Parsing JSON is what costs here, and a version's checks take several passes, so 
 parses the log once per model (and shape of its features): a streamed read_json that writes the
 model's lines and the feedback, typed (times as timestamps), to a Parquet file in a scratch folder
 (the shape Firehose gives the log in AWS), which the checks' queries then read by column. Nothing
-holds the log in memory: DuckDB streams both steps within its `memory_limit`."""
+holds the log in memory: DuckDB streams both steps within its `memory_limit`. What does grow with the
+log is the accuracy checks' state (feedback by prediction, labelled rows sorted by score): about
+130 bytes a labelled prediction, held up to `memory_limit` and spilled to the scratch folder beyond."""
 
 from __future__ import annotations
 
@@ -45,6 +47,11 @@ _COMMON = {
     "outcome": "VARCHAR",
     "timestamp": "VARCHAR",
 }
+
+# Rows per row group of the staged Parquet. Each of DuckDB's threads buffers a whole row group before
+# it writes one, and at DuckDB's default (122,880) those buffers were the staging's peak and most of
+# its spread from run to run (staging 10M predictions: 338 to 433 MB of RSS at the default, 224 at this).
+_ROW_GROUP_ROWS = 20_000
 
 
 class DuckDBEngine:
@@ -85,7 +92,8 @@ class DuckDBEngine:
             self._db.execute(
                 f"COPY (SELECT {names}, CAST({quoted('timestamp')} AS TIMESTAMPTZ) AS {quoted('timestamp')} "
                 f"FROM {self._read(columns)} WHERE model = {literal(manifest.name)} OR type = 'feedback') "
-                f"TO {literal(str(staged))} (FORMAT PARQUET, COMPRESSION 'uncompressed')"
+                f"TO {literal(str(staged))} "
+                f"(FORMAT PARQUET, COMPRESSION 'uncompressed', ROW_GROUP_SIZE {_ROW_GROUP_ROWS})"
             )
             self._staged[key] = f"read_parquet({literal(str(staged))})"
         return self._staged[key]
