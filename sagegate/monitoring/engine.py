@@ -50,7 +50,7 @@ _COMMON = {
 
 # Rows per row group of the staged Parquet. Each of DuckDB's threads buffers a whole row group before
 # it writes one, and at DuckDB's default (122,880) those buffers were the staging's peak and most of
-# its spread from run to run (staging 10M predictions: 338 to 433 MB of RSS at the default, 224 at this).
+# its spread from run to run (staging 10M predictions: 338 to 386 MB of RSS at the default, 224 at this).
 _ROW_GROUP_ROWS = 20_000
 
 
