@@ -35,7 +35,7 @@ from sagegate.gateway.prediction_log import LoggedFeatures, firehose_record
 from sagegate.local.data import generate_transactions
 from sagegate.manifest import ModelManifest
 from sagegate.monitoring.athena import athena_rows
-from sagegate.monitoring.schema import COLUMNS, HOUR_FORMAT, UNKNOWN_MODEL
+from sagegate.monitoring.schema import COLUMNS, HOUR_FORMAT, JSON_KEYS, UNKNOWN_MODEL
 from sagegate.packaging import BuiltPackage
 from tests.unit.monitoring.conftest import NOW, scores, shifted
 
@@ -156,11 +156,13 @@ def fraud_log(fraud: BuiltPackage, manifest: ModelManifest, now: datetime = NOW)
 
 
 def arrived(line: dict[str, Any], index: int) -> str:
-    """The hour the line reached Firehose: its own, but every 6th line logged in an hour's last ten
-    minutes arrives in the next one."""
+    """The partition Firehose puts the line in (its !{timestamp}: the arrival of the oldest record in
+    the line's object): its own hour, but every 6th line logged in an hour's last ten minutes arrives
+    in the next one, and every 7th logged in an hour's first three minutes shares an object begun in
+    the hour before."""
     at = datetime.fromisoformat(line["timestamp"]).astimezone(UTC)
-    late = at.minute >= 50 and index % 6 == 0
-    return (at.replace(minute=0, second=0, microsecond=0) + timedelta(hours=late)).strftime(HOUR_FORMAT)
+    shift = 1 if at.minute >= 50 and index % 6 == 0 else -1 if at.minute < 3 and index % 7 == 0 else 0
+    return (at.replace(minute=0, second=0, microsecond=0) + timedelta(hours=shift)).strftime(HOUR_FORMAT)
 
 
 ARROW = {
@@ -181,7 +183,7 @@ def firehose_parquet(lines: Sequence[dict[str, Any]], root: Path) -> int:
         record = orjson.loads(firehose_record(line))
         hour = arrived(line, i)
         late += hour != datetime.fromisoformat(line["timestamp"]).strftime(HOUR_FORMAT)
-        row = {name: record.get(name) for name, _ in COLUMNS}
+        row = {name: record.get(JSON_KEYS.get(name, name)) for name, _ in COLUMNS}  # as Firehose maps keys
         for name, kind in COLUMNS:
             if kind.startswith("map") and row[name] is not None:
                 row[name] = list(row[name].items())

@@ -61,6 +61,10 @@ class Data(Construct):
         self.batch = bucket("Batch", expire_days=90)
         self.capture = bucket("Capture", expire_days=180)
         self.prediction_logs = bucket("PredictionLogs", expire_days=400)
+        # Athena's results of the monitoring queries: read by the workflow within the hour, then spent
+        self.prediction_logs.add_lifecycle_rule(
+            prefix="athena-results/", expiration=Duration.days(7), noncurrent_version_expiration=Duration.days(1)
+        )
         if auto_delete:
             _skip_auto_delete_provider(self)
 
@@ -135,7 +139,9 @@ class Data(Construct):
                 buffering_size=Size.mebibytes(64),
                 data_format_conversion=firehose.DataFormatConversionProps(
                     # the map keys are feature names: kept as the manifest spells them
-                    input_format=firehose.OpenXJsonInputFormat(lowercase_column_names=False),
+                    input_format=firehose.OpenXJsonInputFormat(
+                        lowercase_column_names=False, column_to_json_key_mappings=schema.JSON_KEYS
+                    ),
                     output_format=firehose.ParquetOutputFormat(compression=firehose.ParquetCompression.SNAPPY),
                     schema_configuration=firehose.SchemaConfiguration.from_cfn_table(self.log_table.table),
                 ),

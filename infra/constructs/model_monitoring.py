@@ -28,7 +28,7 @@ from infra.constructs.functions import image_function
 from infra.constructs.state_machines import state_machine
 from infra.nag import acknowledge, arn, attribute, policy_holder, skip_check, wildcard_resource
 from sagegate.monitoring import schema
-from sagegate.workflows.monitor import CHECK_KINDS, FAILED_METRIC, NAMESPACE
+from sagegate.workflows.monitor import CHECK_KINDS, FAILED_METRIC, NAMESPACE, RUN_FAILED
 
 ATHENA_RESULTS = "athena-results/"  # in the prediction-log bucket: the workgroup's query results
 REPORTS = "reports/"  # in the prediction-log bucket: one HTML page per model and window
@@ -247,9 +247,15 @@ class ModelMonitoring(Construct):
         table, the data's objects, the results location, both through the key)."""
         for actions_, resources in (
             (
-                ["athena:StartQueryExecution", "athena:GetQueryExecution", "athena:StopQueryExecution"],
+                [
+                    "athena:StartQueryExecution",
+                    "athena:GetQueryExecution",
+                    "athena:StopQueryExecution",
+                    "athena:GetWorkGroup",
+                ],
                 [self.workgroup_arn],
             ),
+            (["athena:GetDataCatalog"], [_catalog(self)]),
             (["glue:GetDatabase", "glue:GetTable"], [table.catalog_arn, table.database_arn, table.table_arn]),
             (["s3:GetBucketLocation"], [bucket.bucket_arn]),
             (["s3:ListMultipartUploadParts"], [bucket.arn_for_objects(f"{ATHENA_RESULTS}*")]),
@@ -257,6 +263,7 @@ class ModelMonitoring(Construct):
         ):
             role.add_to_principal_policy(iam.PolicyStatement(actions=actions_, resources=resources))
         list_objects(role, bucket, f"{schema.PREFIX}/")
+        list_objects(role, bucket, ATHENA_RESULTS)
         read_objects(role, bucket, f"{schema.PREFIX}/", why="the prediction log's Parquet, which the queries scan")
         write_objects(role, bucket, ATHENA_RESULTS, why="the queries' results (Athena writes them as the caller)")
         read_objects(role, bucket, ATHENA_RESULTS, why="the queries' results")
@@ -285,8 +292,9 @@ class ModelMonitoring(Construct):
             target=scheduler.CfnSchedule.TargetProperty(
                 arn=self.machine.state_machine_arn,
                 role_arn=role.role_arn,
+                # no window: each version's own (its manifest's monitoring.window)
                 input=json.dumps(
-                    {"models": models, "window": "1h", "scheduled_time": "<aws.scheduler.scheduled-time>"}
+                    {"models": models, "window": None, "scheduled_time": "<aws.scheduler.scheduled-time>"}
                 ),
                 retry_policy=scheduler.CfnSchedule.RetryPolicyProperty(
                     maximum_event_age_in_seconds=3600, maximum_retry_attempts=3
@@ -303,13 +311,15 @@ class ModelMonitoring(Construct):
         alarms = []
         action = actions.SnsAction(topic)
         for model in models:
-            for kind in CHECK_KINDS:
+            for kind in (*CHECK_KINDS, RUN_FAILED):
                 alarm = cloudwatch.Alarm(
                     self,
                     f"{model}-{kind}-Alarm",
                     # not under the endpoint's name (<prefix>-<model>-...), whose alarms the rollouts own
                     alarm_name=f"{prefix}-monitoring-{model}-{kind.replace('_', '-')}",
-                    alarm_description=f"{model}: a {kind.replace('_', ' ')} check failed (see the report in S3)",
+                    alarm_description=f"{model}: its monitoring run failed (see the workflow's execution)"
+                    if kind == RUN_FAILED
+                    else f"{model}: a {kind.replace('_', ' ')} check failed (see the report in S3)",
                     metric=cloudwatch.Metric(
                         namespace=NAMESPACE,
                         metric_name=FAILED_METRIC,
@@ -320,7 +330,8 @@ class ModelMonitoring(Construct):
                     threshold=1,
                     evaluation_periods=1,
                     comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-                    treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+                    # one datum an hour: between them the alarm keeps its state (no OK, then ALARM again)
+                    treat_missing_data=cloudwatch.TreatMissingData.IGNORE,
                 )
                 alarm.add_alarm_action(action)
                 alarms.append(alarm)
@@ -338,3 +349,8 @@ class ModelMonitoring(Construct):
         failed.add_alarm_action(action)
         alarms.append(failed)
         return alarms
+
+
+def _catalog(scope: Construct) -> str:
+    """The account's Glue Data Catalog as Athena names it (the queries' catalog)."""
+    return Stack.of(scope).format_arn(service="athena", resource="datacatalog", resource_name="AwsDataCatalog")

@@ -8,8 +8,9 @@ of those maps as text itself (sagegate.gateway.prediction_log.firehose_record), 
 conversion has nothing to coerce.
 
 The partitions are Firehose's: `model` from the line (dynamic partitioning, `_unknown` for a
-feedback line that names no model) and `hour`, the UTC hour the line reached Firehose
-(`yyyy-MM-dd-HH`), which is at or after the hour it was logged in. Athena finds them by partition
+feedback line that names no model) and `hour` (`yyyy-MM-dd-HH`, UTC), Firehose's !{timestamp}: the
+arrival of the oldest record of the S3 object a line was delivered in, so within an hour either side
+of the hour the line was logged in (queries read that margin). Athena finds them by partition
 projection (no crawler, no MSCK REPAIR): `model` injected (every query names its model), `hour` a
 date range.
 """
@@ -19,8 +20,10 @@ from __future__ import annotations
 __all__ = [
     "COLUMNS",
     "HOUR_FORMAT",
+    "JSON_KEYS",
     "PARTITION_KEYS",
     "PREFIX",
+    "TIME_COLUMN",
     "UNKNOWN_MODEL",
     "data_prefix",
     "error_prefix",
@@ -42,8 +45,11 @@ COLUMNS: list[tuple[str, str]] = [
     ("latency_ms", "double"),
     ("cache_hit", "boolean"),
     ("degraded", "boolean"),
-    ("timestamp", "string"),  # ISO 8601, UTC
+    ("ts", "string"),  # the line's "timestamp" (ISO 8601, UTC): `timestamp` is a Hive keyword
 ]
+TIME_COLUMN = "ts"
+# Glue columns read from JSON keys of another name (Firehose's OpenX SerDe ColumnToJsonKeyMappings)
+JSON_KEYS = {TIME_COLUMN: "timestamp"}
 PARTITION_KEYS: list[tuple[str, str]] = [("model", "string"), ("hour", "string")]
 HOUR_FORMAT = "%Y-%m-%d-%H"  # the `hour` partition (Firehose's !{timestamp:yyyy-MM-dd-HH})
 UNKNOWN_MODEL = "_unknown"  # the `model` partition of a feedback line that names no model

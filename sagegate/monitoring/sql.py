@@ -13,7 +13,7 @@ JOIN) is the same text in both.
 
 The log's columns the queries read: model, version, type (NULL for a prediction, 'feedback',
 'rejected'), degraded, features (one value per logged feature), score, label, prediction_id,
-outcome (text), rejected (the reasons per field), timestamp (ISO 8601 text).
+outcome (text), rejected (the reasons per field), timestamp (ISO 8601 text; `ts` in the Glue table).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from typing import Any, Protocol
 from sagegate.keys import logged_hash
 from sagegate.manifest import Feature, ModelManifest, Task
 from sagegate.monitoring.baseline import Baseline, CategoricalProfile, NumericProfile
-from sagegate.monitoring.schema import HOUR_FORMAT, UNKNOWN_MODEL
+from sagegate.monitoring.schema import HOUR_FORMAT, TIME_COLUMN, UNKNOWN_MODEL
 
 __all__ = [
     "ATHENA",
@@ -53,7 +53,9 @@ class Dialect(Protocol):
     @property
     def name(self) -> str: ...
 
-    def timestamp(self, expression: str) -> str: ...
+    def logged_at(self) -> str:
+        """When a line was logged, as a timestamp (the gateway's ISO 8601 text)."""
+        ...
 
     def instant(self, at: datetime) -> str: ...
 
@@ -77,8 +79,8 @@ class _DuckDB:
 
     name: str = "duckdb"
 
-    def timestamp(self, expression: str) -> str:
-        return f"CAST({expression} AS TIMESTAMPTZ)"
+    def logged_at(self) -> str:
+        return f"CAST({quoted('timestamp')} AS TIMESTAMPTZ)"
 
     def instant(self, at: datetime) -> str:
         return f"CAST({literal(at.isoformat())} AS TIMESTAMPTZ)"
@@ -99,8 +101,10 @@ class _Athena:
 
     name: str = "athena"
 
-    def timestamp(self, expression: str) -> str:
-        return f"from_iso8601_timestamp({expression})"
+    def logged_at(self) -> str:
+        # the column is `ts`: `timestamp` is a Hive keyword, which Firehose's conversion maps from the
+        # line's "timestamp" key (schema.JSON_KEYS)
+        return f"from_iso8601_timestamp({quoted(TIME_COLUMN)})"
 
     def instant(self, at: datetime) -> str:
         return f"from_iso8601_timestamp({literal(at.isoformat())})"
@@ -115,9 +119,11 @@ class _Athena:
         return f"element_at(rejected, {literal(name)})"
 
     def partitions(self, models: Sequence[str], start: datetime, end: datetime) -> str | None:
-        # `model` is injected: Athena takes only literals, conjunctively. `hour` is the hour a line
-        # reached Firehose, at or after the hour it was logged in: a late line lands in the next one
-        first = _hour(start)
+        # `model` is injected: Athena takes only literals, conjunctively. `hour` is Firehose's
+        # !{timestamp}: the arrival of the oldest record in the object a line was delivered in, so a
+        # line logged just after the hour can sit in the hour before (its object began there), and a
+        # late one in the next: one hour of margin each side (Firehose buffers 900 s at most)
+        first = _hour(start) - timedelta(hours=1)
         last = _hour(end) + timedelta(hours=1)
         names = ", ".join(literal(m) for m in models)
         return (
@@ -179,7 +185,7 @@ class Scope:
 
 
 def _within(dialect: Dialect, window: Window) -> str:
-    at = dialect.timestamp(quoted("timestamp"))
+    at = dialect.logged_at()
     return f"{at} >= {dialect.instant(window.start)} AND {at} < {dialect.instant(window.end)}"
 
 
@@ -367,7 +373,7 @@ def group_expression(dialect: Dialect, feature: Feature, profile: NumericProfile
 def _labelled(scope: Scope, extra: str) -> str:
     """The window's predictions by the model joined with their latest feedback (WITH ... j)."""
     dialect, source, manifest, window = scope.dialect, scope.source, scope.manifest, scope.window
-    at = dialect.timestamp(quoted("timestamp"))
+    at = dialect.logged_at()
     # feedback names its model when the client sent it; Firehose files the rest under UNKNOWN_MODEL
     partitions = dialect.partitions([manifest.name, UNKNOWN_MODEL], window.start, window.end)
     return (

@@ -17,6 +17,7 @@ read here with GetQueryResults (paginated).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -28,6 +29,7 @@ __all__ = [
     "CHECK_KINDS",
     "FAILED_METRIC",
     "NAMESPACE",
+    "RUN_FAILED",
     "MonitorSettings",
     "handle",
     "report_key",
@@ -37,6 +39,7 @@ __all__ = [
 NAMESPACE = "Sagegate/Monitoring"
 FAILED_METRIC = "FailedChecks"  # per Model and Check: what the alarms watch
 CHECK_KINDS = ("data_quality", "feature_drift", "prediction_drift", "accuracy", "bias")
+RUN_FAILED = "run"  # the FailedChecks kind of a model whose run failed (a query, the registry, the judge)
 _PUT_BATCH = 500  # PutMetricData takes up to 1000 values per call; half keeps every call far below 1 MB
 
 
@@ -84,6 +87,8 @@ def handle(event: dict[str, Any], clients: Any, settings: MonitorSettings) -> di
         return _plan_versions(event, step, clients, settings)
     if phase == "checks":
         return _judge(event, step, clients, settings)
+    if phase == "failed":
+        return _failed(event, clients)
     raise MonitorWorkflowError(f"unknown phase {phase!r}")
 
 
@@ -96,8 +101,15 @@ def _start(event: dict[str, Any], clients: Any, settings: MonitorSettings) -> di
     from sagegate.monitoring.sql import ATHENA, versions_sql
 
     model = event["model"]
-    if not clients.registry.versions(model):
-        raise MonitorWorkflowError(f"model {model!r} is not in the registry")
+    if not clients.registry.versions(model):  # configured, not registered yet: nothing to monitor
+        return {
+            "phase": "done",
+            "done": True,
+            "queries": [],
+            "versions": [],
+            **_NOTHING_JUDGED,
+            "notes": [f"{model}: not in the registry yet"],
+        }
     end, window = _windows(event)
     sql = versions_sql(ATHENA, settings.source, model, window_ending(end, window))
     return {"phase": "versions", "done": False, "queries": [{"name": "versions", "sql": sql}], "notes": []}
@@ -193,6 +205,25 @@ def _judge(event: dict[str, Any], step: dict[str, Any], clients: Any, settings: 
     }
 
 
+def _failed(event: dict[str, Any], clients: Any) -> dict[str, Any]:
+    """A model whose run failed: one FailedChecks of kind `run` (its alarm), the error as its note."""
+    model, error = event["model"], event.get("error") or {}
+    clients.cloudwatch.put_metric_data(
+        Namespace=NAMESPACE,
+        MetricData=[
+            {
+                "MetricName": FAILED_METRIC,
+                "Dimensions": [{"Name": "Model", "Value": model}, {"Name": "Check", "Value": RUN_FAILED}],
+                "Timestamp": window_end(event["scheduled_time"]),
+                "Value": 1.0,
+                "Unit": "Count",
+            }
+        ],
+    )
+    cause = f"{error.get('Error', 'failed')}: {str(error.get('Cause', ''))[:500]}"
+    return {"phase": "done", "done": True, "queries": [], "versions": [], **_NOTHING_JUDGED, "notes": [cause]}
+
+
 def _summary(result: CheckResult) -> dict[str, Any]:
     return {
         "check": result.check,
@@ -230,9 +261,21 @@ def _results(athena: Any, execution_id: str) -> list[tuple[Any, ...]]:
 
 
 def _metric_data(model: str, run: Any, end: datetime) -> Iterator[dict[str, Any]]:
+    """The FailedChecks counts first, then every finite statistic (CloudWatch refuses NaN and
+    infinities: a constant training feature that moved has an infinite mean shift, which still
+    counts as a failed check)."""
+    for kind in CHECK_KINDS:
+        failed = sum(1 for report in run.reports for r in report.failed if r.check == kind)
+        yield {
+            "MetricName": FAILED_METRIC,
+            "Dimensions": [{"Name": "Model", "Value": model}, {"Name": "Check", "Value": kind}],
+            "Timestamp": end,
+            "Value": float(failed),
+            "Unit": "Count",
+        }
     for report in run.reports:
         for result in report.results:
-            if result.value is None:
+            if result.value is None or not math.isfinite(result.value):
                 continue
             yield {
                 "MetricName": result.statistic,
@@ -244,15 +287,6 @@ def _metric_data(model: str, run: Any, end: datetime) -> Iterator[dict[str, Any]
                 "Timestamp": end,
                 "Value": float(result.value),
             }
-    for kind in CHECK_KINDS:
-        failed = sum(1 for report in run.reports for r in report.failed if r.check == kind)
-        yield {
-            "MetricName": FAILED_METRIC,
-            "Dimensions": [{"Name": "Model", "Value": model}, {"Name": "Check", "Value": kind}],
-            "Timestamp": end,
-            "Value": float(failed),
-            "Unit": "Count",
-        }
 
 
 def _publish(cloudwatch: Any, model: str, run: Any, end: datetime) -> None:

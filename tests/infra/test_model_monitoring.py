@@ -56,7 +56,12 @@ def test_the_log_table_is_the_schema_firehose_converts_to_and_athena_projects(de
     assert conversion["Enabled"] is True
     assert conversion["SchemaConfiguration"]["DatabaseName"] == table["DatabaseName"]
     assert conversion["SchemaConfiguration"]["TableName"] == inputs["Name"]
-    assert conversion["InputFormatConfiguration"]["Deserializer"]["OpenXJsonSerDe"]["CaseInsensitive"] is False
+    serde = conversion["InputFormatConfiguration"]["Deserializer"]["OpenXJsonSerDe"]
+    assert serde["CaseInsensitive"] is False
+    # a Hive keyword is no column name: the line's "timestamp" key is read into `ts` (Firehose's
+    # OpenXJsonSerDe reference: ColumnToJsonKeyMappings)
+    assert serde["ColumnToJsonKeyMappings"] == schema.JSON_KEYS == {"ts": "timestamp"}
+    assert "timestamp" not in {name for name, _ in schema.COLUMNS}
     assert "ParquetSerDe" in conversion["OutputFormatConfiguration"]["Serializer"]
     assert s3["BufferingHints"]["SizeInMBs"] >= 64
     # Partitions: the model from each line (feedback without one: _unknown), the hour of arrival.
@@ -92,7 +97,8 @@ def test_the_schedule_starts_the_workflow_with_what_it_reads(dev: Deployed) -> N
     assert target["Arn"] == dev.ref(machine)
     payload = json.loads(target["Input"])
     models = [m.name for m in load_environments(CONTEXT[CONTEXT_KEY])["dev"].models]
-    assert payload == {"models": models, "window": "1h", "scheduled_time": "<aws.scheduler.scheduled-time>"}
+    # no window: each version is judged over its manifest's monitoring.window
+    assert payload == {"models": models, "window": None, "scheduled_time": "<aws.scheduler.scheduled-time>"}
     definition = (DEFINITIONS / "monitor.asl.json").read_text()
     assert all(f'"$.{key}"' in definition for key in payload)
     assert re.fullmatch(r"cron\((\S+ ){5}\S+\)", schedule["ScheduleExpression"])  # six fields

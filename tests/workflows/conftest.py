@@ -57,7 +57,12 @@ from tests.aws_rules.template import Deployed, synthesized
 SCALING_DIMENSION = "sagemaker:variant:DesiredInstanceCount"
 # How Step Functions names the services of SDK integrations in errors (LocalStack's bindings, checked
 # against AWS): moto uses the raw API name instead.
-_SDK_ERROR_NAMES = {"sagemaker": "SageMaker", "sagemakerruntime": "SageMakerRuntime", "cloudwatch": "CloudWatch"}
+_SDK_ERROR_NAMES = {
+    "sagemaker": "SageMaker",
+    "sagemakerruntime": "SageMakerRuntime",
+    "cloudwatch": "CloudWatch",
+    "athena": "Athena",
+}
 
 
 class Failures:

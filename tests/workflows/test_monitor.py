@@ -27,6 +27,7 @@ from typing import Any
 
 import orjson
 import pytest
+from moto.athena.exceptions import AthenaClientError
 from moto.athena.models import AthenaBackend, QueryResults
 from moto.cloudwatch.models import cloudwatch_backends
 
@@ -37,7 +38,8 @@ from sagegate.monitoring.monitor import monitor_version, version_queries, window
 from sagegate.monitoring.sql import ATHENA
 from sagegate.packaging import BuiltPackage
 from sagegate.registry.sagemaker import SageMakerRegistry
-from sagegate.workflows.monitor import CHECK_KINDS, FAILED_METRIC, NAMESPACE
+from sagegate.workflows import monitor
+from sagegate.workflows.monitor import CHECK_KINDS, FAILED_METRIC, NAMESPACE, RUN_FAILED
 from tests.athena_on_duckdb import AthenaOnDuckDB, firehose_parquet, fraud_log
 from tests.aws_rules.iam import Request, evaluate
 from tests.workflows.conftest import run_execution
@@ -171,10 +173,10 @@ def test_a_drifted_hour_is_judged_as_sagegate_monitor_judges_it_and_published(
         for a in env.deployed.of_type("AWS::CloudWatch::Alarm")
         if env.deployed.properties(a).get("Namespace") == NAMESPACE
     ]
-    assert len(alarms) == len(CHECK_KINDS)
+    assert len(alarms) == len(CHECK_KINDS) + 1  # and one for a failed run (its test below)
     for alarm in alarms:
         dims = tuple(sorted((d["Name"], d["Value"]) for d in alarm["Dimensions"]))
-        assert (alarm["MetricName"], dims) in published
+        assert (alarm["MetricName"], dims) in published or ("Check", RUN_FAILED) in dims
     # The report: one page with a plot per drifted feature.
     bucket = env.monitor_env["SAGEGATE_MONITOR_REPORTS_BUCKET"]
     assert outcome["report"] == f"s3://{bucket}/reports/fraud/2026-12-01T1200Z.html"
@@ -243,3 +245,45 @@ def test_the_workflow_role_may_do_what_athena_does_as_it(first_world: SimpleName
     assert refused == []
     # and nothing beyond the log: another prefix of the bucket is not the queries'
     assert evaluate(Request("s3:GetObject", f"arn:aws:s3:::{bucket}/reports/fraud/x.html"), statements) != "allowed"
+
+
+def test_a_model_whose_queries_fail_is_reported_failed_and_the_others_go_on(
+    monitored: SimpleNamespace, fraud: BuiltPackage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Athena refusing a query (here: every query of the checks) ends that model's run with one
+    FailedChecks of kind `run` (its alarm), not the whole execution."""
+    env = monitored
+    _log(env, fraud_log(fraud, env.version.manifest, END))
+    answer = env.queries.answer
+
+    def refuse_checks(backend: AthenaBackend, execution_id: str, sql: str) -> None:
+        if "COUNT(*) AS n FROM" in sql and "GROUP BY version" in sql:
+            return answer(backend, execution_id, sql)  # the versions query answers
+        raise AthenaClientError("InvalidRequestException", "line 1:1: mismatched input")
+
+    monkeypatch.setattr(env.queries, "answer", refuse_checks)
+    payload = {**_schedule_input(env), "models": ["fraud", "churn"]}  # churn: configured, not registered
+
+    run = run_execution(env, env.monitor_machine, "refused", payload, timeout=300)
+
+    assert run["status"] == "SUCCEEDED", run["error"]
+    fraud_run, churn_run = run["output"]["models"]
+    assert fraud_run["report"] is None and fraud_run["notes"][0].startswith("Athena.")  # the task's error
+    assert churn_run["notes"] == ["churn: not in the registry yet"]
+    published = _published(env)
+    assert published[(FAILED_METRIC, (("Check", RUN_FAILED), ("Model", "fraud")))] == [1.0]
+    assert not any(name != FAILED_METRIC for name, _ in published)  # no statistic of a failed run
+
+
+def test_no_statistic_cloudwatch_would_refuse_is_published() -> None:
+    """CloudWatch refuses NaN and infinities (MetricDatum.Value): a constant training feature that
+    moved has an infinite mean shift. It is a failed check, not a datum that fails the whole call."""
+    from sagegate.monitoring.checks import CheckResult
+
+    infinite = CheckResult("feature_drift", "hour", "mean_shift_sigma", float("inf"), 3.0, "1h", "fail")
+    finite = CheckResult("feature_drift", "hour", "psi", 0.4, 0.2, "1h", "fail")
+    run = SimpleNamespace(reports=[SimpleNamespace(version="1", results=[infinite, finite], failed=[infinite, finite])])
+    data = list(monitor._metric_data("fraud", run, END))
+    assert [d["MetricName"] for d in data if d["MetricName"] != FAILED_METRIC] == ["psi"]
+    (drift,) = [d for d in data if {"Name": "Check", "Value": "feature_drift"} in d["Dimensions"]]
+    assert drift["Value"] == 2.0
