@@ -35,6 +35,7 @@ settings = MonitorSettings(
     database=os.environ.get("SAGEGATE_MONITOR_DATABASE", ""),
     table=os.environ.get("SAGEGATE_MONITOR_TABLE", ""),
     reports_bucket=os.environ.get("SAGEGATE_MONITOR_REPORTS_BUCKET", ""),
+    workgroup=os.environ.get("SAGEGATE_MONITOR_WORKGROUP", "primary"),
 )
 
 

@@ -148,6 +148,7 @@ class ModelMonitoring(Construct):
                 "SAGEGATE_MONITOR_DATABASE": table.database_name,
                 "SAGEGATE_MONITOR_TABLE": table.table_name,
                 "SAGEGATE_MONITOR_REPORTS_BUCKET": logs_bucket.bucket_name,
+                "SAGEGATE_MONITOR_WORKGROUP": f"{prefix}-monitoring",
                 "SAGEGATE_REGISTRY_BUCKET": registry_bucket.bucket_name,
                 **(
                     {"SAGEGATE_REGISTRY_ACCOUNT": registry_account, "SAGEGATE_REGISTRY_MODELS": ",".join(models)}
@@ -200,11 +201,6 @@ class ModelMonitoring(Construct):
                 " their groups are the model names, their packages numbered by SageMaker",
             )
         read_objects(logic, registry_bucket, registry_prefix, why="the versions' manifests and baselines")
-        # Athena's results of the workflow's queries, and the reports.
-        logic.add_to_role_policy(
-            iam.PolicyStatement(actions=["athena:GetQueryResults"], resources=[self.workgroup_arn])
-        )
-        read_objects(logic, logs_bucket, ATHENA_RESULTS, why="the checks' query results (GetQueryResults reads them)")
         write_objects(logic, logs_bucket, REPORTS, why="the monitoring reports")
         logic.add_to_role_policy(
             iam.PolicyStatement(
@@ -223,11 +219,7 @@ class ModelMonitoring(Construct):
             self,
             "monitor",
             prefix=prefix,
-            substitutions={
-                "MonitorFunctionArn": logic.function_arn,
-                "WorkGroup": self.workgroup.name,
-                "Database": table.database_name,
-            },
+            substitutions={"MonitorFunctionArn": logic.function_arn},
             log_retention=log_retention,
             removal=removal,
         )
@@ -238,18 +230,24 @@ class ModelMonitoring(Construct):
             wildcard_resource(attribute(logic, ":*")),
             "CDK's grant_invoke covers the versions of the workflow's own Lambda",
         )
-        self._grant_queries(self.machine.role, table, logs_bucket, key)
+        # the Lambda starts the queries and reads their results; the state machine waits for them
+        self._grant_queries(logic.role, table, logs_bucket)
+        self.machine.role.add_to_principal_policy(
+            iam.PolicyStatement(actions=["athena:GetQueryExecution"], resources=[self.workgroup_arn])
+        )
         self.schedule = self._schedule(prefix, models, key)
         self.alarms = self._alarms(prefix, models, topic)
 
-    def _grant_queries(self, role: iam.IRole, table: LogTable, bucket: s3.IBucket, key: kms.IKey) -> None:
-        """What Athena needs of the caller to run a query on the table (Athena's guide: the Glue
-        table, the data's objects, the results location, both through the key)."""
+    def _grant_queries(self, role: iam.IRole | None, table: LogTable, bucket: s3.IBucket) -> None:
+        """What Athena needs of the caller to run a query on the table and read its results (Athena's
+        guide: the Glue table, the data's objects, the results location, both through the key)."""
+        assert role is not None
         for actions_, resources in (
             (
                 [
                     "athena:StartQueryExecution",
                     "athena:GetQueryExecution",
+                    "athena:GetQueryResults",
                     "athena:StopQueryExecution",
                     "athena:GetWorkGroup",
                 ],

@@ -1,8 +1,10 @@
 """The monitoring workflow's logic (stepfunctions/monitor.asl.json): per model, which queries Athena
 runs next, and, once it has run them, the checks judged, published and drawn.
 
-The workflow calls `handle` with one model's state and runs the queries it answers, then calls it
-again with their execution ids, until it answers `done`. Two rounds:
+The workflow calls `handle` with one model's state and waits for the queries it answers, then calls it
+again once they have finished, until it answers `done`. It starts the queries itself (Athena's
+StartQueryExecution) and answers only their execution ids, which the state machine waits for. Two
+rounds:
 - `start`: the versions of the model with predictions in the window (one query);
 - `versions`: for each of those versions that is registered with a baseline, every query its checks
   need (sagegate.monitoring.monitor.version_queries with the Athena dialect and the Glue table);
@@ -11,8 +13,8 @@ again with their execution ids, until it answers `done`. Two rounds:
   version and feature), one `FailedChecks` datum per model and kind of check (what the stack's alarms
   watch), and the HTML report of every version to S3.
 
-Rows never pass through the state machine: only SQL out and execution ids back; the results are
-read here with GetQueryResults (paginated).
+Neither SQL nor rows pass through the state machine: only execution ids; the results are read here
+with GetQueryResults (paginated).
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ class MonitorSettings:
     database: str
     table: str
     reports_bucket: str
+    workgroup: str = "primary"
     reports_prefix: str = "reports"
 
     @property
@@ -112,7 +115,8 @@ def _start(event: dict[str, Any], clients: Any, settings: MonitorSettings) -> di
         }
     end, window = _windows(event)
     sql = versions_sql(ATHENA, settings.source, model, window_ending(end, window))
-    return {"phase": "versions", "done": False, "queries": [{"name": "versions", "sql": sql}], "notes": []}
+    queries = _started(clients.athena, settings, {"versions": sql})
+    return {"phase": "versions", "done": False, "queries": queries, "notes": []}
 
 
 def _plan_versions(
@@ -126,7 +130,7 @@ def _plan_versions(
     (execution,) = event["executions"]
     versions = versions_from_rows(_results(clients.athena, execution["id"]))
     notes: list[str] = list(step.get("notes", []))
-    queries: list[dict[str, str]] = []
+    named: dict[str, str] = {}
     planned: list[str] = []
     registered = {v.version: v for v in clients.registry.versions(model)}
     for version, n in versions.items():
@@ -140,7 +144,7 @@ def _plan_versions(
             continue
         monitoring = found.manifest.monitoring
         assert monitoring is not None  # a baseline is part of the monitoring settings
-        named = version_queries(
+        checks = version_queries(
             ATHENA,
             settings.source,
             found.manifest,
@@ -148,12 +152,27 @@ def _plan_versions(
             window=window_ending(end, event.get("window") or monitoring.window),
             accuracy_window=window_ending(end, monitoring.accuracy_window),
         )
-        queries += [{"name": f"{version}/{name}", "sql": sql} for name, sql in named.items()]
+        named |= {f"{version}/{name}": sql for name, sql in checks.items()}
         planned.append(version)
     if not planned:
         notes.append(f"{model}: no version with a baseline had predictions in the {window} to {end:%Y-%m-%d %H:%M}Z")
         return {"phase": "done", "done": True, "queries": [], "notes": notes, "versions": [], **_NOTHING_JUDGED}
+    queries = _started(clients.athena, settings, named)
     return {"phase": "checks", "done": False, "queries": queries, "notes": notes, "versions": planned}
+
+
+def _started(athena: Any, settings: MonitorSettings, named: dict[str, str]) -> list[dict[str, str]]:
+    """Each query started in the workgroup: only its name and execution id go back to the state
+    machine (which waits for them), never the SQL (a wide model's would pass 256 KB of state)."""
+    started = []
+    for name, sql in named.items():
+        answer = athena.start_query_execution(
+            QueryString=sql,
+            WorkGroup=settings.workgroup,
+            QueryExecutionContext={"Catalog": "AwsDataCatalog", "Database": settings.database},
+        )
+        started.append({"name": name, "id": answer["QueryExecutionId"]})
+    return started
 
 
 def _judge(event: dict[str, Any], step: dict[str, Any], clients: Any, settings: MonitorSettings) -> dict[str, Any]:

@@ -321,6 +321,7 @@ def _monitor_function(env: SimpleNamespace) -> Callable[[dict[str, Any]], dict[s
         database=variables["SAGEGATE_MONITOR_DATABASE"],
         table=variables["SAGEGATE_MONITOR_TABLE"],
         reports_bucket=variables["SAGEGATE_MONITOR_REPORTS_BUCKET"],
+        workgroup=variables["SAGEGATE_MONITOR_WORKGROUP"],
     )
     return lambda event: monitor.handle(event, clients, settings)
 

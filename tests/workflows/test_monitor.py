@@ -12,7 +12,7 @@ sqlglot) and keeps the answer as the execution's results, which GetQueryResults 
 What this cannot prove: Athena's own engine and Firehose's conversion (see tests/athena_on_duckdb.py);
 Lambda's packaging of the container image (containers/monitor); that Scheduler fires on time and
 fills <aws.scheduler.scheduled-time> as documented; the permissions Athena uses as the caller are
-checked against the role here (`test_the_workflow_role_may_do_what_athena_does_as_it`), not by an
+checked against the role here (`test_the_monitor_lambda_may_do_what_athena_does_as_it`), not by an
 AWS evaluation.
 """
 
@@ -211,14 +211,15 @@ def test_an_hour_without_traffic_publishes_nothing_and_says_so(monitored: Simple
     assert len(env.queries.asked) == 1  # the versions only
 
 
-def test_the_workflow_role_may_do_what_athena_does_as_it(first_world: SimpleNamespace) -> None:
+def test_the_monitor_lambda_may_do_what_athena_does_as_it(first_world: SimpleNamespace) -> None:
     """Athena reads the table and the data and writes the results with the caller's permissions
     (Athena user guide, "Identity and access management in Athena": the Glue Data Catalog, the
     table's S3 location, the query result location, and the KMS key of each): moto makes none of
-    those calls, so each is evaluated here against the state machine role's synthesized policy."""
+    those calls, so each is evaluated here against the synthesized policy of the monitor Lambda's role,
+    which starts the queries."""
     env = first_world
     deployed = env.deployed
-    statements = deployed.role_statements(env.monitor_role)
+    statements = deployed.role_statements(env.monitor_function_role)
     variables = env.monitor_env
     database, table = variables["SAGEGATE_MONITOR_DATABASE"], variables["SAGEGATE_MONITOR_TABLE"]
     bucket = variables["SAGEGATE_MONITOR_REPORTS_BUCKET"]
@@ -268,7 +269,7 @@ def test_a_model_whose_queries_fail_is_reported_failed_and_the_others_go_on(
 
     assert run["status"] == "SUCCEEDED", run["error"]
     fraud_run, churn_run = run["output"]["models"]
-    assert fraud_run["report"] is None and fraud_run["notes"][0].startswith("Athena.")  # the task's error
+    assert fraud_run["report"] is None and "StartQueryExecution" in fraud_run["notes"][0]  # the Lambda's error
     assert churn_run["notes"] == ["churn: not in the registry yet"]
     published = _published(env)
     assert published[(FAILED_METRIC, (("Check", RUN_FAILED), ("Model", "fraud")))] == [1.0]
