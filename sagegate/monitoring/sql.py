@@ -273,11 +273,15 @@ class ProfileQuery:
         add(_count(_MODEL), "", "model_rows")
         add(_count(_REJECTED), "", "rejected_rows")
         logged = [f for f in manifest.features if f.sensitive != "drop"]
-        for feature in logged:
-            x = _field(scope.dialect, feature)
+        # Each feature's value and refusal read once, in the inner query, as short columns: written in
+        # every bin's condition instead, a wide model's query passes Athena's 262,144 characters.
+        read = ["type", "degraded", "score", "label"]
+        for i, feature in enumerate(logged):
+            read += [f"{_field(scope.dialect, feature)} AS f{i}", f"{scope.dialect.rejected(feature.name)} AS r{i}"]
+        for n, feature in enumerate(logged):
+            x, reason = f"f{n}", f"r{n}"
             profile = baseline.features.get(feature.name)
             add(_count(f"{_PRED} AND {x} IS NOT NULL"), feature.name, "present")
-            reason = scope.dialect.rejected(feature.name)
             add(_count(f"{_REJECTED} AND {reason} IS NOT NULL"), feature.name, "rejected")
             if isinstance(profile, NumericProfile) and feature.sensitive != "hash":
                 add(f"AVG(CASE WHEN {_PRED} THEN {x} END)", feature.name, "mean")
@@ -297,7 +301,8 @@ class ProfileQuery:
         for label in manifest.outputs.labels or []:
             add(_count(f"{_MODEL} AND label = {literal(label)}"), label, "class")
         self.sql = (
-            f"SELECT {', '.join(select)} FROM {scope.source} WHERE {scope.rows} AND (type IS NULL OR type = 'rejected')"
+            f"SELECT {', '.join(select)} FROM (SELECT {', '.join(read)} FROM {scope.source} "
+            f"WHERE {scope.rows} AND (type IS NULL OR type = 'rejected')) AS w"
         )
         self._categorical = {
             f.name: len(p.categories)

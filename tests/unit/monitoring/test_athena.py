@@ -372,3 +372,15 @@ def test_athena_rows_types_each_kind_of_value() -> None:
     assert utc == (NOW, NOW.replace(tzinfo=None)) and utc[0].strftime("%Y-%m-%d") == "2026-12-01"
     with pytest.raises(ValueError, match="2 columns"):
         athena_rows(["bigint", "bigint"], [header, {"Data": [{"VarCharValue": "1"}]}])
+
+
+def test_a_wide_models_profile_fits_athenas_query_length(fraud: BuiltPackage, fraud_baseline: Baseline) -> None:
+    """Athena refuses a query over 262,144 characters: each feature is read once in the profile's
+    inner query, so its bins cost a short column name each (before: ~3 KB per numeric feature, a
+    limit near 85 features). At the fraud model's cost per feature, 200 features fit."""
+    queries = version_queries(
+        ATHENA, TABLE, fraud.manifest, fraud_baseline, window=WINDOW, accuracy_window=ACCURACY_WINDOW
+    )
+    per_feature = len(queries["profile"]) / len(fraud.manifest.features)
+    assert per_feature * 200 < 262_144, per_feature
+    assert "element_at(features" not in queries["profile"].split(" FROM (SELECT ", 1)[0]  # only inside
