@@ -108,9 +108,11 @@ class ModelMonitoring(Construct):
         log_retention: logs.RetentionDays,
         removal: RemovalPolicy,
         registry_account: str | None = None,
+        stream_name: str | None = None,
     ) -> None:
         super().__init__(scope, id)
         stack = Stack.of(self)
+        self.stream_name = stream_name  # the prediction log's delivery stream, whose delivery is alarmed
         self.workgroup = athena.CfnWorkGroup(
             self,
             "WorkGroup",
@@ -305,6 +307,50 @@ class ModelMonitoring(Construct):
         key.grant_decrypt(role)
         return schedule
 
+    def _delivery_alarms(self, prefix: str, stream: str, action: actions.SnsAction) -> list[cloudwatch.Alarm]:
+        """The log's delivery itself: lines Firehose could not convert to the table's schema (they go
+        to errors/, and the checks would see no traffic), and a delivery running late (the hour's
+        checks would miss lines)."""
+        found = []
+        for id_, name, metric, statistic, threshold, what in (
+            (
+                "ConversionFailedAlarm",
+                "log-conversion-failed",
+                "FailedConversion.Records",
+                "Sum",
+                1,
+                "prediction log lines Firehose could not convert to the Glue table's schema (see errors/)",
+            ),
+            (
+                "DeliveryLateAlarm",
+                "log-delivery-late",
+                "DeliveryToS3.DataFreshness",
+                "Maximum",
+                900,
+                "the prediction log reaches S3 more than 15 minutes late: the hourly checks miss lines",
+            ),
+        ):
+            alarm = cloudwatch.Alarm(
+                self,
+                id_,
+                alarm_name=f"{prefix}-monitoring-{name}",
+                alarm_description=what,
+                metric=cloudwatch.Metric(
+                    namespace="AWS/Firehose",
+                    metric_name=metric,
+                    dimensions_map={"DeliveryStreamName": stream},
+                    statistic=statistic,
+                    period=Duration.minutes(5),
+                ),
+                threshold=threshold,
+                evaluation_periods=1,
+                comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+                treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+            )
+            alarm.add_alarm_action(action)
+            found.append(alarm)
+        return found
+
     def _alarms(self, prefix: str, models: list[str], topic: sns.ITopic) -> list[cloudwatch.Alarm]:
         alarms = []
         action = actions.SnsAction(topic)
@@ -333,6 +379,8 @@ class ModelMonitoring(Construct):
                 )
                 alarm.add_alarm_action(action)
                 alarms.append(alarm)
+        if self.stream_name is not None:
+            alarms += self._delivery_alarms(prefix, self.stream_name, action)
         failed = cloudwatch.Alarm(
             self,
             "RunsFailedAlarm",

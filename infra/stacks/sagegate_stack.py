@@ -215,6 +215,7 @@ class SagegateStack(Stack):
             log_retention=retention,
             removal=removal,
             registry_account=registry,
+            stream_name=data.predictions.delivery_stream_name,
         )
         if registry is not None:
             self._read_from(

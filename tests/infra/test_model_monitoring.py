@@ -138,3 +138,23 @@ def test_the_monitor_lambda_runs_the_built_image_once_it_is_pushed(dev: Deployed
     assert build in dev.resources[function].get("DependsOn", [])
     dockerfile = (MONITOR.dockerfile and (DEFINITIONS.parent / MONITOR.dockerfile).read_text()) or ""
     assert '".[monitor-lambda]"' in dockerfile and 'CMD ["handler.handler"]' in dockerfile
+
+
+def test_the_logs_delivery_is_alarmed(dev: Deployed) -> None:
+    """A line Firehose cannot convert to the table's schema goes to errors/ and the checks would see
+    no traffic; a late delivery makes the hour's checks miss lines. Both alarm to the topic (metric
+    names: Firehose developer guide, "Monitoring with CloudWatch metrics": format conversion and
+    delivery to Amazon S3)."""
+    _, stream = _only(dev, "AWS::KinesisFirehose::DeliveryStream")
+    (topic,) = dev.of_type("AWS::SNS::Topic")
+    alarms = {
+        p["MetricName"]: p
+        for a in dev.of_type("AWS::CloudWatch::Alarm")
+        if (p := dev.properties(a)).get("Namespace") == "AWS/Firehose"
+    }
+    assert set(alarms) == {"FailedConversion.Records", "DeliveryToS3.DataFreshness"}
+    for alarm in alarms.values():
+        assert alarm["Dimensions"] == [{"Name": "DeliveryStreamName", "Value": stream["DeliveryStreamName"]}]
+        assert alarm["AlarmActions"] == [dev.ref(topic)]
+    assert alarms["FailedConversion.Records"]["Threshold"] == 1
+    assert alarms["DeliveryToS3.DataFreshness"]["Threshold"] <= 900  # before the next hour's run at :10

@@ -135,7 +135,7 @@ def test_the_endpoints_live_variants_have_one_owner_the_rollouts(templates: dict
             for a in template.find_resources("AWS::CloudWatch::Alarm").values()
             if str(a["Properties"].get("AlarmName", "")).startswith(f"sagegate-{name}-")
             # the variants' alarms (not the monitoring workflow's, on its own metrics)
-            and a["Properties"].get("Namespace") not in ("Sagegate/Monitoring", "AWS/States")
+            and a["Properties"].get("Namespace") not in ("Sagegate/Monitoring", "AWS/States", "AWS/Firehose")
         ]
         resources = template.find_resources("Custom::SagegateEndpoint")
         specs = {json.loads(r["Properties"]["Spec"])["endpoint"]: r for r in resources.values()}
