@@ -112,7 +112,6 @@ class ModelMonitoring(Construct):
     ) -> None:
         super().__init__(scope, id)
         stack = Stack.of(self)
-        self.stream_name = stream_name  # the prediction log's delivery stream, whose delivery is alarmed
         self.workgroup = athena.CfnWorkGroup(
             self,
             "WorkGroup",
@@ -238,7 +237,7 @@ class ModelMonitoring(Construct):
             iam.PolicyStatement(actions=["athena:GetQueryExecution"], resources=[self.workgroup_arn])
         )
         self.schedule = self._schedule(prefix, models, key)
-        self.alarms = self._alarms(prefix, models, topic)
+        self.alarms = self._alarms(prefix, models, topic, stream_name)  # stream: the log's, its delivery alarmed
 
     def _grant_queries(self, role: iam.IRole | None, table: LogTable, bucket: s3.IBucket) -> None:
         """What Athena needs of the caller to run a query on the table and read its results (Athena's
@@ -307,93 +306,102 @@ class ModelMonitoring(Construct):
         key.grant_decrypt(role)
         return schedule
 
-    def _delivery_alarms(self, prefix: str, stream: str, action: actions.SnsAction) -> list[cloudwatch.Alarm]:
-        """The log's delivery itself: lines Firehose could not convert to the table's schema (they go
-        to errors/, and the checks would see no traffic), and a delivery running late (the hour's
-        checks would miss lines)."""
-        found = []
-        for id_, name, metric, statistic, threshold, what in (
-            (
-                "ConversionFailedAlarm",
-                "log-conversion-failed",
-                "FailedConversion.Records",
-                "Sum",
-                1,
-                "prediction log lines Firehose could not convert to the Glue table's schema (see errors/)",
-            ),
-            (
-                "DeliveryLateAlarm",
-                "log-delivery-late",
-                "DeliveryToS3.DataFreshness",
-                "Maximum",
-                900,
-                "the prediction log reaches S3 more than 15 minutes late: the hourly checks miss lines",
-            ),
-        ):
-            alarm = cloudwatch.Alarm(
-                self,
-                id_,
-                alarm_name=f"{prefix}-monitoring-{name}",
-                alarm_description=what,
-                metric=cloudwatch.Metric(
+    def _alarm(
+        self,
+        id: str,
+        name: str,
+        description: str,
+        metric: cloudwatch.IMetric,
+        action: actions.SnsAction,
+        *,
+        threshold: float = 1,
+        missing: cloudwatch.TreatMissingData = cloudwatch.TreatMissingData.NOT_BREACHING,
+    ) -> cloudwatch.Alarm:
+        """An alarm to the topic when one period's value reaches `threshold`."""
+        alarm = cloudwatch.Alarm(
+            self,
+            id,
+            alarm_name=name,
+            alarm_description=description,
+            metric=metric,
+            threshold=threshold,
+            evaluation_periods=1,
+            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+            treat_missing_data=missing,
+        )
+        alarm.add_alarm_action(action)
+        return alarm
+
+    def _alarms(self, prefix: str, models: list[str], topic: sns.ITopic, stream: str | None) -> list[cloudwatch.Alarm]:
+        action = actions.SnsAction(topic)
+        alarms = []
+        for model in models:
+            for kind in (*CHECK_KINDS, RUN_FAILED):
+                metric = cloudwatch.Metric(
+                    namespace=NAMESPACE,
+                    metric_name=FAILED_METRIC,
+                    dimensions_map={"Model": model, "Check": kind},
+                    statistic="Maximum",
+                    period=Duration.hours(1),
+                )
+                description = (
+                    f"{model}: its monitoring run failed (see the workflow's execution)"
+                    if kind == RUN_FAILED
+                    else f"{model}: a {kind.replace('_', ' ')} check failed (see the report in S3)"
+                )
+                alarms.append(
+                    self._alarm(
+                        f"{model}-{kind}-Alarm",
+                        # not under the endpoint's name (<prefix>-<model>-...), whose alarms the rollouts own
+                        f"{prefix}-monitoring-{model}-{kind.replace('_', '-')}",
+                        description,
+                        metric,
+                        action,
+                        # one datum an hour: between them the alarm keeps its state (no OK, then ALARM again)
+                        missing=cloudwatch.TreatMissingData.IGNORE,
+                    )
+                )
+        if stream is not None:
+            # The log's delivery itself: lines Firehose could not convert to the table's schema (they go
+            # to errors/, and the checks would see no traffic), and a delivery running late (the hour's
+            # checks would miss lines).
+            for id_, name, metric_name, statistic, threshold, what in (
+                (
+                    "ConversionFailedAlarm",
+                    "log-conversion-failed",
+                    "FailedConversion.Records",
+                    "Sum",
+                    1,
+                    "prediction log lines Firehose could not convert to the Glue table's schema (see errors/)",
+                ),
+                (
+                    "DeliveryLateAlarm",
+                    "log-delivery-late",
+                    "DeliveryToS3.DataFreshness",
+                    "Maximum",
+                    900,
+                    "the prediction log reaches S3 more than 15 minutes late: the hourly checks miss lines",
+                ),
+            ):
+                metric = cloudwatch.Metric(
                     namespace="AWS/Firehose",
-                    metric_name=metric,
+                    metric_name=metric_name,
                     dimensions_map={"DeliveryStreamName": stream},
                     statistic=statistic,
                     period=Duration.minutes(5),
-                ),
-                threshold=threshold,
-                evaluation_periods=1,
-                comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-                treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
-            )
-            alarm.add_alarm_action(action)
-            found.append(alarm)
-        return found
-
-    def _alarms(self, prefix: str, models: list[str], topic: sns.ITopic) -> list[cloudwatch.Alarm]:
-        alarms = []
-        action = actions.SnsAction(topic)
-        for model in models:
-            for kind in (*CHECK_KINDS, RUN_FAILED):
-                alarm = cloudwatch.Alarm(
-                    self,
-                    f"{model}-{kind}-Alarm",
-                    # not under the endpoint's name (<prefix>-<model>-...), whose alarms the rollouts own
-                    alarm_name=f"{prefix}-monitoring-{model}-{kind.replace('_', '-')}",
-                    alarm_description=f"{model}: its monitoring run failed (see the workflow's execution)"
-                    if kind == RUN_FAILED
-                    else f"{model}: a {kind.replace('_', ' ')} check failed (see the report in S3)",
-                    metric=cloudwatch.Metric(
-                        namespace=NAMESPACE,
-                        metric_name=FAILED_METRIC,
-                        dimensions_map={"Model": model, "Check": kind},
-                        statistic="Maximum",
-                        period=Duration.hours(1),
-                    ),
-                    threshold=1,
-                    evaluation_periods=1,
-                    comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-                    # one datum an hour: between them the alarm keeps its state (no OK, then ALARM again)
-                    treat_missing_data=cloudwatch.TreatMissingData.IGNORE,
                 )
-                alarm.add_alarm_action(action)
-                alarms.append(alarm)
-        if self.stream_name is not None:
-            alarms += self._delivery_alarms(prefix, self.stream_name, action)
-        failed = cloudwatch.Alarm(
-            self,
-            "RunsFailedAlarm",
-            alarm_name=f"{prefix}-monitoring-runs-failed",
-            alarm_description="the monitoring workflow failed (an Athena query or the checks): no verdict this hour",
-            metric=self.machine.metric_failed(period=Duration.hours(1), statistic="Sum"),
-            threshold=1,
-            evaluation_periods=1,
-            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+                alarms.append(
+                    self._alarm(id_, f"{prefix}-monitoring-{name}", what, metric, action, threshold=threshold)
+                )
+        alarms.append(
+            self._alarm(
+                "RunsFailedAlarm",
+                f"{prefix}-monitoring-runs-failed",
+                "the monitoring workflow failed (an Athena query or the checks): no verdict this hour",
+                self.machine.metric_failed(period=Duration.hours(1), statistic="Sum"),
+                action,
+            )
         )
-        failed.add_alarm_action(action)
-        alarms.append(failed)
         return alarms
 
 

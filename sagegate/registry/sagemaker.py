@@ -215,7 +215,10 @@ class SageMakerRegistry:
     def baseline(self, model: str, version: str) -> bytes | None:
         """The version's monitoring baseline (beside its manifest), its sha256 checked against the
         manifest's; None when it was packaged without one."""
-        found = self.get(model, version)
+        return self.baseline_of(self.get(model, version))
+
+    def baseline_of(self, found: ModelVersion) -> bytes | None:
+        """`baseline` of a version already read (from `versions`): no second describe of it."""
         name = _baseline_file(found.manifest)
         if name is None:
             return None
@@ -223,7 +226,9 @@ class SageMakerRegistry:
         bucket, _, key = found.artifact_uri.removeprefix("s3://").partition("/")
         body: bytes = self._s3.get_object(Bucket=bucket, Key=f"{key.rpartition('/')[0]}/{name}")["Body"].read()
         if hashlib.sha256(body).hexdigest() != found.manifest.extra_files[name]:
-            raise RegistryError(f"{model} v{version}: {name} does not match the sha256 its manifest records")
+            raise RegistryError(
+                f"{found.model} v{found.version}: {name} does not match the sha256 its manifest records"
+            )
         return body
 
     def _group(self, model: str) -> str:

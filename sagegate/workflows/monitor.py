@@ -45,11 +45,23 @@ RUN_FAILED = "run"  # the FailedChecks kind of a model whose run failed (a query
 _PUT_BATCH = 500  # PutMetricData takes up to 1000 values per call; half keeps every call far below 1 MB
 
 
-_NOTHING_JUDGED: dict[str, Any] = {"report": None, "checks": 0, "failed": 0, "failures": []}
+def _nothing_judged(notes: list[str]) -> dict[str, Any]:
+    """The last step of a model with nothing to judge (no traffic, not registered, its run failed)."""
+    return {
+        "phase": "done",
+        "done": True,
+        "queries": [],
+        "versions": [],
+        "notes": notes,
+        "report": None,
+        "checks": 0,
+        "failed": 0,
+        "failures": [],
+    }
 
 
 class MonitorWorkflowError(Exception):
-    """A model the workflow cannot monitor: unknown to the registry, or a state it does not know."""
+    """A step the workflow cannot take: a phase it does not know."""
 
 
 @dataclass(frozen=True)
@@ -105,14 +117,7 @@ def _start(event: dict[str, Any], clients: Any, settings: MonitorSettings) -> di
 
     model = event["model"]
     if not clients.registry.versions(model):  # configured, not registered yet: nothing to monitor
-        return {
-            "phase": "done",
-            "done": True,
-            "queries": [],
-            "versions": [],
-            **_NOTHING_JUDGED,
-            "notes": [f"{model}: not in the registry yet"],
-        }
+        return _nothing_judged([f"{model}: not in the registry yet"])
     end, window = _windows(event)
     sql = versions_sql(ATHENA, settings.source, model, window_ending(end, window))
     queries = _started(clients.athena, settings, {"versions": sql})
@@ -122,7 +127,7 @@ def _start(event: dict[str, Any], clients: Any, settings: MonitorSettings) -> di
 def _plan_versions(
     event: dict[str, Any], step: dict[str, Any], clients: Any, settings: MonitorSettings
 ) -> dict[str, Any]:
-    from sagegate.monitoring.monitor import version_queries, versions_from_rows, window_ending
+    from sagegate.monitoring.monitor import version_queries, versions_from_rows
     from sagegate.monitoring.sql import ATHENA
 
     model = event["model"]
@@ -138,25 +143,19 @@ def _plan_versions(
         if found is None:
             notes.append(f"{model} v{version}: {n} predictions, but the registry has no such version")
             continue
-        baseline = _baseline(clients.registry, model, version)
+        baseline = _baseline(clients.registry, found)
         if baseline is None:
             notes.append(f"{model} v{version} has no baseline: package it with --training-data to monitor it")
             continue
-        monitoring = found.manifest.monitoring
-        assert monitoring is not None  # a baseline is part of the monitoring settings
+        checked, accuracy_window = _version_windows(event, end, found.manifest)
         checks = version_queries(
-            ATHENA,
-            settings.source,
-            found.manifest,
-            baseline,
-            window=window_ending(end, event.get("window") or monitoring.window),
-            accuracy_window=window_ending(end, monitoring.accuracy_window),
+            ATHENA, settings.source, found.manifest, baseline, window=checked, accuracy_window=accuracy_window
         )
         named |= {f"{version}/{name}": sql for name, sql in checks.items()}
         planned.append(version)
     if not planned:
         notes.append(f"{model}: no version with a baseline had predictions in the {window} to {end:%Y-%m-%d %H:%M}Z")
-        return {"phase": "done", "done": True, "queries": [], "notes": notes, "versions": [], **_NOTHING_JUDGED}
+        return _nothing_judged(notes)
     queries = _started(clients.athena, settings, named)
     return {"phase": "checks", "done": False, "queries": queries, "notes": notes, "versions": planned}
 
@@ -177,7 +176,7 @@ def _started(athena: Any, settings: MonitorSettings, named: dict[str, str]) -> l
 
 def _judge(event: dict[str, Any], step: dict[str, Any], clients: Any, settings: MonitorSettings) -> dict[str, Any]:
     from sagegate.monitoring.command import MonitorRun
-    from sagegate.monitoring.monitor import judge_version, window_ending
+    from sagegate.monitoring.monitor import judge_version
     from sagegate.monitoring.report import render_report
 
     model = event["model"]
@@ -189,17 +188,13 @@ def _judge(event: dict[str, Any], step: dict[str, Any], clients: Any, settings: 
     registered = {v.version: v for v in clients.registry.versions(model)}
     run = MonitorRun(model, [], list(step.get("notes", [])))
     for version in step["versions"]:
-        manifest = registered[version].manifest
-        monitoring = manifest.monitoring
-        baseline = _baseline(clients.registry, model, version)
-        assert monitoring is not None and baseline is not None  # planned only with both
+        found = registered[version]
+        baseline = _baseline(clients.registry, found)
+        assert baseline is not None  # planned only with one
+        window, accuracy_window = _version_windows(event, end, found.manifest)
         run.reports.append(
             judge_version(
-                manifest,
-                baseline,
-                results.get(version, {}),
-                window=window_ending(end, event.get("window") or monitoring.window),
-                accuracy_window=window_ending(end, monitoring.accuracy_window),
+                found.manifest, baseline, results.get(version, {}), window=window, accuracy_window=accuracy_window
             )
         )
     _publish(clients.cloudwatch, model, run, end)
@@ -228,19 +223,10 @@ def _failed(event: dict[str, Any], clients: Any) -> dict[str, Any]:
     """A model whose run failed: one FailedChecks of kind `run` (its alarm), the error as its note."""
     model, error = event["model"], event.get("error") or {}
     clients.cloudwatch.put_metric_data(
-        Namespace=NAMESPACE,
-        MetricData=[
-            {
-                "MetricName": FAILED_METRIC,
-                "Dimensions": [{"Name": "Model", "Value": model}, {"Name": "Check", "Value": RUN_FAILED}],
-                "Timestamp": window_end(event["scheduled_time"]),
-                "Value": 1.0,
-                "Unit": "Count",
-            }
-        ],
+        Namespace=NAMESPACE, MetricData=[_failed_datum(model, RUN_FAILED, 1, window_end(event["scheduled_time"]))]
     )
     cause = f"{error.get('Error', 'failed')}: {str(error.get('Cause', ''))[:500]}"
-    return {"phase": "done", "done": True, "queries": [], "versions": [], **_NOTHING_JUDGED, "notes": [cause]}
+    return _nothing_judged([cause])
 
 
 def _summary(result: CheckResult) -> dict[str, Any]:
@@ -254,10 +240,20 @@ def _summary(result: CheckResult) -> dict[str, Any]:
     }
 
 
-def _baseline(registry: Any, model: str, version: str) -> Any:
+def _version_windows(event: dict[str, Any], end: datetime, manifest: Any) -> tuple[Any, Any]:
+    """A version's window (the run's, else its manifest's) and its accuracy window, ending at `end`."""
+    from sagegate.monitoring.monitor import window_ending
+
+    monitoring = manifest.monitoring
+    assert monitoring is not None  # a version with a baseline has monitoring settings
+    window = window_ending(end, event.get("window") or monitoring.window)
+    return window, window_ending(end, monitoring.accuracy_window)
+
+
+def _baseline(registry: Any, found: Any) -> Any:
     from sagegate.monitoring.baseline import Baseline
 
-    body = registry.baseline(model, version)
+    body = registry.baseline_of(found)
     return None if body is None else Baseline.model_validate_json(body)
 
 
@@ -284,14 +280,9 @@ def _metric_data(model: str, run: Any, end: datetime) -> Iterator[dict[str, Any]
     infinities: a constant training feature that moved has an infinite mean shift, which still
     counts as a failed check)."""
     for kind in CHECK_KINDS:
-        failed = sum(1 for report in run.reports for r in report.failed if r.check == kind)
-        yield {
-            "MetricName": FAILED_METRIC,
-            "Dimensions": [{"Name": "Model", "Value": model}, {"Name": "Check", "Value": kind}],
-            "Timestamp": end,
-            "Value": float(failed),
-            "Unit": "Count",
-        }
+        yield _failed_datum(
+            model, kind, sum(1 for report in run.reports for r in report.failed if r.check == kind), end
+        )
     for report in run.reports:
         for result in report.results:
             if result.value is None or not math.isfinite(result.value):
@@ -306,6 +297,17 @@ def _metric_data(model: str, run: Any, end: datetime) -> Iterator[dict[str, Any]
                 "Timestamp": end,
                 "Value": float(result.value),
             }
+
+
+def _failed_datum(model: str, kind: str, count: int, end: datetime) -> dict[str, Any]:
+    """One FailedChecks value: what the stack's alarms watch, per model and kind of check."""
+    return {
+        "MetricName": FAILED_METRIC,
+        "Dimensions": [{"Name": "Model", "Value": model}, {"Name": "Check", "Value": kind}],
+        "Timestamp": end,
+        "Value": float(count),
+        "Unit": "Count",
+    }
 
 
 def _publish(cloudwatch: Any, model: str, run: Any, end: datetime) -> None:
