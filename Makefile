@@ -23,12 +23,22 @@ $(CHECKOV)/.installed-$(CHECKOV_VERSION):
 	$(CHECKOV)/bin/python -m pip install --quiet "checkov==$(CHECKOV_VERSION)"
 	touch $@
 
+# The KServe SDK's Open Inference Protocol clients (tests/integration/test_oip_conformance.py) in an
+# environment of their own: kserve pins pandas and others below what .venv needs.
+KSERVE_VERSION := 0.21.0
+KSERVE := $(VENV)/kserve
+$(KSERVE)/.installed-$(KSERVE_VERSION):
+	rm -rf $(KSERVE)
+	$(PYTHON) -m venv $(KSERVE)
+	$(KSERVE)/bin/python -m pip install --quiet "kserve==$(KSERVE_VERSION)"
+	touch $@
+
 # The pinned AWS CDK CLI (package.json) for `npx cdk synth | deploy | destroy`.
 node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --silent
 	touch $@
 
-setup: $(VENV)/.installed node_modules/.installed $(CHECKOV)/.installed-$(CHECKOV_VERSION)
+setup: $(VENV)/.installed node_modules/.installed $(CHECKOV)/.installed-$(CHECKOV_VERSION) $(KSERVE)/.installed-$(KSERVE_VERSION)
 
 demo: setup
 	$(VENV)/bin/sagegate demo

@@ -1,11 +1,15 @@
 """Open Inference Protocol v2 conformance, proven with clients sagegate did not write: tritonclient's
-HTTP and gRPC clients (and its generated gRPC stubs for typed contents) against `sagegate serve`
+HTTP and gRPC clients (and its generated gRPC stubs for typed contents), and the KServe SDK's REST
+and gRPC clients, against `sagegate serve`
 running as a process, serving a real ONNX classifier with text features (fraud, scikit-learn) and a
 numeric MLP. Every answer is checked against the same records sent to /invocations."""
 
 from __future__ import annotations
 
+import json
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -356,3 +360,218 @@ def test_readiness_routes(server: ServerProcess) -> None:
     assert httpx.get(f"{server.url}/v2/models/mlp/versions/2/ready").status_code == 404
     assert httpx.post(f"{server.url}/v2/models/mlp").status_code == 405
     assert httpx.get(f"{server.url}/v2/nothing").status_code == 404
+
+
+# -- KServe's clients (the kserve SDK's InferenceRESTClient and InferenceGRPCClient) -------------
+
+# The SDK has an environment of its own (`make setup`): its pins (pandas) would downgrade ours. The
+# probe only reports what the SDK's clients answered; the judging is here.
+KSERVE_PYTHON = Path(sys.prefix) / "kserve" / "bin" / "python"
+KSERVE_PROBE = Path(__file__).with_name("kserve_probe.py")
+_TRANSPORTS = ("rest", "rest-binary", "grpc")
+
+
+def _tensor_spec(name: str, data: np.ndarray, datatype: str) -> dict[str, Any]:
+    flat = data.reshape(-1).tolist()
+    return {"name": name, "datatype": datatype, "shape": list(data.shape), "data": flat}
+
+
+def _kserve_plan(server: ServerProcess, records: list[dict[str, Any]]) -> dict[str, Any]:
+    cases: list[dict[str, Any]] = []
+    fraud_inputs = []
+    for name, column in _fraud_columns(records).items():
+        datatype = _DATATYPES[column.dtype.kind]
+        data = column.astype(np.float32) if datatype == "FP32" else column
+        fraud_inputs.append(_tensor_spec(name, data, datatype))
+    for transport in _TRANSPORTS:
+        cases += [
+            {"key": f"fp32-{transport}", "model": "mlp", "inputs": [_tensor_spec("input", _matrix(40), "FP32")]},
+            {"key": f"int64-{transport}", "model": "mlp", "inputs": [_tensor_spec("input", _int_matrix(), "INT64")]},
+            {"key": f"fraud-{transport}", "model": "fraud", "inputs": fraud_inputs},
+            {"key": f"tri-{transport}", "model": "tri", "inputs": [_tensor_spec("input", _tri_matrix(), "FP64")]},
+            {"key": f"unknown-{transport}", "model": "nope", "inputs": [_tensor_spec("input", _matrix(1), "FP32")]},
+            {
+                "key": f"width-{transport}",
+                "model": "mlp",
+                "inputs": [_tensor_spec("input", _matrix(2)[:, :-1], "FP32")],
+            },
+            {
+                "key": f"bytes-{transport}",
+                "model": "mlp",
+                "inputs": [_tensor_spec("input", np.array([["x"] * N_FEATURES]), "BYTES")],
+            },
+        ]
+        for case in cases[-7:]:
+            case["transport"] = transport
+    cases.append(
+        {
+            "key": "binary-outputs",
+            "transport": "rest-binary",
+            "model": "mlp",
+            "inputs": [_tensor_spec("input", _matrix(40), "FP32")],
+            "outputs": ["prediction", "confidence"],
+            "binary_outputs": True,
+        }
+    )
+    return {
+        "rest": server.url,
+        "grpc": f"127.0.0.1:{server.grpc_port}",  # type: ignore[attr-defined]
+        "models": ["mlp", "fraud", "nope"],
+        "infer": cases,
+    }
+
+
+def _int_matrix() -> np.ndarray:
+    return np.random.default_rng(2).integers(-3, 4, size=(10, N_FEATURES)).astype(np.int64)
+
+
+def _tri_matrix() -> np.ndarray:
+    return np.random.default_rng(4).normal(size=(12, 2))
+
+
+@pytest.fixture(scope="module")
+def kserve_answers(server: ServerProcess, transactions: Transactions) -> dict[str, Any]:
+    if not KSERVE_PYTHON.exists():
+        pytest.fail(f"the KServe SDK's environment is not at {KSERVE_PYTHON}: run `make setup`")
+    plan = Path(server.log_path).with_name("kserve-plan.json")
+    plan.write_text(json.dumps(_kserve_plan(server, transactions.records[:25])))
+    done = subprocess.run(
+        [str(KSERVE_PYTHON), str(KSERVE_PROBE), str(plan)], check=False, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    answers: dict[str, Any] = json.loads(done.stdout)
+    return answers
+
+
+def _output(answers: dict[str, Any], key: str, name: str) -> Any:
+    answer = answers["infer"][key]
+    assert "error" not in answer, answer
+    return answer["outputs"][name]["data"]
+
+
+def test_kserve_clients_see_the_server_and_its_models(kserve_answers: dict[str, Any]) -> None:
+    rest, over_grpc = kserve_answers["health"]["rest"], kserve_answers["health"]["grpc"]
+    assert rest["live"] is rest["ready"] is over_grpc["live"] is over_grpc["ready"] is True
+    # an unknown model is not ready (REST: 404; gRPC: ready false, as tritonclient reads it above)
+    assert rest["models"] == over_grpc["models"] == {"mlp": True, "fraud": True, "nope": False}
+
+
+@pytest.mark.parametrize("transport", _TRANSPORTS)
+def test_kserve_clients_infer_numeric_tensors_as_invocations(
+    server: ServerProcess, kserve_answers: dict[str, Any], transport: str
+) -> None:
+    expected = _invocations(server, "mlp", _matrix(40).astype(np.float64).tolist())
+    answer = kserve_answers["infer"][f"fp32-{transport}"]
+    assert answer.get("model_name") == "mlp", answer
+    assert answer["id"] == f"fp32-{transport}"
+    np.testing.assert_allclose(
+        _output(kserve_answers, f"fp32-{transport}", "prediction"), [p["prediction"] for p in expected], rtol=1e-6
+    )
+    assert _output(kserve_answers, f"fp32-{transport}", "label") == [p["label"] for p in expected]
+    integers = _invocations(server, "mlp", _int_matrix().tolist())
+    np.testing.assert_allclose(
+        _output(kserve_answers, f"int64-{transport}", "prediction"), [p["prediction"] for p in integers], rtol=1e-6
+    )
+
+
+@pytest.mark.parametrize("transport", _TRANSPORTS)
+def test_kserve_clients_infer_fp32_int64_bytes_and_bool_inputs(
+    server: ServerProcess,
+    kserve_answers: dict[str, Any],
+    fraud_logreg: BuiltPackage,
+    transactions: Transactions,
+    transport: str,
+) -> None:
+    records = transactions.records[:25]
+    prediction = _output(kserve_answers, f"fraud-{transport}", "prediction")
+    np.testing.assert_allclose(prediction, expected_positive(fraud_logreg, records), atol=1e-6)
+    assert _output(kserve_answers, f"fraud-{transport}", "label") == [
+        p["label"] for p in _invocations(server, "fraud", records)
+    ]
+    expected = _invocations(server, "tri", _tri_matrix().tolist())
+    assert _output(kserve_answers, f"tri-{transport}", "prediction") == [p["prediction"] for p in expected]
+    probabilities = _output(kserve_answers, f"tri-{transport}", "probabilities")
+    np.testing.assert_allclose(
+        probabilities, [[p["probabilities"][k] for k in ("low", "mid", "high")] for p in expected], rtol=1e-6
+    )
+
+
+def test_kserve_rest_client_takes_binary_outputs(server: ServerProcess, kserve_answers: dict[str, Any]) -> None:
+    expected = _invocations(server, "mlp", _matrix(40).astype(np.float64).tolist())
+    assert set(kserve_answers["infer"]["binary-outputs"]["outputs"]) == {"prediction", "confidence"}
+    np.testing.assert_allclose(
+        _output(kserve_answers, "binary-outputs", "confidence"), [p["confidence"] for p in expected], rtol=1e-6
+    )
+
+
+@pytest.mark.parametrize("transport", _TRANSPORTS)
+def test_kserve_clients_get_not_found_and_invalid_argument(kserve_answers: dict[str, Any], transport: str) -> None:
+    status = {"unknown": 404, "width": 400, "bytes": 400}
+    if transport == "grpc":
+        status = {"unknown": "NOT_FOUND", "width": "INVALID_ARGUMENT", "bytes": "INVALID_ARGUMENT"}
+    for case, expected in status.items():
+        error = kserve_answers["infer"][f"{case}-{transport}"].get("error")
+        assert error is not None, (case, kserve_answers["infer"][f"{case}-{transport}"])
+        assert error["status"] == expected, (case, error)
+    assert "nope" in kserve_answers["infer"][f"unknown-{transport}"]["error"]["message"]
+
+
+# -- gRPC server reflection, as grpcurl uses it, with the README's grpcurl requests -------------
+
+README = Path(__file__).parents[2] / "README.md"
+
+
+def _readme_grpcurl_calls() -> list[tuple[str, dict[str, Any]]]:
+    """(method, request) of each grpcurl command in the README's grpcurl block."""
+    text = README.read_text()
+    start = text.index("```bash\ngrpcurl ")
+    block = text[start : text.index("```", start + 3)]
+    calls = []
+    for command in block.split("grpcurl ")[1:]:
+        body = command[command.index("-d '") + 4 : command.index("'", command.index("-d '") + 4)]
+        method = command.split()[-1].rsplit("/", 1)[1]
+        calls.append((method, json.loads(body)))
+    return calls
+
+
+def test_reflection_describes_the_service_and_answers_the_readme_grpcurl_requests(
+    server: ServerProcess, fraud_logreg: BuiltPackage
+) -> None:
+    """What grpcurl does without -proto: list the services by reflection, build each request from the
+    reflected descriptors with protobuf's JSON mapping (base64 for bytes), call, read the answer."""
+    from google.protobuf import descriptor_pool, json_format, message_factory
+    from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
+
+    calls = _readme_grpcurl_calls()
+    assert [method for method, _ in calls] == ["ModelMetadata", "ModelInfer"]
+    with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:  # type: ignore[attr-defined]
+        database = ProtoReflectionDescriptorDatabase(channel)
+        assert "inference.GRPCInferenceService" in set(database.get_services())
+        pool = descriptor_pool.DescriptorPool(database)  # its own pool: not tritonclient's `inference`
+        service = pool.FindServiceByName("inference.GRPCInferenceService")
+        answers = {}
+        for method_name, body in calls:
+            method = service.FindMethodByName(method_name)
+            request_class = message_factory.GetMessageClass(method.input_type)
+            response_class = message_factory.GetMessageClass(method.output_type)
+            call = channel.unary_unary(
+                f"/{service.full_name}/{method.name}",
+                request_serializer=request_class.SerializeToString,
+                response_deserializer=response_class.FromString,
+            )
+            answers[method_name] = call(json_format.Parse(json.dumps(body), request_class()), timeout=30)
+    metadata = answers["ModelMetadata"]
+    assert metadata.name == "fraud"
+    assert {i.name for i in metadata.inputs} == {f["name"] for f in fraud_logreg.manifest.model_dump()["features"]}
+    infer = answers["ModelInfer"]
+    names = [o.name for o in infer.outputs]
+    prediction = np.frombuffer(infer.raw_output_contents[names.index("prediction")], dtype="<f8")
+    record = {i["name"]: _readme_value(i) for i in calls[1][1]["inputs"]}
+    np.testing.assert_allclose(prediction, [_invocations(server, "fraud", [record])[0]["prediction"]], rtol=1e-9)
+
+
+def _readme_value(tensor: dict[str, Any]) -> Any:
+    import base64
+
+    ((field, (value,)),) = tensor["contents"].items()
+    return base64.b64decode(value).decode() if field == "bytes_contents" else value

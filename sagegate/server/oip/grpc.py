@@ -12,6 +12,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 import grpc
+from grpc_reflection.v1alpha import reflection
 
 from sagegate.server.exceptions import BadRequest, ModelNotFound, ServerError
 from sagegate.server.oip import inference
@@ -150,6 +151,9 @@ async def start_grpc(app: InferenceApp, *, reuse_port: bool = False) -> grpc.aio
         ]
     )
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(app), server)  # type: ignore[no-untyped-call]
+    # Server reflection: grpcurl, grpcui and Postman find the service and its messages without the proto.
+    service = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
+    reflection.enable_server_reflection((service, reflection.SERVICE_NAME), server)
     address = f"{config.host}:{config.grpc_port}"
     try:
         bound = server.add_insecure_port(address)
