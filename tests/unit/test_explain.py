@@ -147,6 +147,67 @@ def test_a_feature_a_tree_model_never_splits_on_contributes_nothing(tmp_path: Pa
     assert np.abs(contributions[:, 0]).max() > 0.1
 
 
+def _ignoring_models() -> list[tuple[str, Any, str, str]]:
+    import lightgbm
+    from sklearn.ensemble import GradientBoostingClassifier, RandomForestRegressor
+    from sklearn.linear_model import LogisticRegression
+
+    return [
+        ("lightgbm", lightgbm.LGBMRegressor(n_estimators=40, num_leaves=15, verbose=-1), "lightgbm", "regression"),
+        ("random forest", RandomForestRegressor(n_estimators=20, max_depth=5, random_state=0), "sklearn", "regression"),
+        ("sklearn boosting", GradientBoostingClassifier(n_estimators=30, max_depth=3), "sklearn", "binary"),
+        ("logistic regression", LogisticRegression(), "sklearn", "binary"),
+    ]
+
+
+@pytest.mark.parametrize(("case", "model", "framework", "task"), _ignoring_models(), ids=lambda v: str(v)[:20])
+def test_a_feature_the_model_ignores_contributes_nothing(
+    tmp_path: Path, case: str, model: Any, framework: str, task: str
+) -> None:
+    """f3 is constant while a tree model trains (no split uses it); the logistic regression's weight
+    of f3 is set to 0. Explained where f3 varies, it gets exactly 0 and the rest still add up to the
+    source's own output."""
+    x, score = _data(ignored=3 if case != "logistic regression" else None)
+    model.fit(x.astype(np.float32), score if task == "regression" else (score > 0).astype(int))
+    if case == "logistic regression":
+        model.coef_[0, 3] = 0.0
+    loaded = _package(tmp_path, model, framework, task, x)
+    assert loaded.manifest.explainer is not None
+    assert loaded.manifest.explainer.method == ("linear" if case == "logistic regression" else "tree")
+    fresh, _ = _data(30, seed=10)  # f3 varies now
+    explanations = _explained(loaded, _records(fresh))
+    contributions = _contributions(explanations, NAMES)
+    assert np.all(contributions[:, 3] == 0.0)
+    assert np.abs(contributions[:, 0]).max() > 0.05  # a used feature does contribute
+    space = loaded.manifest.explainer.output_space
+    np.testing.assert_allclose(_totals(explanations), _source_output(model, fresh.astype(np.float32), space), atol=1e-4)
+
+
+def test_feature_importance_is_the_mean_absolute_shap_value_over_the_background(tmp_path: Path) -> None:
+    """The manifest's importance, for a tree and a linear model, against shap's values on the source
+    over the background rows it is averaged over (the first IMPORTANCE_ROWS)."""
+    import xgboost
+    from sklearn.linear_model import LogisticRegression
+
+    from sagegate.explain.explainer import IMPORTANCE_ROWS
+
+    x, score = _data()
+    y = (score > 0).astype(int)
+    background = x[:100]
+    tree = xgboost.XGBClassifier(n_estimators=30, max_depth=3).fit(x.astype(np.float32), y)
+    linear = LogisticRegression().fit(x, y)
+    references = {
+        "tree": shap.TreeExplainer(tree).shap_values(background[:IMPORTANCE_ROWS].astype(np.float32)),
+        "linear": shap.LinearExplainer(linear, background).shap_values(background[:IMPORTANCE_ROWS]),
+    }
+    for name, model, framework in (("tree", tree, "xgboost"), ("linear", linear, "sklearn")):
+        built = _built(tmp_path, model, framework, "binary", x, name, background=_records(background))
+        assert built.manifest.explainer is not None and built.manifest.explainer.method == name
+        importance = built.manifest.explainer.importance
+        expected = np.abs(np.asarray(references[name])).mean(axis=0)
+        np.testing.assert_allclose([importance[n] for n in NAMES], expected, atol=1e-5, err_msg=name)
+
+
 def test_one_hot_columns_are_summed_back_to_their_feature(tmp_path: Path) -> None:
     """merchant is three one-hot columns of the model's matrix; its explanation is one number, the
     sum of shap's values of those columns, and the whole still adds up to the margin."""
