@@ -456,3 +456,28 @@ def test_a_multiclass_model_is_explained_for_the_class_it_predicts(tmp_path: Pat
     np.testing.assert_allclose(_totals(explanations), margins, atol=1e-4)
     reference = np.asarray(shap.TreeExplainer(model).shap_values(fresh.astype(np.float32)))  # (n, features, classes)
     np.testing.assert_allclose(_contributions(explanations, NAMES), reference[np.arange(20), :, predicted], atol=1e-4)
+
+
+def test_the_waterfall_runs_from_the_base_value_to_the_output_largest_contribution_first() -> None:
+    from rich.console import Console
+
+    from sagegate.explain.waterfall import waterfall
+
+    explanation = {
+        "method": "tree",
+        "output_space": "margin",
+        "explained": "fraud",
+        "base_value": -1.5,
+        "output": 0.25,
+        "contributions": {"amount": 2.0, "hour": -0.5, "merchant": 0.25, "channel": 0.0},
+    }
+    console = Console(record=True, width=160, color_system=None)
+    console.print(waterfall(explanation, {"amount": 980, "hour": 3, "merchant": "travel", "channel": "web"}))
+    lines = console.export_text().splitlines()
+    assert "why (tree, margin of fraud)" in lines[0]
+    rows = [[cell.strip() for cell in line.split("│")[1:-1]] for line in lines if line.startswith("│")]
+    assert [r[0] for r in rows] == ["base value", "amount", "hour", "merchant", "channel", "output"]
+    assert [r[1] for r in rows] == ["", "980", "3", "travel", "web", ""]
+    assert [r[2] for r in rows] == ["", "+2.0000", "-0.5000", "+0.2500", "+0.0000", ""]
+    assert [r[4] for r in rows] == ["-1.5000", "0.5000", "0.0000", "0.2500", "0.2500", "0.2500"]
+    assert len(rows[1][3]) == 30 and len(rows[2][3]) == 8 and rows[4][3] == ""  # bars to scale
