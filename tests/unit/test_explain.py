@@ -439,6 +439,65 @@ def test_the_server_explains_without_shap(tmp_path: Path) -> None:
     assert done.stdout.strip() == "[]", done.stdout + done.stderr
 
 
+def _installed_closure(requirements: list[str], extras: dict[str, list[str]]) -> set[str]:
+    """The distributions `requirements` install, transitively (sagegate[...] expanded from
+    pyproject's extras, every other one from its installed metadata and the extras it is asked with)."""
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    found: set[str] = set()
+    todo = [(Requirement(r), "") for r in requirements]
+    while todo:
+        requirement, extra = todo.pop()
+        if requirement.marker is not None and not requirement.marker.evaluate({"extra": extra}):
+            continue
+        name = canonicalize_name(requirement.name)
+        if name == "sagegate":
+            todo += [(Requirement(r), "") for e in requirement.extras for r in extras[e]]
+            continue
+        key = f"{name}[{','.join(sorted(requirement.extras))}]"
+        if key in found:
+            continue
+        found |= {key, name}
+        try:
+            requires = metadata.requires(name) or []
+        except metadata.PackageNotFoundError:
+            continue
+        todo += [(Requirement(r), e) for r in requires for e in ("", *requirement.extras)]
+    return {n for n in found if "[" not in n}
+
+
+def test_shap_is_in_the_packaging_extra_only_never_in_the_lambda_bundle_or_the_serving_containers() -> None:
+    """shap brings numba and llvmlite (~210 MB; ~490 MB with the scipy, scikit-learn and pandas it
+    requires): what the gateway Lambda bundles and the inference and batch containers install must
+    not pull it in, transitively, whatever else changes; the gateway's modules never import it."""
+    import re
+    import subprocess
+    import sys
+    import tomllib
+
+    from infra.constructs.bundling import lambda_requirements
+
+    root = Path(__file__).resolve().parents[2]
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    extras = project["optional-dependencies"]
+    heavy = {"shap", "numba", "llvmlite"}
+    assert heavy <= _installed_closure(extras["package"], extras)  # the closure does see them
+    assert not heavy & _installed_closure(lambda_requirements(), extras)
+    for container, extra in (("inference", "server"), ("batch", "batch")):
+        dockerfile = (root / "containers" / container / "Dockerfile").read_text()
+        assert re.findall(r'pip install "\.\[([a-z,-]+)\]"', dockerfile) == [extra], container
+        assert not heavy & _installed_closure([*project["dependencies"], *extras[extra]], extras), container
+    probe = (
+        "import sys, sagegate.gateway.app, sagegate.gateway.predictor; "
+        "print(sorted(m for m in ('shap', 'numba', 'sagegate.explain') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=root, check=True)
+    assert done.stdout.strip() == "[]"
+
+
 def test_a_multiclass_model_is_explained_for_the_class_it_predicts(tmp_path: Path) -> None:
     import xgboost
 
