@@ -424,8 +424,10 @@ def models_show(
         if found.manifest.explainer is not None:
             from sagegate.explain.waterfall import importance_table
 
-            Console().print(importance_table(found.manifest.explainer))
+            Console().print(importance_table(found.manifest.explainer, version=found.version))
         return
+    from sagegate.registry import chosen_version
+
     versions = _registry_call(lambda: registry.versions(model))
     if not versions:
         fail(f"model {model!r} is not registered")
@@ -445,6 +447,12 @@ def models_show(
             v.decided_by or "",
         )
     Console().print(table)
+    # the importance of the version that serves (the latest approved), else of the newest
+    serving = chosen_version(versions) or versions[-1]
+    if serving.manifest.explainer is not None:
+        from sagegate.explain.waterfall import importance_table
+
+        Console().print(importance_table(serving.manifest.explainer, version=serving.version))
 
 
 @models_app.command("approve")

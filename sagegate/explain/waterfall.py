@@ -36,11 +36,13 @@ def waterfall(explanation: Mapping[str, Any], features: Mapping[str, Any]) -> Ta
     return table
 
 
-def importance_table(spec: ExplainerSpec) -> Table:
-    """Mean |contribution| per feature over the package's background, largest first."""
+def importance_table(spec: ExplainerSpec, *, version: str | None = None) -> Table:
+    """Mean |contribution| per feature over the package's background, largest first (`version`:
+    the model version it is of, named in the title)."""
     ranked = sorted(spec.importance.items(), key=lambda kv: -kv[1])
     largest = max((v for _, v in ranked), default=0.0)
-    table = Table(title=f"feature importance: mean |contribution| ({spec.method}, {spec.output_space})")
+    of = f" of v{version}" if version is not None else ""
+    table = Table(title=f"feature importance{of}: mean |contribution| ({spec.method}, {spec.output_space})")
     for column in ("feature", "importance", ""):
         table.add_column(column)
     for name, value in ranked:

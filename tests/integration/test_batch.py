@@ -245,3 +245,40 @@ def test_explain_adds_each_rows_contributions_as_the_server_explains_it(
             assert row[f"contribution.{name}"] == pytest.approx(explanation["contributions"][name], abs=1e-9)
     with pytest.raises(RunConflict, match="explain was True, now False"):
         run_batch(model, source, tmp_path / "out", chunk_rows=128, id_columns=["id"])
+
+
+def test_the_cli_adds_contributions_that_add_up_to_each_prediction_and_refuses_a_model_without_an_explainer(
+    tmp_path: Path, fraud_xgboost: BuiltPackage, transactions: Transactions
+) -> None:
+    """`sagegate batch --explain`: per row, base_value plus the contribution.<feature> columns is the
+    margin of the row's predicted probability (TreeSHAP of the XGBoost model, log-odds); a package
+    without an explainer is refused in one line before any row is read."""
+    import shutil
+
+    source = write(pa.Table.from_pylist(transactions.records[:200]), tmp_path / "in.parquet")
+
+    def batch(package: Path, out: str, *extra: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "sagegate", "batch", str(source), "-o", str(tmp_path / out)]
+        command += ["--package", str(package), *extra]
+        return subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+
+    done = batch(fraud_xgboost.path, "out", "--explain")
+    assert done.returncode == 0, done.stderr
+    table = pq.read_table(tmp_path / "out" / "in.predictions.parquet")
+    names = [f.name for f in fraud_xgboost.manifest.features]
+    assert table.num_rows == 200
+    assert {"base_value", *(f"contribution.{n}" for n in names)} <= set(table.column_names)
+    margin = table.column("base_value").to_numpy() + sum(table.column(f"contribution.{n}").to_numpy() for n in names)
+    probability = table.column("prediction").to_numpy()  # a binary model's: its positive class's
+    np.testing.assert_allclose(1 / (1 + np.exp(-margin)), probability, atol=1e-4)
+
+    bare = tmp_path / "bare"
+    shutil.copytree(fraud_xgboost.path, bare)
+    (bare / "manifest.json").write_text(fraud_xgboost.manifest.model_copy(update={"explainer": None}).dumps())
+    (bare / "explainer.npz").unlink()
+    refused = batch(bare, "refused", "--explain")
+    assert refused.returncode == 1
+    assert refused.stderr.strip().splitlines() == [
+        "error: model fraud-xgb v1 has no explainer: package it with explanations on (the default)"
+    ], refused.stderr
+    assert not (tmp_path / "refused" / "in.predictions.parquet").exists()

@@ -38,6 +38,12 @@ def test_register_list_show_approve_reject_stage(tmp_path: Path, fraud_logreg: B
     assert "now in production" in staged.stderr
     shown = run(home, "models", "show", "fraud")
     assert "Approved" in shown.stdout and "production" in shown.stdout and "alice" in shown.stdout
+    # the importance of the version that serves (the latest approved): mean |contribution| per feature
+    assert fraud_logreg.manifest.explainer is not None
+    assert "feature importance of v1" in shown.stdout
+    importance = shown.stdout[shown.stdout.index("feature importance of v1") :]
+    for name, value in fraud_logreg.manifest.explainer.importance.items():
+        assert f"{name} " in importance and f"{value:.4f}" in importance, (name, importance)
     detail = run(home, "models", "show", "fraud", "--version", "1")
     assert '"decision_reason": "holdout AUC 0.97"' in detail.stdout and '"sha256"' in detail.stdout
     rejected = run(home, "models", "reject", "fraud", "1", "--by", "bob", "--reason", "drift")

@@ -351,3 +351,19 @@ def test_explain_answers_the_prediction_with_each_features_contribution_and_cach
     assert plain["prediction"] == pytest.approx(first["prediction"])
     described = httpx.get(f"{s.gateway.url}/v1/models/fraud", timeout=30).json()
     assert set(described["feature_importance"]["2"]) == set(features)
+    # `sagegate predict --explain`: the answer, then its waterfall from the base value to the output
+    command = [sys.executable, "-m", "sagegate", "predict", "fraud", "--features", orjson.dumps(features).decode()]
+    shown = subprocess.run(
+        [*command, "--explain", "--url", s.gateway.url],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "COLUMNS": "200"},
+        timeout=120,
+        check=False,
+    )
+    assert shown.returncode == 0, shown.stderr
+    drawn = shown.stdout[shown.stdout.index("why (tree, margin of") :]
+    rows = [line.split("│")[1].strip() for line in drawn.splitlines() if line.startswith("│")]
+    by_size = sorted(explanation["contributions"], key=lambda f: -abs(explanation["contributions"][f]))
+    assert rows == ["base value", *by_size, "output"]
+    assert f"{explanation['base_value']:.4f}" in drawn and f"{explanation['output']:.4f}" in drawn

@@ -147,6 +147,67 @@ def test_a_feature_a_tree_model_never_splits_on_contributes_nothing(tmp_path: Pa
     assert np.abs(contributions[:, 0]).max() > 0.1
 
 
+def _ignoring_models() -> list[tuple[str, Any, str, str]]:
+    import lightgbm
+    from sklearn.ensemble import GradientBoostingClassifier, RandomForestRegressor
+    from sklearn.linear_model import LogisticRegression
+
+    return [
+        ("lightgbm", lightgbm.LGBMRegressor(n_estimators=40, num_leaves=15, verbose=-1), "lightgbm", "regression"),
+        ("random forest", RandomForestRegressor(n_estimators=20, max_depth=5, random_state=0), "sklearn", "regression"),
+        ("sklearn boosting", GradientBoostingClassifier(n_estimators=30, max_depth=3), "sklearn", "binary"),
+        ("logistic regression", LogisticRegression(), "sklearn", "binary"),
+    ]
+
+
+@pytest.mark.parametrize(("case", "model", "framework", "task"), _ignoring_models(), ids=lambda v: str(v)[:20])
+def test_a_feature_the_model_ignores_contributes_nothing(
+    tmp_path: Path, case: str, model: Any, framework: str, task: str
+) -> None:
+    """f3 is constant while a tree model trains (no split uses it); the logistic regression's weight
+    of f3 is set to 0. Explained where f3 varies, it gets exactly 0 and the rest still add up to the
+    source's own output."""
+    x, score = _data(ignored=3 if case != "logistic regression" else None)
+    model.fit(x.astype(np.float32), score if task == "regression" else (score > 0).astype(int))
+    if case == "logistic regression":
+        model.coef_[0, 3] = 0.0
+    loaded = _package(tmp_path, model, framework, task, x)
+    assert loaded.manifest.explainer is not None
+    assert loaded.manifest.explainer.method == ("linear" if case == "logistic regression" else "tree")
+    fresh, _ = _data(30, seed=10)  # f3 varies now
+    explanations = _explained(loaded, _records(fresh))
+    contributions = _contributions(explanations, NAMES)
+    assert np.all(contributions[:, 3] == 0.0)
+    assert np.abs(contributions[:, 0]).max() > 0.05  # a used feature does contribute
+    space = loaded.manifest.explainer.output_space
+    np.testing.assert_allclose(_totals(explanations), _source_output(model, fresh.astype(np.float32), space), atol=1e-4)
+
+
+def test_feature_importance_is_the_mean_absolute_shap_value_over_the_background(tmp_path: Path) -> None:
+    """The manifest's importance, for a tree and a linear model, against shap's values on the source
+    over the background rows it is averaged over (the first IMPORTANCE_ROWS)."""
+    import xgboost
+    from sklearn.linear_model import LogisticRegression
+
+    from sagegate.explain.explainer import IMPORTANCE_ROWS
+
+    x, score = _data()
+    y = (score > 0).astype(int)
+    background = x[:100]
+    tree = xgboost.XGBClassifier(n_estimators=30, max_depth=3).fit(x.astype(np.float32), y)
+    linear = LogisticRegression().fit(x, y)
+    references = {
+        "tree": shap.TreeExplainer(tree).shap_values(background[:IMPORTANCE_ROWS].astype(np.float32)),
+        "linear": shap.LinearExplainer(linear, background).shap_values(background[:IMPORTANCE_ROWS]),
+    }
+    for name, model, framework in (("tree", tree, "xgboost"), ("linear", linear, "sklearn")):
+        built = _built(tmp_path, model, framework, "binary", x, name, background=_records(background))
+        assert built.manifest.explainer is not None and built.manifest.explainer.method == name
+        importance = built.manifest.explainer.importance
+        expected = np.abs(np.asarray(references[name])).mean(axis=0)
+        np.testing.assert_allclose([importance[n] for n in NAMES], expected, atol=1e-5, err_msg=name)
+
+
 def test_one_hot_columns_are_summed_back_to_their_feature(tmp_path: Path) -> None:
     """merchant is three one-hot columns of the model's matrix; its explanation is one number, the
     sum of shap's values of those columns, and the whole still adds up to the margin."""
@@ -378,6 +439,65 @@ def test_the_server_explains_without_shap(tmp_path: Path) -> None:
     assert done.stdout.strip() == "[]", done.stdout + done.stderr
 
 
+def _installed_closure(requirements: list[str], extras: dict[str, list[str]]) -> set[str]:
+    """The distributions `requirements` install, transitively (sagegate[...] expanded from
+    pyproject's extras, every other one from its installed metadata and the extras it is asked with)."""
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    found: set[str] = set()
+    todo = [(Requirement(r), "") for r in requirements]
+    while todo:
+        requirement, extra = todo.pop()
+        if requirement.marker is not None and not requirement.marker.evaluate({"extra": extra}):
+            continue
+        name = canonicalize_name(requirement.name)
+        if name == "sagegate":
+            todo += [(Requirement(r), "") for e in requirement.extras for r in extras[e]]
+            continue
+        key = f"{name}[{','.join(sorted(requirement.extras))}]"
+        if key in found:
+            continue
+        found |= {key, name}
+        try:
+            requires = metadata.requires(name) or []
+        except metadata.PackageNotFoundError:
+            continue
+        todo += [(Requirement(r), e) for r in requires for e in ("", *requirement.extras)]
+    return {n for n in found if "[" not in n}
+
+
+def test_shap_is_in_the_packaging_extra_only_never_in_the_lambda_bundle_or_the_serving_containers() -> None:
+    """shap brings numba and llvmlite (~210 MB; ~490 MB with the scipy, scikit-learn and pandas it
+    requires): what the gateway Lambda bundles and the inference and batch containers install must
+    not pull it in, transitively, whatever else changes; the gateway's modules never import it."""
+    import re
+    import subprocess
+    import sys
+    import tomllib
+
+    from infra.constructs.bundling import lambda_requirements
+
+    root = Path(__file__).resolve().parents[2]
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    extras = project["optional-dependencies"]
+    heavy = {"shap", "numba", "llvmlite"}
+    assert heavy <= _installed_closure(extras["package"], extras)  # the closure does see them
+    assert not heavy & _installed_closure(lambda_requirements(), extras)
+    for container, extra in (("inference", "server"), ("batch", "batch")):
+        dockerfile = (root / "containers" / container / "Dockerfile").read_text()
+        assert re.findall(r'pip install "\.\[([a-z,-]+)\]"', dockerfile) == [extra], container
+        assert not heavy & _installed_closure([*project["dependencies"], *extras[extra]], extras), container
+    probe = (
+        "import sys, sagegate.gateway.app, sagegate.gateway.predictor; "
+        "print(sorted(m for m in ('shap', 'numba', 'sagegate.explain') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=root, check=True)
+    assert done.stdout.strip() == "[]"
+
+
 def test_a_multiclass_model_is_explained_for_the_class_it_predicts(tmp_path: Path) -> None:
     import xgboost
 
@@ -395,3 +515,28 @@ def test_a_multiclass_model_is_explained_for_the_class_it_predicts(tmp_path: Pat
     np.testing.assert_allclose(_totals(explanations), margins, atol=1e-4)
     reference = np.asarray(shap.TreeExplainer(model).shap_values(fresh.astype(np.float32)))  # (n, features, classes)
     np.testing.assert_allclose(_contributions(explanations, NAMES), reference[np.arange(20), :, predicted], atol=1e-4)
+
+
+def test_the_waterfall_runs_from_the_base_value_to_the_output_largest_contribution_first() -> None:
+    from rich.console import Console
+
+    from sagegate.explain.waterfall import waterfall
+
+    explanation = {
+        "method": "tree",
+        "output_space": "margin",
+        "explained": "fraud",
+        "base_value": -1.5,
+        "output": 0.25,
+        "contributions": {"amount": 2.0, "hour": -0.5, "merchant": 0.25, "channel": 0.0},
+    }
+    console = Console(record=True, width=160, color_system=None)
+    console.print(waterfall(explanation, {"amount": 980, "hour": 3, "merchant": "travel", "channel": "web"}))
+    lines = console.export_text().splitlines()
+    assert "why (tree, margin of fraud)" in lines[0]
+    rows = [[cell.strip() for cell in line.split("│")[1:-1]] for line in lines if line.startswith("│")]
+    assert [r[0] for r in rows] == ["base value", "amount", "hour", "merchant", "channel", "output"]
+    assert [r[1] for r in rows] == ["", "980", "3", "travel", "web", ""]
+    assert [r[2] for r in rows] == ["", "+2.0000", "-0.5000", "+0.2500", "+0.0000", ""]
+    assert [r[4] for r in rows] == ["-1.5000", "0.5000", "0.0000", "0.2500", "0.2500", "0.2500"]
+    assert len(rows[1][3]) == 30 and len(rows[2][3]) == 8 and rows[4][3] == ""  # bars to scale
