@@ -301,6 +301,52 @@ def test_a_cdk_deploy_after_a_rollout_leaves_the_rolled_out_variants_serving(aws
     assert not {a for a in alarms if "-v1-" in a}  # the rollout retired v1's alarms; they stay retired
 
 
+def _serving(aws: SimpleNamespace) -> dict[str, Any]:
+    """What serves the endpoint's traffic, and what a rollout leaves beside it."""
+    with aws.recorder.off():
+        alarms = {a["AlarmName"] for a in aws.cloudwatch.describe_alarms(AlarmNamePrefix=ENDPOINT)["MetricAlarms"]}
+    return {
+        "config": live_config(aws),
+        "variants": live_variants(aws),
+        "configs": config_names(aws),
+        "models": model_names(aws),
+        "scaling": scaling(aws),
+        "alarms": alarms,
+        "route": stored_route(aws),
+    }
+
+
+@pytest.mark.parametrize("kind", ["canary", "ab", "shadow", "replace", "rollback"])
+def test_a_cdk_deploy_after_any_kind_of_rollout_changes_nothing_that_serves(aws: SimpleNamespace, kind: str) -> None:
+    """Whatever the last rollout was, with cdk.json still naming v1 (and now a bigger instance for
+    it), CloudFormation's next Update neither fails nor changes the endpoint, its config, models,
+    scaling, alarms or route: the endpoint is the rollouts' after it was first made."""
+    if kind == "rollback":
+        Failures.update_endpoint = "insufficient capacity"
+        assert rollout(aws, "rollback-then-deploy")["status"] == "FAILED"
+        Failures.update_endpoint = None
+    elif kind == "shadow":
+        _captured(aws, "v1", [("p1", "legit"), ("p2", "fraud")])
+        _captured(aws, "v2", [("p1", "legit"), ("p2", "fraud")])
+        result = rollout(aws, "shadow-then-deploy", strategy="shadow", steps=[], shadow_seconds=0)
+        assert result["status"] == "SUCCEEDED", result
+    elif kind == "replace":
+        result = rollout(aws, "replace-then-deploy", strategy="replace", steps=[10, 100])
+        assert result["status"] == "SUCCEEDED", result
+    else:
+        queue_answers(aws, GOOD_ANSWER)
+        steps = {"canary": [5, 20, 50, 100], "ab": [30]}[kind]
+        result = rollout(aws, f"{kind}-then-deploy", strategy=kind, steps=steps)
+        assert result["status"] == "SUCCEEDED", result
+    before, made = _serving(aws), len(aws.recorder.calls)
+
+    answer = _endpoint_request(aws, "Update", instance_type="ml.c6i.xlarge", instance_count=3)
+    assert answer["Data"]["Created"] == "false"
+    assert _serving(aws) == before
+    changed = [c.operation for c in aws.recorder.calls[made:] if not c.operation.startswith(("Describe", "List"))]
+    assert changed == []
+
+
 def _status(aws: SimpleNamespace, status: str) -> None:
     """What SageMaker shows while an endpoint is busy (moto's endpoints are InService at once)."""
     from moto.sagemaker.models import sagemaker_backends
