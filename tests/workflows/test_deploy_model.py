@@ -377,6 +377,29 @@ def test_an_endpoint_deleted_by_hand_is_made_again_without_remaking_what_is_left
     assert config["ProductionVariants"][0]["InitialInstanceCount"] == 2
 
 
+def test_an_endpoint_deleted_by_hand_after_a_rollout_is_made_again_and_routed_to(aws: SimpleNamespace) -> None:
+    """After a canary the route names v2; the endpoint made again from cdk.json serves v1: the route
+    must name v1 (a route to the gone v2 fails every request), keeping its other settings."""
+    queue_answers(aws, GOOD_ANSWER)
+    assert rollout(aws, "canary-then-lost")["status"] == "SUCCEEDED"
+    tuned = stored_route(aws).model_copy(update={"timeout_ms": 250})
+    with aws.recorder.off():
+        aws.ddb.update_item(
+            TableName=aws.route_table,
+            Key={"model": {"S": "fraud"}, "kind": {"S": "route"}},
+            UpdateExpression="SET #route = :route",
+            ExpressionAttributeNames={"#route": "route"},
+            ExpressionAttributeValues={":route": {"S": tuned.model_dump_json()}},
+        )
+        aws.sm.delete_endpoint(EndpointName=ENDPOINT)
+    answer = _endpoint_request(aws, "Update", instance_count=2)
+    assert answer["Data"]["Created"] == "true"
+    assert set(live_variants(aws)) == {"v1"}
+    route = stored_route(aws)
+    assert [(v.name, v.model_version, v.weight) for v in route.variants] == [("v1", "1", 100.0)]
+    assert (route.endpoint, route.timeout_ms) == (ENDPOINT, 250)
+
+
 def test_a_delete_of_a_busy_endpoint_waits_until_sagemaker_takes_it(aws: SimpleNamespace) -> None:
     from sagegate.workflows.deploy import endpoint
 
