@@ -250,7 +250,8 @@ class Serving(Construct):
         if not models:
             return
         assert self.owner is not None and self._completes is not None
-        routes.grant(self._completes, "dynamodb:PutItem")  # the first route of an endpoint made from variants
+        # the route of an endpoint made from variants: written, or pointed at them when it was made again
+        routes.grant(self._completes, "dynamodb:GetItem", "dynamodb:UpdateItem")
         machine.grant_start_execution(self.owner)
         for model in models:
             self._endpoint(model, routes=routes, machine=machine, first_input=first_input(model))

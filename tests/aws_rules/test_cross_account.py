@@ -88,7 +88,7 @@ def _calls(registry: Deployed, reader: str) -> list[tuple[Request, str]]:
     package = f"arn:aws:sagemaker:{REGION}:{REGISTRY_ACCOUNT}:model-package/fraud/1"
     found: list[Call] = []
     extra: list[Request] = []
-    if reader in ("sagemaker", "gateway", "deploy-logic"):
+    if reader in ("sagemaker", "gateway", "deploy-logic", "monitor"):
         found.append(Call(reader, "s3", "GetObject", {"Bucket": bucket, "Key": "models/fraud/1/model.tar.gz"}))
         via_s3 = (("kms:ViaService", f"s3.{REGION}.amazonaws.com"),)
         extra.append(Request("kms:Decrypt", registry.get_att(key, "Arn"), via_s3, "S3 decrypts the object's key"))
@@ -96,13 +96,19 @@ def _calls(registry: Deployed, reader: str) -> list[tuple[Request, str]]:
         for name in ("inference", "batch"):
             found.append(Call(reader, "ecr", "BatchGetImage", {"repositoryName": f"sagegate-registry-{name}"}))
             found.append(Call(reader, "ecr", "GetDownloadUrlForLayer", {"repositoryName": f"sagegate-registry-{name}"}))
-    if reader in ("gateway", "deploy", "batch", "endpoint-owner"):
+    if reader in ("gateway", "deploy", "batch", "endpoint-owner", "monitor"):
         found.append(Call(reader, "sagemaker", "DescribeModelPackage", {"ModelPackageName": package}))
     requests = [r for c in found for r in requests_for(c, account=REGISTRY_ACCOUNT, region=REGION)] + extra
     return [(r, REGISTRY_ACCOUNT) for r in requests]
 
 
-READERS = ["sagemaker", "gateway", "deploy-logic", "deploy", "batch", "endpoint-owner"]
+READERS = ["sagemaker", "gateway", "deploy-logic", "deploy", "batch", "endpoint-owner", "monitor"]
+
+
+def test_every_reader_the_registry_names_is_checked_here() -> None:
+    from infra.constructs.registry import READERS as NAMED
+
+    assert sorted(READERS) == sorted(r.name for r in NAMED)
 
 
 @pytest.mark.parametrize("env", CROSS_ACCOUNT)

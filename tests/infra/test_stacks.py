@@ -23,6 +23,7 @@ from infra.config import CONTEXT_KEY, ConfigError, load_environments
 from infra.constructs.api import ROUTES
 from sagegate.workflows.definitions import placeholders
 from sagegate.workflows.deploy import alarm_name
+from sagegate.workflows.deploy.alarms import ALARM_KINDS
 from tests.multi_account import pinned_context
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -363,13 +364,15 @@ def test_cloudwatch_alarms_may_publish_to_the_encrypted_alarm_topic(templates: d
             for alarm in template.find_resources("AWS::CloudWatch::Alarm").values()
             if {"Ref": topic_id} in alarm["Properties"].get("AlarmActions", [])
         }
-        # and the alarms the deployment workflow makes for each variant (sagegate.workflows.deploy.alarms)
+        # and the alarms the deployment workflow makes for each variant (sagegate.workflows.deploy.alarms):
+        # the pinned ones, or the first version's (v1) of a model configured by how it is served
         made = {
-            alarm_name(f"{env.prefix}-{m.name}", v.name, kind)
+            alarm_name(f"{env.prefix}-{m.name}", variant, kind)
             for m in env.models
-            for v in m.variants
-            for kind in ("errors", "latency")
+            for variant in [v.name for v in m.variants] or ["v1"]
+            for kind in ALARM_KINDS
         }
+        assert made
         for alarm in notifying | made:
             assert fnmatch.fnmatchcase(f"arn:aws:cloudwatch:{env.region}:{env.account}:alarm:{alarm}", pattern), alarm
         assert not fnmatch.fnmatchcase(f"arn:aws:cloudwatch:{env.region}:{env.account}:alarm:other-alarm", pattern)

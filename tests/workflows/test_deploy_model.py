@@ -301,6 +301,52 @@ def test_a_cdk_deploy_after_a_rollout_leaves_the_rolled_out_variants_serving(aws
     assert not {a for a in alarms if "-v1-" in a}  # the rollout retired v1's alarms; they stay retired
 
 
+def _serving(aws: SimpleNamespace) -> dict[str, Any]:
+    """What serves the endpoint's traffic, and what a rollout leaves beside it."""
+    with aws.recorder.off():
+        alarms = {a["AlarmName"] for a in aws.cloudwatch.describe_alarms(AlarmNamePrefix=ENDPOINT)["MetricAlarms"]}
+    return {
+        "config": live_config(aws),
+        "variants": live_variants(aws),
+        "configs": config_names(aws),
+        "models": model_names(aws),
+        "scaling": scaling(aws),
+        "alarms": alarms,
+        "route": stored_route(aws),
+    }
+
+
+@pytest.mark.parametrize("kind", ["canary", "ab", "shadow", "replace", "rollback"])
+def test_a_cdk_deploy_after_any_kind_of_rollout_changes_nothing_that_serves(aws: SimpleNamespace, kind: str) -> None:
+    """Whatever the last rollout was, with cdk.json still naming v1 (and now a bigger instance for
+    it), CloudFormation's next Update neither fails nor changes the endpoint, its config, models,
+    scaling, alarms or route: the endpoint is the rollouts' after it was first made."""
+    if kind == "rollback":
+        Failures.update_endpoint = "insufficient capacity"
+        assert rollout(aws, "rollback-then-deploy")["status"] == "FAILED"
+        Failures.update_endpoint = None
+    elif kind == "shadow":
+        _captured(aws, "v1", [("p1", "legit"), ("p2", "fraud")])
+        _captured(aws, "v2", [("p1", "legit"), ("p2", "fraud")])
+        result = rollout(aws, "shadow-then-deploy", strategy="shadow", steps=[], shadow_seconds=0)
+        assert result["status"] == "SUCCEEDED", result
+    elif kind == "replace":
+        result = rollout(aws, "replace-then-deploy", strategy="replace", steps=[10, 100])
+        assert result["status"] == "SUCCEEDED", result
+    else:
+        queue_answers(aws, GOOD_ANSWER)
+        steps = {"canary": [5, 20, 50, 100], "ab": [30]}[kind]
+        result = rollout(aws, f"{kind}-then-deploy", strategy=kind, steps=steps)
+        assert result["status"] == "SUCCEEDED", result
+    before, made = _serving(aws), len(aws.recorder.calls)
+
+    answer = _endpoint_request(aws, "Update", instance_type="ml.c6i.xlarge", instance_count=3)
+    assert answer["Data"]["Created"] == "false"
+    assert _serving(aws) == before
+    changed = [c.operation for c in aws.recorder.calls[made:] if not c.operation.startswith(("Describe", "List"))]
+    assert changed == []
+
+
 def _status(aws: SimpleNamespace, status: str) -> None:
     """What SageMaker shows while an endpoint is busy (moto's endpoints are InService at once)."""
     from moto.sagemaker.models import sagemaker_backends
@@ -329,6 +375,29 @@ def test_an_endpoint_deleted_by_hand_is_made_again_without_remaking_what_is_left
     assert not calls(aws, "sagemaker:CreateModel")  # the one v1 had is still there, by its name
     (config,) = calls(aws, "sagemaker:CreateEndpointConfig")  # instance_count changed: another config
     assert config["ProductionVariants"][0]["InitialInstanceCount"] == 2
+
+
+def test_an_endpoint_deleted_by_hand_after_a_rollout_is_made_again_and_routed_to(aws: SimpleNamespace) -> None:
+    """After a canary the route names v2; the endpoint made again from cdk.json serves v1: the route
+    must name v1 (a route to the gone v2 fails every request), keeping its other settings."""
+    queue_answers(aws, GOOD_ANSWER)
+    assert rollout(aws, "canary-then-lost")["status"] == "SUCCEEDED"
+    tuned = stored_route(aws).model_copy(update={"timeout_ms": 250})
+    with aws.recorder.off():
+        aws.ddb.update_item(
+            TableName=aws.route_table,
+            Key={"model": {"S": "fraud"}, "kind": {"S": "route"}},
+            UpdateExpression="SET #route = :route",
+            ExpressionAttributeNames={"#route": "route"},
+            ExpressionAttributeValues={":route": {"S": tuned.model_dump_json()}},
+        )
+        aws.sm.delete_endpoint(EndpointName=ENDPOINT)
+    answer = _endpoint_request(aws, "Update", instance_count=2)
+    assert answer["Data"]["Created"] == "true"
+    assert set(live_variants(aws)) == {"v1"}
+    route = stored_route(aws)
+    assert [(v.name, v.model_version, v.weight) for v in route.variants] == [("v1", "1", 100.0)]
+    assert (route.endpoint, route.timeout_ms) == (ENDPOINT, 250)
 
 
 def test_a_delete_of_a_busy_endpoint_waits_until_sagemaker_takes_it(aws: SimpleNamespace) -> None:

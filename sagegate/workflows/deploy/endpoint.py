@@ -197,34 +197,40 @@ def _deleted(clients: Any, name: str, data: dict[str, Any]) -> dict[str, Any]:
 
 
 def _first_route(dynamodb: Any, table: str, spec: EndpointSpec) -> None:
-    """The route that sends the gateway's traffic to the endpoint just made, unless one is there
-    already (a rollout's: the endpoint was made again after a delete by hand)."""
+    """The route that sends the gateway's traffic to the endpoint just made: to the variants it
+    serves, the spec's. A route already there (a rollout's, when the endpoint was deleted by hand
+    and made again from the settings) keeps its settings (split, fallback, cache, time budget) but
+    names these variants: the ones it named are gone with the endpoint."""
     total = sum(v.weight for v in spec.variants)
-    route = Route(
-        model=spec.model,
-        endpoint=spec.endpoint,
-        variants=[
-            Variant(name=v.name, model_version=v.model_package_arn.rsplit("/", 1)[-1], weight=v.weight / total * 100)
-            for v in spec.variants
-        ],
-    )
-    try:
-        dynamodb.put_item(
-            TableName=table,
-            Item={
-                "model": {"S": spec.model},
-                "kind": {"S": "route"},
-                "route": {"S": route.model_dump_json()},
-                "reason": {"S": "endpoint created by cdk deploy"},
-                "changed_at": {"S": datetime.now(UTC).isoformat()},
-                "revision": {"N": "1"},
-            },
-            ConditionExpression="attribute_not_exists(#route)",
-            ExpressionAttributeNames={"#route": "route"},
+    variants = [
+        Variant(name=v.name, model_version=v.model_package_arn.rsplit("/", 1)[-1], weight=v.weight / total * 100)
+        for v in spec.variants
+    ]
+    key = {"model": {"S": spec.model}, "kind": {"S": "route"}}
+    found = dynamodb.get_item(TableName=table, Key=key, ConsistentRead=True).get("Item") or {}
+    if "route" in found:
+        current = Route.model_validate_json(found["route"]["S"])
+        if current.endpoint == spec.endpoint and current.variants == variants:
+            return
+        route = Route.model_validate(
+            {**current.model_dump(), "endpoint": spec.endpoint, "variants": variants, "shadow": None}
         )
-    except Exception as exc:  # botocore's ClientError
-        if _code(exc) != "ConditionalCheckFailedException":
-            raise
+        reason = "endpoint made again by cdk deploy"
+    else:
+        route = Route(model=spec.model, endpoint=spec.endpoint, variants=variants)
+        reason = "endpoint created by cdk deploy"
+    dynamodb.update_item(
+        TableName=table,
+        Key=key,
+        UpdateExpression="SET #route = :route, #reason = :reason, #at = :at ADD #revision :one",
+        ExpressionAttributeNames={"#route": "route", "#reason": "reason", "#at": "changed_at", "#revision": "revision"},
+        ExpressionAttributeValues={
+            ":route": {"S": route.model_dump_json()},
+            ":reason": {"S": reason},
+            ":at": {"S": datetime.now(UTC).isoformat()},
+            ":one": {"N": "1"},
+        },
+    )
 
 
 def _start_first_rollout(clients: Any, props: _Properties, *, request_id: str) -> str:
