@@ -107,11 +107,9 @@ class SageMakerRegistry:
             )
 
     def _put(self, path: Path, key: str) -> None:
-        extra = (
-            {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": self._kms}
-            if self._kms
-            else {"ServerSideEncryption": "AES256"}
-        )
+        # No key named: no header, so the bucket's default encryption applies (the stack's buckets:
+        # the environment's KMS key); AES256 here would override it with SSE-S3.
+        extra = {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": self._kms} if self._kms else {}
         with path.open("rb") as body:
             self._s3.put_object(Bucket=self.bucket, Key=key, Body=body, **extra)
 

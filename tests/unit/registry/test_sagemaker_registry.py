@@ -52,3 +52,27 @@ def test_the_baseline_is_kept_beside_the_manifest_and_checked(
     registry._s3.put_object(Bucket=bucket, Key=f"{key.rpartition('/')[0]}/{name}", Body=b"{}")
     with pytest.raises(RegistryError, match="does not match the sha256"):
         registry.baseline(version.model, version.version)
+
+
+def test_packages_take_the_buckets_kms_key_when_no_key_is_named(fraud_logreg: BuiltPackage) -> None:
+    """The stack's registry bucket encrypts with the environment's KMS key by default; a package
+    registered without a key named (a profile's kms_key_id) must not override that with SSE-S3 (AES256). moto applies
+    the bucket's default encryption as S3 does; what it cannot prove is KMS itself (no key use)."""
+    with mock_aws():
+        s3 = boto3.client("s3", region_name="eu-west-1")
+        kms = boto3.client("kms", region_name="eu-west-1")
+        key = kms.create_key()["KeyMetadata"]["Arn"]
+        s3.create_bucket(Bucket="registry", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+        rule = {"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": key}}
+        s3.put_bucket_encryption(Bucket="registry", ServerSideEncryptionConfiguration={"Rules": [rule]})
+        registry = SageMakerRegistry(
+            boto3.client("sagemaker", region_name="eu-west-1"), s3, bucket="registry", image_uri="img:1"
+        )
+        version, _ = registry.register(fraud_logreg.path)
+        prefix = version.artifact_uri.removeprefix("s3://registry/").rpartition("/")[0]
+        objects = s3.list_objects_v2(Bucket="registry", Prefix=prefix)["Contents"]
+        assert len(objects) >= 2
+        for listed in objects:
+            head = s3.head_object(Bucket="registry", Key=listed["Key"])
+            assert head["ServerSideEncryption"] == "aws:kms", listed["Key"]
+            assert head["SSEKMSKeyId"] == key
