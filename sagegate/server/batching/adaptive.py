@@ -5,7 +5,8 @@ a batch runs, arriving requests queue; when it finishes they are taken together,
 `max_batch_size` records. If that batch is not full, the loop waits for more only while they keep
 coming: each wait lasts about two recent inter-arrival gaps, and never past the moment the oldest
 queued request has waited `max_delay` seconds. (Waiting out the full delay for records that are
-not on their way only adds latency: 16 closed-loop clients never fill a batch of 32.) A request
+not on their way only adds latency: 16 closed-loop clients never fill a batch of 32; nor does one
+that is queued but would not fit: the wait ends when the next request cannot join.) A request
 with more records than `max_batch_size` is split into chunks that are reassembled in order.
 
 Batches run on a worker thread (ONNX Runtime releases the GIL), except when the model is so fast
@@ -127,7 +128,12 @@ class AdaptiveBatcher(Generic[In, Out]):
             under_load = (bool(batch) and batch[0].enqueued_at < self._last_batch_end) or self._running > 0
             if batch and under_load and count < self.max_batch_size and self.max_delay > 0:
                 deadline = batch[0].enqueued_at + self.max_delay
-                while count < self.max_batch_size and (remaining := deadline - time.perf_counter()) > 0:
+                # A queued request that did not fit ends the wait: the batch cannot grow past it.
+                while (
+                    not self._queue
+                    and count < self.max_batch_size
+                    and (remaining := deadline - time.perf_counter()) > 0
+                ):
                     self._wakeup.clear()
                     try:
                         async with asyncio.timeout(min(remaining, 2 * self._gap)):

@@ -65,6 +65,25 @@ async def test_requests_arriving_during_a_batch_are_taken_together_in_order() ->
     await batcher.close()
 
 
+async def test_a_batch_does_not_wait_for_more_when_the_next_request_cannot_join_it() -> None:
+    """Under load a batch short of max_batch_size waits for more records, but not when the queued
+    request would not fit: 100-record requests with max_batch_size 128 each waited out the delay."""
+    model = SumModel(delay=0.2)
+    batcher = AdaptiveBatcher(model, max_batch_size=4, max_delay=5.0)
+    first = asyncio.create_task(batcher.submit([0]))
+    await asyncio.sleep(0.05)  # the first batch is now running: A and B queue behind it
+    started = time.perf_counter()
+    a = asyncio.create_task(batcher.submit([1, 2, 3]))
+    b = asyncio.create_task(batcher.submit([4, 5, 6]))
+    assert await a == [2, 4, 6]
+    # max_delay is 5 s: A is answered after the first batch and its own (0.4 s), not after a wait
+    # for records that could not have joined it (B's 3 do not fit beside A's 3).
+    assert time.perf_counter() - started < 2.5
+    assert await first == [0] and await b == [8, 10, 12]
+    assert model.batches == [[0], [1, 2, 3], [4, 5, 6]]
+    await batcher.close()
+
+
 async def test_batches_never_exceed_max_batch_size_and_big_requests_are_split_in_order() -> None:
     model = SumModel(delay=0.01)
     batcher = AdaptiveBatcher(model, max_batch_size=4, max_delay=0.01)
