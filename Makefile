@@ -13,25 +13,28 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $@
 
+# A test tool in a virtual environment of its own, made afresh when its pin changes:
+# $(call tool_env,FOLDER,REQUIREMENT)
+define tool_env
+	rm -rf $(1)
+	$(PYTHON) -m venv $(1)
+	$(1)/bin/python -m pip install --quiet "$(2)"
+	touch $@
+endef
+
 # checkov (tests/infra/test_checks.py) in an environment of its own: it pins boto3, botocore,
 # packaging and networkx, and through cloudsplaining policy_sentry, below what .venv needs.
 CHECKOV_VERSION := 3.3.30
 CHECKOV := $(VENV)/checkov
 $(CHECKOV)/.installed-$(CHECKOV_VERSION):
-	rm -rf $(CHECKOV)
-	$(PYTHON) -m venv $(CHECKOV)
-	$(CHECKOV)/bin/python -m pip install --quiet "checkov==$(CHECKOV_VERSION)"
-	touch $@
+	$(call tool_env,$(CHECKOV),checkov==$(CHECKOV_VERSION))
 
 # The KServe SDK's Open Inference Protocol clients (tests/integration/test_oip_conformance.py) in an
 # environment of their own: kserve pins pandas and others below what .venv needs.
 KSERVE_VERSION := 0.21.0
 KSERVE := $(VENV)/kserve
 $(KSERVE)/.installed-$(KSERVE_VERSION):
-	rm -rf $(KSERVE)
-	$(PYTHON) -m venv $(KSERVE)
-	$(KSERVE)/bin/python -m pip install --quiet "kserve==$(KSERVE_VERSION)"
-	touch $@
+	$(call tool_env,$(KSERVE),kserve==$(KSERVE_VERSION))
 
 # The pinned AWS CDK CLI (package.json) for `npx cdk synth | deploy | destroy`.
 node_modules/.installed: package.json package-lock.json

@@ -120,21 +120,17 @@ def measure(name: str, package: BuiltPackage, args: argparse.Namespace, workdir:
         body_file.write_bytes(bodies[0])
         # Rounds of (plain beside plain, plain beside explained), back to back: the machine's drift
         # between two long runs is larger than the effect, so each round's pair gives a ratio.
-        rounds = []
-        for _ in range(args.rounds):
-            rounds.append(
-                (
-                    beside(url, body_file, bodies, args, explain=False),
-                    beside(url, body_file, bodies, args, explain=True),
-                )
-            )
+        rounds = [
+            (beside(url, body_file, bodies, args, explain=False), beside(url, body_file, bodies, args, explain=True))
+            for _ in range(args.rounds)
+        ]
     finally:
         server.close()
-    ratios = [m[0][0] / a[0][0] if a[0][0] else 0.0 for a, m in rounds]
+    # each run is (req/s, p50, p99, errors), beside the count of side requests
+    ratios = [mixed[0] / alone[0] if alone[0] else 0.0 for (alone, _), (mixed, _) in rounds]
     middle = sorted(range(len(ratios)), key=ratios.__getitem__)[len(ratios) // 2]
     (alone, side_plain), (mixed, side_explained) = rounds[middle]
     return {
-        "ratios": ratios,
         "model": name,
         "method": package.manifest.explainer.method if package.manifest.explainer else None,
         "explain_http_ms": {"p50": percentile(latencies, 50), "p99": percentile(latencies, 99), "n": len(latencies)},
@@ -142,6 +138,7 @@ def measure(name: str, package: BuiltPackage, args: argparse.Namespace, workdir:
         "plain_alone": {"rps": alone[0], "p50_ms": alone[1], "p99_ms": alone[2], "errors": alone[3]},
         "plain_with_explain": {"rps": mixed[0], "p50_ms": mixed[1], "p99_ms": mixed[2], "errors": mixed[3]},
         "side_requests": {"plain": side_plain, "explain": side_explained},
+        "ratios": ratios,
     }
 
 

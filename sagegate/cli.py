@@ -7,11 +7,14 @@ import os
 import sys
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+
+if TYPE_CHECKING:
+    from sagegate.registry.protocol import ModelVersion
 
 app = typer.Typer(
     add_completion=False,
@@ -421,10 +424,7 @@ def models_show(
                 }
             )
         )
-        if found.manifest.explainer is not None:
-            from sagegate.explain.waterfall import importance_table
-
-            Console().print(importance_table(found.manifest.explainer, version=found.version))
+        _print_importance(found)
         return
     from sagegate.registry import chosen_version
 
@@ -448,11 +448,15 @@ def models_show(
         )
     Console().print(table)
     # the importance of the version that serves (the latest approved), else of the newest
-    serving = chosen_version(versions) or versions[-1]
-    if serving.manifest.explainer is not None:
+    _print_importance(chosen_version(versions) or versions[-1])
+
+
+def _print_importance(version: ModelVersion) -> None:
+    """The version's feature importance, where it was packaged with an explainer."""
+    if version.manifest.explainer is not None:
         from sagegate.explain.waterfall import importance_table
 
-        Console().print(importance_table(serving.manifest.explainer, version=serving.version))
+        Console().print(importance_table(version.manifest.explainer, version=version.version))
 
 
 @models_app.command("approve")

@@ -87,11 +87,13 @@ def _error(exc: BaseException) -> dict[str, Any]:
     return {"kind": type(exc).__name__, "status": None, "message": str(exc)}
 
 
-async def _guarded(call: Any) -> Any:
+async def _guarded(call: Any, then: Any = None) -> Any:
+    """What the call answered (through `then`), or the error the client raised."""
     try:
-        return await call
+        answer = await call
     except (httpx.HTTPStatusError, grpc.RpcError) as exc:
         return {"error": _error(exc)}
+    return then(answer) if then is not None else answer
 
 
 async def main(plan: dict[str, Any]) -> dict[str, Any]:
@@ -118,10 +120,7 @@ async def main(plan: dict[str, Any]) -> dict[str, Any]:
             call = grpc_client.infer(request)
         else:
             call = rest.infer(base, request, model_name=case["model"])
-        try:
-            answers[case["key"]] = _answer(await call)
-        except (httpx.HTTPStatusError, grpc.RpcError) as exc:
-            answers[case["key"]] = {"error": _error(exc)}
+        answers[case["key"]] = await _guarded(call, _answer)
     await rest.close()
     await grpc_client.close()
     return {"health": health, "infer": answers}

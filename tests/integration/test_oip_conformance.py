@@ -101,6 +101,14 @@ def _matrix(rows: int, seed: int = 0) -> np.ndarray:
     return np.round(np.random.default_rng(seed).normal(size=(rows, N_FEATURES)), 3).astype(np.float32)
 
 
+def _int_matrix() -> np.ndarray:
+    return np.random.default_rng(2).integers(-3, 4, size=(10, N_FEATURES)).astype(np.int64)
+
+
+def _tri_matrix() -> np.ndarray:
+    return np.random.default_rng(4).normal(size=(12, 2))
+
+
 def _fraud_columns(records: list[dict[str, Any]]) -> dict[str, np.ndarray]:
     return {name: np.array([[r[name]] for r in records]) for name in records[0]}
 
@@ -108,12 +116,19 @@ def _fraud_columns(records: list[dict[str, Any]]) -> dict[str, np.ndarray]:
 _DATATYPES = {"f": "FP32", "i": "INT64", "b": "BOOL", "U": "BYTES"}
 
 
-def _fraud_inputs(module: Any, records: list[dict[str, Any]], binary: bool = True) -> list[Any]:
-    inputs = []
+def _fraud_tensors(records: list[dict[str, Any]]) -> list[tuple[str, str, np.ndarray]]:
+    """(name, datatype, data) of one input per feature: float features as FP32."""
+    tensors = []
     for name, column in _fraud_columns(records).items():
         datatype = _DATATYPES[column.dtype.kind]
-        data = column.astype(np.float32) if datatype == "FP32" else column
-        data = data.astype(object) if datatype == "BYTES" else data
+        tensors.append((name, datatype, column.astype(np.float32) if datatype == "FP32" else column))
+    return tensors
+
+
+def _fraud_inputs(module: Any, records: list[dict[str, Any]], binary: bool = True) -> list[Any]:
+    inputs = []
+    for name, datatype, column in _fraud_tensors(records):
+        data = column.astype(object) if datatype == "BYTES" else column
         tensor = module.InferInput(name, list(column.shape), datatype)
         if module is triton_http:
             tensor.set_data_from_numpy(data, binary_data=binary)
@@ -210,7 +225,7 @@ def test_default_outputs_come_as_binary_data(server: ServerProcess) -> None:
 
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
 def test_int64_tensor_is_the_same_numbers(server: ServerProcess, protocol: str) -> None:
-    x = np.random.default_rng(2).integers(-3, 4, size=(10, N_FEATURES)).astype(np.int64)
+    x = _int_matrix()
     module: Any = triton_http if protocol == "http" else triton_grpc
     tensor = module.InferInput("input", list(x.shape), "INT64")
     tensor.set_data_from_numpy(x)
@@ -255,7 +270,7 @@ def test_grpc_typed_contents(server: ServerProcess, fraud_logreg: BuiltPackage, 
 
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
 def test_a_multiclass_model_answers_labels_and_probabilities(server: ServerProcess, protocol: str) -> None:
-    x = np.random.default_rng(4).normal(size=(12, 2))
+    x = _tri_matrix()
     module: Any = triton_http if protocol == "http" else triton_grpc
     client = _http(server) if protocol == "http" else _grpc(server)
     meta = client.get_model_metadata("tri", as_json=True) if protocol == "grpc" else client.get_model_metadata("tri")
@@ -377,14 +392,10 @@ def _tensor_spec(name: str, data: np.ndarray, datatype: str) -> dict[str, Any]:
 
 
 def _kserve_plan(server: ServerProcess, records: list[dict[str, Any]]) -> dict[str, Any]:
+    fraud_inputs = [_tensor_spec(name, data, datatype) for name, datatype, data in _fraud_tensors(records)]
     cases: list[dict[str, Any]] = []
-    fraud_inputs = []
-    for name, column in _fraud_columns(records).items():
-        datatype = _DATATYPES[column.dtype.kind]
-        data = column.astype(np.float32) if datatype == "FP32" else column
-        fraud_inputs.append(_tensor_spec(name, data, datatype))
     for transport in _TRANSPORTS:
-        cases += [
+        each = [
             {"key": f"fp32-{transport}", "model": "mlp", "inputs": [_tensor_spec("input", _matrix(40), "FP32")]},
             {"key": f"int64-{transport}", "model": "mlp", "inputs": [_tensor_spec("input", _int_matrix(), "INT64")]},
             {"key": f"fraud-{transport}", "model": "fraud", "inputs": fraud_inputs},
@@ -401,8 +412,7 @@ def _kserve_plan(server: ServerProcess, records: list[dict[str, Any]]) -> dict[s
                 "inputs": [_tensor_spec("input", np.array([["x"] * N_FEATURES]), "BYTES")],
             },
         ]
-        for case in cases[-7:]:
-            case["transport"] = transport
+        cases += [{**case, "transport": transport} for case in each]
     cases.append(
         {
             "key": "binary-outputs",
@@ -419,14 +429,6 @@ def _kserve_plan(server: ServerProcess, records: list[dict[str, Any]]) -> dict[s
         "models": ["mlp", "fraud", "nope"],
         "infer": cases,
     }
-
-
-def _int_matrix() -> np.ndarray:
-    return np.random.default_rng(2).integers(-3, 4, size=(10, N_FEATURES)).astype(np.int64)
-
-
-def _tri_matrix() -> np.ndarray:
-    return np.random.default_rng(4).normal(size=(12, 2))
 
 
 @pytest.fixture(scope="module")
