@@ -1,8 +1,9 @@
-"""Dynamic batching for one model: a queue, a loop that forms batches, and futures fanned back out.
+"""Dynamic batching for one model: a queue, batches formed on the event loop's callbacks, and
+futures fanned back out.
 
 Policy: when the model is idle a request runs at once (no batching tax on a lone request). While
 a batch runs, arriving requests queue; when it finishes they are taken together, up to
-`max_batch_size` records. If that batch is not full, the loop waits for more only while they keep
+`max_batch_size` records. If that batch is not full, it waits for more only while they keep
 coming: each wait lasts about two recent inter-arrival gaps, and never past the moment the oldest
 queued request has waited `max_delay` seconds. (Waiting out the full delay for records that are
 not on their way only adds latency: 16 closed-loop clients never fill a batch of 32; nor does one
@@ -46,8 +47,21 @@ class _Item(Generic[In, Out]):
     future: asyncio.Future[list[Out]]
     enqueued_at: float = field(default_factory=time.perf_counter)
 
+@dataclass
+class _Forming(Generic[In, Out]):
+    """A batch short of max_batch_size that waits for more records until its timer fires."""
+
+    batch: list[_Item[In, Out]]
+    count: int
+    deadline: float
+    timer: asyncio.TimerHandle
+
 
 class AdaptiveBatcher(Generic[In, Out]):
+    """Runs on the event loop's callbacks, with no task of its own: a request's arrival schedules a
+    dispatch for the end of the loop's current step (so every request that arrived in it can join),
+    a batch waiting to fill up is a timer, and a batch run on a worker thread calls back when done."""
+
     def __init__(
         self,
         run: Callable[[list[In]], list[Out]],
@@ -65,19 +79,20 @@ class AdaptiveBatcher(Generic[In, Out]):
         self.max_batch_size = max_batch_size
         self.max_delay = max_delay
         self._observe = observe
+        self._loop = asyncio.get_running_loop()
         self._queue: deque[_Item[In, Out]] = deque()
-        self._wakeup = asyncio.Event()
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"infer-{name}")
-        self._slots = asyncio.Semaphore(workers)
+        self._workers = workers
         self._running = 0
         self._last_batch_end = 0.0
         self._last_arrival = 0.0
         self._gap = max_delay  # moving average of the time between arrivals
         self.inline_below = inline_below
         self._run_time = inline_below  # moving average of a batch's run time; starts on the executor
-        self._in_flight: set[asyncio.Task[None]] = set()
+        self._scheduled = False  # a dispatch is due at the end of the loop's step
+        self._forming: _Forming[In, Out] | None = None  # a batch waiting for more records
+        self._drained: asyncio.Future[None] | None = None
         self._closed = False
-        self._loop_task = asyncio.get_running_loop().create_task(self._loop(), name=f"batcher-{name}")
 
     async def submit(self, records: Sequence[In]) -> list[Out]:
         if self._closed:
@@ -96,13 +111,15 @@ class AdaptiveBatcher(Generic[In, Out]):
         return results
 
     def _enqueue(self, records: Sequence[In]) -> asyncio.Future[list[Out]]:
-        future: asyncio.Future[list[Out]] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[list[Out]] = self._loop.create_future()
         item = _Item(records, future)
         if self._last_arrival:
             self._gap += _GAP_SMOOTHING * (min(item.enqueued_at - self._last_arrival, self.max_delay) - self._gap)
         self._last_arrival = item.enqueued_at
         self._queue.append(item)
-        self._wakeup.set()
+        if not self._scheduled:
+            self._scheduled = True
+            self._loop.call_soon(self._dispatch)
         return future
 
     def _take(self, batch: list[_Item[In, Out]], count: int) -> int:
@@ -113,61 +130,85 @@ class AdaptiveBatcher(Generic[In, Out]):
                 count += len(item.records)
         return count
 
-    async def _loop(self) -> None:
-        while True:
-            if not self._queue:
-                if self._closed:
-                    return
-                self._wakeup.clear()
-                await self._wakeup.wait()
-                continue
-            await self._slots.acquire()
-            batch: list[_Item[In, Out]] = []
-            count = self._take(batch, 0)
-            # Requests that queued behind a running batch mean load: wait a little to fill up.
-            under_load = (bool(batch) and batch[0].enqueued_at < self._last_batch_end) or self._running > 0
-            if batch and under_load and count < self.max_batch_size and self.max_delay > 0:
-                deadline = batch[0].enqueued_at + self.max_delay
-                # A queued request that did not fit ends the wait: the batch cannot grow past it.
-                while (
-                    not self._queue
-                    and count < self.max_batch_size
-                    and (remaining := deadline - time.perf_counter()) > 0
-                ):
-                    self._wakeup.clear()
-                    try:
-                        async with asyncio.timeout(min(remaining, 2 * self._gap)):
-                            await self._wakeup.wait()
-                    except TimeoutError:
-                        break
-                    count = self._take(batch, count)
-            if not batch:
-                self._slots.release()
-                continue
-            self._running += 1
-            task = asyncio.get_running_loop().create_task(self._execute(batch, count))
-            self._in_flight.add(task)
-            task.add_done_callback(self._in_flight.discard)
-
-    async def _execute(self, batch: list[_Item[In, Out]], count: int) -> None:
-        started = time.perf_counter()
-        records: list[In] = []
-        if self._merge is not None:
-            records = self._merge([item.records for item in batch])
-        else:
-            for item in batch:
-                records.extend(item.records)
-        try:
-            if self._run_time < self.inline_below:
-                results = self._timed_run(records)
+    def _dispatch(self, waited: bool = False) -> None:
+        """Forms and starts batches while a worker is free. `waited`: a forming batch's wait is over."""
+        self._scheduled = False
+        while self._running < self._workers:
+            forming, self._forming = self._forming, None
+            if forming is not None:
+                forming.timer.cancel()
+                batch, count = forming.batch, self._take(forming.batch, forming.count)
+                deadline = forming.deadline
             else:
-                results = await asyncio.get_running_loop().run_in_executor(self._executor, self._timed_run, records)
-            if len(results) != count:
-                raise RuntimeError(f"the model returned {len(results)} results for {count} records")
-        except Exception as exc:
+                batch = []
+                count = self._take(batch, 0)
+                if not batch:
+                    if self._queue:
+                        continue  # every request taken had gone (cancelled): the next ones
+                    break
+                # Requests that queued behind a running batch mean load: wait a little to fill up.
+                under_load = batch[0].enqueued_at < self._last_batch_end or self._running > 0
+                deadline = batch[0].enqueued_at + self.max_delay if under_load and self.max_delay > 0 else 0.0
+            # A queued request that did not fit ends the wait: the batch cannot grow past it.
+            if not (waited or self._closed or self._queue) and count < self.max_batch_size:
+                remaining = deadline - time.perf_counter()
+                if remaining > 0:
+                    timer = self._loop.call_later(min(remaining, 2 * self._gap), self._dispatch, True)
+                    self._forming = _Forming(batch, count, deadline, timer)
+                    return
+            waited = False
+            if batch:
+                self._start(batch, count)
+        self._check_drained()
+
+    def _start(self, batch: list[_Item[In, Out]], count: int) -> None:
+        self._running += 1
+        started = time.perf_counter()
+        if self._run_time < self.inline_below:
+            try:
+                results = self._timed_run(self._records(batch))
+            except Exception as exc:
+                self._finish(batch, count, started, None, exc)
+            else:
+                self._finish(batch, count, started, results, None)
+            return
+        try:
+            running = self._loop.run_in_executor(self._executor, self._timed_run, self._records(batch))
+        except Exception as exc:  # the records could not be merged
+            self._finish(batch, count, started, None, exc)
+            return
+
+        def done(future: asyncio.Future[list[Out]]) -> None:
+            error = future.exception()
+            self._finish(batch, count, started, None if error else future.result(), error)
+            self._dispatch()
+
+        running.add_done_callback(done)
+
+    def _records(self, batch: list[_Item[In, Out]]) -> list[In]:
+        if self._merge is not None:
+            return self._merge([item.records for item in batch])  # type: ignore[no-any-return]
+        records: list[In] = []
+        for item in batch:
+            records.extend(item.records)
+        return records
+
+    def _finish(
+        self,
+        batch: list[_Item[In, Out]],
+        count: int,
+        started: float,
+        results: list[Out] | None,
+        error: BaseException | None,
+    ) -> None:
+        self._running -= 1
+        self._last_batch_end = time.perf_counter()
+        if error is None and results is not None and len(results) != count:
+            error = RuntimeError(f"the model returned {len(results)} results for {count} records")
+        if error is not None or results is None:
             for item in batch:
                 if not item.future.done():
-                    item.future.set_exception(exc)
+                    item.future.set_exception(error or RuntimeError("the batch ran without results"))
         else:
             at = 0
             for item in batch:
@@ -175,12 +216,13 @@ class AdaptiveBatcher(Generic[In, Out]):
                 if not item.future.done():
                     item.future.set_result(results[at : at + n])
                 at += n
-        finally:
-            self._running -= 1
-            self._last_batch_end = time.perf_counter()
-            self._slots.release()
-            if self._observe is not None:
-                self._observe(count, [started - item.enqueued_at for item in batch])
+        if self._observe is not None:
+            self._observe(count, [started - item.enqueued_at for item in batch])
+
+    def _check_drained(self) -> None:
+        drained = self._drained
+        if drained is not None and not drained.done() and not (self._queue or self._running or self._forming):
+            drained.set_result(None)
 
     def _timed_run(self, records: list[In]) -> list[Out]:
         started = time.perf_counter()
@@ -190,10 +232,9 @@ class AdaptiveBatcher(Generic[In, Out]):
             self._run_time += _RUN_SMOOTHING * (time.perf_counter() - started - self._run_time)
 
     async def close(self) -> None:
-        """Finishes everything queued and in flight, then stops."""
+        """Finishes everything queued and in flight (a batch still filling up starts now), then stops."""
         self._closed = True
-        self._wakeup.set()
-        await self._loop_task
-        if self._in_flight:
-            await asyncio.gather(*self._in_flight)
+        self._drained = self._loop.create_future()
+        self._dispatch(waited=True)
+        await self._drained
         self._executor.shutdown(wait=True)
