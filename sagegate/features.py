@@ -486,15 +486,31 @@ class _BlockCheck:
             return default if value is None else float(value)
 
         is_bool = [f.type is FeatureType.BOOL for f in features]
-        self._low = np.array([0.0 if b else bound(f.minimum, -np.inf) for f, b in zip(features, is_bool, strict=True)])
-        self._high = np.array([1.0 if b else bound(f.maximum, np.inf) for f, b in zip(features, is_bool, strict=True)])
+        low = np.array([0.0 if b else bound(f.minimum, -np.inf) for f, b in zip(features, is_bool, strict=True)])
+        high = np.array([1.0 if b else bound(f.maximum, np.inf) for f, b in zip(features, is_bool, strict=True)])
         self._integer = np.flatnonzero([f.type is FeatureType.INT or b for f, b in zip(features, is_bool, strict=True)])
         affine = [
             None if b or not rules[f.name].float32_input else as_affine(f)
             for f, b in zip(features, is_bool, strict=True)
         ]
-        self._scale = np.array([a[0] if a else 0.0 for a in affine])
-        self._shift = np.array([a[1] if a else 0.0 for a in affine])
+        # Every bound on a column's values as one least and one greatest value: the declared range,
+        # finite, and what keeps an affine transform's result within float32 (|x * scale + shift| <=
+        # FLOAT32_MAX / 2, solved for x and narrowed by a part in 10**9, so that rounding cannot let a
+        # value through: one at the very edge goes to the column-by-column checks, whose verdict it is).
+        finite = float(np.finfo(np.float64).max)
+        self._floor = np.maximum(low, -finite)
+        self._ceiling = np.minimum(high, finite)
+        for j, a in enumerate(affine):
+            if a is None:
+                continue
+            scale, shift = a
+            if scale == 0:
+                if abs(shift) > FLOAT32_MAX / 2:
+                    self._floor[j], self._ceiling[j] = np.inf, -np.inf  # nothing is vouched for
+                continue
+            ends = sorted(((-FLOAT32_MAX / 2 - shift) / scale, (FLOAT32_MAX / 2 - shift) / scale))
+            self._floor[j] = max(self._floor[j], ends[0] + abs(ends[0]) * 1e-9)
+            self._ceiling[j] = min(self._ceiling[j], ends[1] - abs(ends[1]) * 1e-9)
         # Features whose transform is not affine (log1p, impute): checked column by column.
         self._stepwise = [
             (j, f)
@@ -506,24 +522,17 @@ class _BlockCheck:
     def vouch(self, x: np.ndarray) -> np.ndarray | None:
         if x.dtype.kind == "b" or len(x) == 0:
             return None
+        # Per column its least and greatest value (NaN if it holds one, which no bound admits): the
+        # bounds need only these. On the given dtype: widening to float64 keeps the order.
+        with np.errstate(invalid="ignore"):
+            if not ((x.min(axis=0) >= self._floor).all() and (x.max(axis=0) <= self._ceiling).all()):
+                return None
         values = x.astype(np.float64, copy=False)
-        # Per column its least and greatest value (NaN if it holds one): the range checks, and the
-        # affine transforms' float32 bound (reached at an end), need only these.
-        low, high = values.min(axis=0), values.max(axis=0)
         with np.errstate(over="ignore", invalid="ignore"):
-            if not (np.isfinite(low).all() and np.isfinite(high).all()):
-                return None
-            if (low < self._low).any() or (high > self._high).any():
-                return None
             if len(self._integer):
                 integers = values[:, self._integer]
                 if not (integers == np.floor(integers)).all() or (np.abs(integers) >= EXACT_INT).any():
                     return None
-            bound = FLOAT32_MAX / 2
-            if not (
-                (np.abs(low * self._scale + self._shift) <= bound) & (np.abs(high * self._scale + self._shift) <= bound)
-            ).all():
-                return None
             for j, feature in self._stepwise:
                 if not (np.abs(_transformed(feature, values[:, j])) <= FLOAT32_MAX / 2).all():
                     return None

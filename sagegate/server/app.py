@@ -309,7 +309,7 @@ class InferenceApp:
                     predictions = [{**p, "explanation": e} for p, e in zip(predictions, explanations, strict=True)]
             payload, media = codecs.encode(predictions, request.headers.get("accept"), content_type)
             await _answer(send, 200, payload, media.encode(), self._variant_headers(served))
-            self.metrics.records.labels(model).inc(len(predictions))
+            self.metrics.records_done(model, len(predictions))
         except ServerError as exc:
             code = exc.status
             self.metrics.errors.labels(model, type(exc).__name__).inc()

@@ -74,6 +74,7 @@ class ServerMetrics:
         )
         self.models_loaded = Gauge("sagegate_models_loaded", "Models loaded.", registry=r, multiprocess_mode="livemax")
         self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        self._records: dict[str, Any] = {}
         self.memory_used = Gauge(
             "sagegate_model_memory_mb",
             "Memory budget used by loaded models (MB), every worker's copies together.",
@@ -88,6 +89,12 @@ class ServerMetrics:
             children = self._children[key] = (self.requests.labels(model, route, str(code)), self.latency.labels(model))
         children[0].inc()
         children[1].observe(seconds)
+
+    def records_done(self, model: str, count: int) -> None:
+        child = self._records.get(model)
+        if child is None:
+            child = self._records[model] = self.records.labels(model)
+        child.inc(count)
 
     def batch_observer(self, model: str):  # type: ignore[no-untyped-def]
         size = self.batch_size.labels(model)

@@ -125,7 +125,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         except Exception as exc:  # a bug of ours: INTERNAL, and logged
             log.exception("ModelInfer %s failed", request.model_name)
             await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}")
-        app.metrics.records.labels(request.model_name).inc(response.outputs[0][0].shape[0] if response.outputs else 0)
+        app.metrics.records_done(request.model_name, response.outputs[0][0].shape[0] if response.outputs else 0)
         return pb.ModelInferResponse(
             model_name=response.model_name,
             model_version=response.model_version,

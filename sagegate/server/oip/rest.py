@@ -100,7 +100,7 @@ class OipRoutes:
             decoded = decode_request(body, request.headers.get(HEADER_LENGTH))
             response = await inference.infer(self.app._plane(), served, decoded, self.app.config.max_records)
             payload, length = encode_response(response)
-            metrics.records.labels(name).inc(response.outputs[0][0].shape[0] if response.outputs else 0)
+            metrics.records_done(name, response.outputs[0][0].shape[0] if response.outputs else 0)
         except ServerError as exc:
             code = exc.status
             metrics.errors.labels(name, type(exc).__name__).inc()

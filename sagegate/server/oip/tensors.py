@@ -9,6 +9,7 @@ element as a 4-byte little-endian length and its bytes. Every malformed tensor i
 
 from __future__ import annotations
 
+import functools
 import math
 import struct
 from collections.abc import Sequence
@@ -141,9 +142,15 @@ def from_data(name: str, datatype: Any, shape: Any, data: Any) -> Tensor:
 def coded_bytes(name: str, codes: np.ndarray, names: Sequence[str]) -> Tensor:
     """A BYTES tensor of one of a few texts per element (labels): its raw form made by lookup, not
     element by element."""
-    texts = _objects([n.encode() for n in names])
-    framed = _objects([struct.pack("<I", len(t)) + t for t in texts.tolist()])
+    texts, framed = _coded(tuple(names))
     return Tensor(name, "BYTES", codes.shape, texts[codes], b"".join(framed[codes].tolist()))
+
+
+@functools.lru_cache(maxsize=256)
+def _coded(names: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """Each text as bytes, and framed as a BYTES element (its 4-byte length first): a model's labels."""
+    texts = _objects([n.encode() for n in names])
+    return texts, _objects([struct.pack("<I", len(t)) + t for t in texts.tolist()])
 
 
 def _objects(elements: list[bytes]) -> np.ndarray:
