@@ -169,3 +169,19 @@ async def test_blocks_are_merged_into_one_array_and_answered_as_arrays() -> None
     assert isinstance(answer, np.ndarray)
     np.testing.assert_array_equal(answer, big * 2)
     await batcher.close()
+
+
+async def test_blocks_that_cannot_be_merged_fail_their_requests_instead_of_hanging() -> None:
+    """Two blocks of different widths queued together: the merge raises, and both requests get the
+    error (the merge ran outside the batch's error handling, and its requests waited forever)."""
+    import numpy as np
+
+    model = BlockModel(delay=0.1)
+    batcher = AdaptiveBatcher(model, max_batch_size=8, max_delay=0.05, merge=np.concatenate)  # type: ignore[arg-type]
+    first = asyncio.create_task(batcher.submit(np.zeros((1, 3))))  # type: ignore[arg-type]
+    await asyncio.sleep(0.03)  # running: the next two queue and are merged into one batch
+    wide, narrow = batcher.submit(np.zeros((1, 3))), batcher.submit(np.zeros((1, 2)))  # type: ignore[arg-type]
+    outcomes = await asyncio.wait_for(asyncio.gather(wide, narrow, return_exceptions=True), 5)
+    assert all(isinstance(o, ValueError) for o in outcomes), outcomes
+    await first
+    await batcher.close()
