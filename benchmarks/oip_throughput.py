@@ -8,8 +8,10 @@ features) with `sagegate serve` and drives it with wrk (1 thread, 16 connections
 requests) over: OIP v2 REST with the binary tensor data extension (an FP32 tensor `input` [100, 30]
 in, every output as binary data out, as tritonclient asks by default), OIP JSON tensors, x-npy on
 /invocations (the tensor path, JSON answers) and JSON records on /invocations (the record path).
-Binary OIP runs with 1 worker and with one per CPU (`--workers`), for the scaling. Prints records/s,
-p50/p99 and the ratios to in-process batch 128, and writes benchmarks/results/oip_throughput.json.
+Binary OIP runs with 1 worker and with one per CPU (`--workers`), for the scaling. Binary OIP also
+runs on benchmarks/apps/bare_oip.py under the same uvicorn: the floor of a Python server on this
+machine (decode, the model, encode, nothing else). Prints records/s, p50/p99 and the ratios to
+in-process batch 128 and to the bare app, and writes benchmarks/results/oip_throughput.json.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.server_throughput import Service, _ms, in_process_limit  # noqa: E402
+from benchmarks.server_throughput import Service, _ms, in_process_limit, uvicorn_command  # noqa: E402
 from sagegate.local.examples import build_synthetic_package  # noqa: E402
 from sagegate.local.process import free_port  # noqa: E402
 from sagegate.server.workers import available_cpus  # noqa: E402
@@ -120,6 +122,22 @@ def check_binary_answer(url: str, body: Path, headers: dict[str, str], expected_
     assert len(data) - size == sum(o["parameters"]["binary_data_size"] for o in document["outputs"])
 
 
+def bare_floor(
+    package: Path, request: tuple[Path, dict[str, str]], args: argparse.Namespace, log: Path
+) -> dict[str, Any]:
+    """Binary OIP on benchmarks/apps/bare_oip.py (decode, the model, encode: nothing else), same wrk load."""
+    port = free_port()
+    env = {"BARE_PACKAGE": str(package), "BARE_THREADS": str(args.threads), "PYTHONPATH": str(ROOT)}
+    bare = Service(uvicorn_command("benchmarks.apps.bare_oip:app", port), env, log, port)
+    try:
+        url = f"{bare.url}/v2/models/{package.name}/infer"
+        run_wrk(url, *request, CONNECTIONS, 1)
+        load = run_wrk(url, *request, CONNECTIONS, args.duration)
+    finally:
+        bare.close()
+    return load | {"records_per_s": load["rps"] * RECORDS}
+
+
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="sagegate-oip-bench-"))
     files = bodies(workdir)
@@ -133,11 +151,19 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         ),
     }
     cpus = available_cpus()
-    results: dict[str, Any] = {"loads": [], "limits": {}}
+    results: dict[str, Any] = {"loads": [], "limits": {}, "floors": {}}
     for name, package in packages.items():
         limit = in_process_limit(package, 128, args.threads, args.duration / 2)
         results["limits"][name] = limit
         print(f"  in-proc  {name:12} batch 128: {limit:10.0f} rec/s", flush=True)
+        results["floors"][name] = floor = bare_floor(
+            package.path, files["oip-binary"], args, workdir / f"bare-{name}.log"
+        )
+        print(
+            f"  bare app {name:12} oip-binary {floor['records_per_s']:10.0f} rec/s "
+            f"({100 * floor['records_per_s'] / limit:5.1f}% of b128)  p99 {floor['p99_ms']:6.2f} ms",
+            flush=True,
+        )
         for workers in sorted({1, cpus}):
             port = free_port()
             command = [sys.executable, "-m", "sagegate", "serve", "--model-dir", str(package.path.parent)]
@@ -180,6 +206,13 @@ def report(result: dict[str, Any]) -> list[tuple[str, bool]]:
         checks.append(
             (f"{name}: 100-record binary OIP >= {target:.0%} of in-process batch 128 ({ratio:.0%})", ratio >= target)
         )
+        floor = result.get("floors", {}).get(name)
+        if floor:
+            print(
+                f"{name}: the bare app (decode, model, encode) {floor['records_per_s']:.0f} rec/s = "
+                f"{floor['records_per_s'] / limit:.0%} of b128; sagegate's one worker is "
+                f"{binary['records_per_s'] / floor['records_per_s']:.0%} of the bare app"
+            )
         scaled = [x for x in result["loads"] if x["model"] == name and x["path"] == "oip-binary" and x["workers"] > 1]
         for x in scaled:
             speedup = x["records_per_s"] / binary["records_per_s"]
