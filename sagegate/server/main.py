@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import socket
 from collections.abc import Iterator
 from typing import Any
@@ -41,17 +42,19 @@ def serve(config: ServerConfig) -> int:
 def serve_one(
     config: ServerConfig, *, sockets: list[socket.socket] | None = None, ready: Any = None, index: int = 0
 ) -> int:
-    """One server process; a worker's gets the shared HTTP socket and the workers' ready flags."""
+    """One server process; a worker's gets the shared HTTP socket and the workers' ready marks."""
     logging.basicConfig(level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = InferenceApp(config)
     if ready is not None:
         app.reuse_port = True
 
+        from sagegate.server.workers import every_worker_ready
+
         def mark() -> None:
-            ready[index] = 1
+            ready[index] = os.getpid()
 
         app.on_ready = mark
-        app.peers_ready = lambda: all(ready)
+        app.peers_ready = lambda: every_worker_ready(ready)
     server = _Server(
         uvicorn.Config(
             app,

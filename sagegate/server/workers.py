@@ -9,7 +9,9 @@ gets SIGTERM (Linux's parent-death signal): a killed server leaves no workers be
 
 What the copies cost: every worker holds every model, so each gets 1/N of the memory budget, and
 ONNX Runtime's intra-op threads default to the worker's share of the CPUs. /ping (and OIP ready)
-is 200 only while every worker has loaded its models: each worker marks itself in a shared array.
+is 200 only while every worker has loaded its models and runs: each worker writes its process id
+into a shared array once loaded, and a ready check looks each one up (a worker that died is not
+ready from that moment, before its parent has noticed and started another).
 
 N defaults to the CPUs the container may use (its cgroup quota and CPU affinity), as SageMaker's
 own containers size their worker pools, capped by how many copies of the models the memory budget
@@ -23,12 +25,12 @@ import contextlib
 import logging
 import math
 import multiprocessing
+import multiprocessing.connection
 import os
 import shutil
 import signal
 import socket
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -36,7 +38,14 @@ from typing import Any
 from sagegate.server.config import ServerConfig
 from sagegate.server.metrics import MULTIPROCESS_DIR
 
-__all__ = ["available_cpus", "models_memory_mb", "resolve_workers", "serve_workers", "worker_config"]
+__all__ = [
+    "available_cpus",
+    "every_worker_ready",
+    "models_memory_mb",
+    "resolve_workers",
+    "serve_workers",
+    "worker_config",
+]
 
 log = logging.getLogger("sagegate.server")
 
@@ -115,6 +124,26 @@ def worker_config(config: ServerConfig, workers: int) -> ServerConfig:
     )
 
 
+def every_worker_ready(ready: Any) -> bool:
+    """Whether every worker has loaded its models (its process id is in `ready`) and still runs."""
+    return all(pid > 0 and _running(pid) for pid in ready)
+
+
+def _running(pid: int) -> bool:
+    """Whether the process runs: a dead one not yet reaped by its parent is a zombie (state Z or X)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    except OSError:  # no /proc: whether a signal could reach it
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+    return stat.rpartition(")")[2].split()[0] not in ("Z", "X")
+
+
 def _listen(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -158,7 +187,7 @@ def _supervise(config: ServerConfig, workers: int) -> int:
     except OSError as exc:
         log.error("cannot listen on %s:%d: %s", config.host, config.port, exc)
         return _LOAD_FAILED
-    ready = context.Array("b", workers, lock=False)
+    ready = context.Array("i", workers, lock=False)  # each worker's process id once it has loaded
     share = worker_config(config, workers)
     log.info(
         "%d workers on port %d%s, each with %d MB of the %d MB memory budget and %d intra-op threads",
@@ -196,7 +225,8 @@ def _supervise(config: ServerConfig, workers: int) -> int:
     code = 0
     try:
         while not stopping:
-            time.sleep(0.2)
+            # Wakes as soon as a worker exits (and at least each second, to see a stop).
+            multiprocessing.connection.wait([p.sentinel for p in processes], timeout=1.0)
             for index, process in enumerate(processes):
                 if stopping or process.is_alive():
                     continue

@@ -42,11 +42,19 @@ def _workers(parent: int) -> set[int]:
     return found
 
 
-def _wait(condition: object, what: str, timeout: float = 120) -> None:
+def _wait(condition: object, what: str, timeout: float = 120, poll: float = 0.05) -> None:
     deadline = time.monotonic() + timeout
     while not condition():  # type: ignore[operator]
         assert time.monotonic() < deadline, what
-        time.sleep(0.05)
+        time.sleep(poll)
+
+
+def _dead(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return stat.rpartition(")")[2].split()[0] in ("Z", "X")
 
 
 def test_two_workers_share_the_ports_and_one_is_replaced_when_it_dies(
@@ -75,6 +83,10 @@ def test_two_workers_share_the_ports_and_one_is_replaced_when_it_dies(
 
     victim = min(workers)
     os.kill(victim, signal.SIGKILL)
+    _wait(lambda: _dead(victim), "the killed worker did not die", poll=0.002)
+    # Dead (a zombie, or reaped): not ready from now on, whether or not its parent has noticed yet
+    # (its ready flag stayed set until the parent's next look, up to 0.2 s later: /ping said 200).
+    assert _ping(server.url) == 503
     _wait(lambda: len(_workers(server.pid or 0) - {victim}) == 2, "the dead worker was not replaced")
     _wait(lambda: httpx.get(f"{server.url}/ping").status_code == 200, "not ready again after the restart")
     assert server.running()

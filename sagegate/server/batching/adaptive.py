@@ -47,6 +47,7 @@ class _Item(Generic[In, Out]):
     future: asyncio.Future[list[Out]]
     enqueued_at: float = field(default_factory=time.perf_counter)
 
+
 @dataclass
 class _Forming(Generic[In, Out]):
     """A batch short of max_batch_size that waits for more records until its timer fires."""
