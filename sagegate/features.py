@@ -171,7 +171,7 @@ class FeaturePipeline:
             offsets[f.name] = at
             at += f.width
         self._offsets = offsets
-        self._fast = _FastPath(self._numeric, self._categorical)
+        self._fast = _FastPath(self._numeric, self._categorical, self.rules)
         self._block_check = _BlockCheck(self.features, self.rules, [self.names.index(f.name) for f in self._numeric])
         # Features whose steps are all affine (standardize, min_max, none) become one vectorised
         # multiply-add over their columns; the rest (impute, log1p) go step by step.
@@ -414,9 +414,10 @@ class _FastPath:
     extra or wrongly typed feature, a value out of range) returns None, and the record-by-record
     path finds and names the problem."""
 
-    def __init__(self, numeric: list[Feature], categorical: list[Feature]) -> None:
+    def __init__(self, numeric: list[Feature], categorical: list[Feature], rules: Mapping[str, FeatureRule]) -> None:
         numbers = [f for f in numeric if f.type is not FeatureType.BOOL]
-        self._number_features = numbers
+        # the numbers' rules as one block check (a floor and a ceiling per feature, and the rest)
+        self._check = _BlockCheck(numbers, rules, list(range(len(numbers))))
         bools = [f for f in numeric if f.type is FeatureType.BOOL]
         self._width = len(numeric) + len(categorical)
         self._numbers = _getter([f.name for f in numbers])
@@ -425,9 +426,6 @@ class _FastPath:
         self._allowed = [
             frozenset(f.categories or ()) if f.type is FeatureType.CATEGORICAL else None for f in categorical
         ]
-        self._low = np.array([-np.inf if f.minimum is None else f.minimum for f in numbers])
-        self._high = np.array([np.inf if f.maximum is None else f.maximum for f in numbers])
-        self._integer = np.array([f.type is FeatureType.INT for f in numbers], dtype=bool)
         self._n_numbers = len(numbers)
 
     def rows(self, records: list[Any]) -> list[Row] | None:
@@ -463,16 +461,7 @@ class _FastPath:
             block = np.array(number_rows, dtype=np.float64)
         except OverflowError:  # an integer beyond any float
             return False
-        if not np.isfinite(block).all() or (block < self._low).any() or (block > self._high).any():
-            return False
-        integers = block[:, self._integer]
-        if not (integers == np.floor(integers)).all() or (np.abs(integers) >= EXACT_INT).any():
-            return False
-        with np.errstate(over="ignore", invalid="ignore"):
-            for j, feature in enumerate(self._number_features):
-                if not (np.abs(_transformed(feature, block[:, j])) <= FLOAT32_MAX / 2).all():
-                    return False
-        return True
+        return self._check.vouch(block) is not None
 
 
 class _BlockCheck:
