@@ -173,13 +173,26 @@ def stack(
         service.stop()
 
 
+def _log_lines(path: Path, count: int, timeout: float = 30) -> list[dict[str, Any]]:
+    """The prediction log's lines once it has `count` of them (or what it has after `timeout` s)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        lines = [orjson.loads(line) for line in path.read_bytes().splitlines()] if path.exists() else []
+        if len(lines) >= count or time.monotonic() > deadline:
+            return lines
+        time.sleep(0.05)
+
+
 def test_miss_then_hit_and_the_log(stack: Callable[..., Stack], transactions: Transactions) -> None:
     s = stack()
     features = transactions.records[0]
     first, second = s.predict(features=features, user_id="u1").json(), s.predict(features=features, user_id="u1").json()
     assert (first["cache_hit"], second["cache_hit"]) == (False, True)
     assert second["prediction"] == first["prediction"] and second["variant"] == first["variant"]
-    lines = [orjson.loads(line) for line in s.log_path.read_bytes().splitlines()]
+    # The log is written after the answer has gone (the middleware's flush): wait for both lines.
+    lines = _log_lines(s.log_path, 2)
     assert [line["prediction_id"] for line in lines] == [first["prediction_id"], second["prediction_id"]]
     assert s.server_requests(first["variant"]) == 1
 
