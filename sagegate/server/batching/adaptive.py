@@ -166,22 +166,21 @@ class AdaptiveBatcher(Generic[In, Out]):
         self._running += 1
         started = time.perf_counter()
         if self._run_time < self.inline_below:
+            outcome: list[Out] | BaseException
             try:
-                results = self._timed_run(self._records(batch))
+                outcome = self._timed_run(self._records(batch))
             except Exception as exc:
-                self._finish(batch, count, started, None, exc)
-            else:
-                self._finish(batch, count, started, results, None)
+                outcome = exc
+            self._finish(batch, count, started, outcome)
             return
         try:
             running = self._loop.run_in_executor(self._executor, self._timed_run, self._records(batch))
         except Exception as exc:  # the records could not be merged
-            self._finish(batch, count, started, None, exc)
+            self._finish(batch, count, started, exc)
             return
 
         def done(future: asyncio.Future[list[Out]]) -> None:
-            error = future.exception()
-            self._finish(batch, count, started, None if error else future.result(), error)
+            self._finish(batch, count, started, future.exception() or future.result())
             self._dispatch()
 
         running.add_done_callback(done)
@@ -195,27 +194,23 @@ class AdaptiveBatcher(Generic[In, Out]):
         return records
 
     def _finish(
-        self,
-        batch: list[_Item[In, Out]],
-        count: int,
-        started: float,
-        results: list[Out] | None,
-        error: BaseException | None,
+        self, batch: list[_Item[In, Out]], count: int, started: float, outcome: list[Out] | BaseException
     ) -> None:
+        """Answers the batch's requests with the model's results, or fails them with its error."""
         self._running -= 1
         self._last_batch_end = time.perf_counter()
-        if error is None and results is not None and len(results) != count:
-            error = RuntimeError(f"the model returned {len(results)} results for {count} records")
-        if error is not None or results is None:
+        if not isinstance(outcome, BaseException) and len(outcome) != count:
+            outcome = RuntimeError(f"the model returned {len(outcome)} results for {count} records")
+        if isinstance(outcome, BaseException):
             for item in batch:
                 if not item.future.done():
-                    item.future.set_exception(error or RuntimeError("the batch ran without results"))
+                    item.future.set_exception(outcome)
         else:
             at = 0
             for item in batch:
                 n = len(item.records)
                 if not item.future.done():
-                    item.future.set_result(results[at : at + n])
+                    item.future.set_result(outcome[at : at + n])
                 at += n
         if self._observe is not None:
             self._observe(count, [started - item.enqueued_at for item in batch])
